@@ -1,0 +1,32 @@
+# edgeloom developer entry points. `make run` and `make test` set everything up first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXAMPLE ?= examples/splittraining-mnist1d.yaml
+
+.PHONY: setup run test test-fast lint crds bench clean
+
+setup:
+	@./scripts/setup-venv.sh
+
+run: setup
+	$(BIN)/edgeloom run $(EXAMPLE)
+
+lint: setup
+	$(BIN)/ruff check services operators tests
+	$(BIN)/lint-imports
+	$(BIN)/edgeloom crds --check
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not e2e and not integration"
+
+crds: setup
+	$(BIN)/edgeloom crds
+
+bench: setup
+	$(BIN)/edgeloom bench transport
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+"""Importing this package registers every kind."""
+
+from edgeloom.api.kinds import splittraining  # noqa: F401

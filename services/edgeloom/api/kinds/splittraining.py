@@ -1,0 +1,241 @@
+"""SplitTrainingJob: split federated learning (MergeSFL and its baselines)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from edgeloom.api.base import ApiModel
+from edgeloom.api.device import DeviceProfile, EmulationMode
+from edgeloom.api.registry import DEFAULT_PRINTER_COLUMNS, KindInfo, RoleInfo, register_kind
+from edgeloom.api.status import Status
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
+
+
+class SplitMethod(StrEnum):
+    """Training method; the baselines share models, data and partition with MergeSFL."""
+
+    MERGESFL = "mergesfl"
+    SPLITFED = "splitfed"
+    SFL = "sfl"
+    FEDAVG = "fedavg"
+
+
+class Architecture(StrEnum):
+    """Built-in models, each with a documented bottom/top split."""
+
+    CNN1D = "cnn1d"
+    DIGITS_CNN = "digits-cnn"
+    CIFAR_ALEXNET = "cifar-alexnet"
+
+
+class DatasetName(StrEnum):
+    MNIST1D = "mnist1d"
+    DIGITS = "digits"
+    CIFAR10 = "cifar10"
+    IMAGEFOLDER = "imagefolder"
+
+
+class PartitionScheme(StrEnum):
+    IID = "iid"
+    DIRICHLET = "dirichlet"
+    DOMINANT_CLASS = "dominant-class"
+
+
+class ModelRef(ApiModel):
+    """The model and where it is split between worker (bottom) and server (top)."""
+
+    architecture: Architecture = Field(
+        default=Architecture.CNN1D, description="Built-in model: cnn1d, digits-cnn or cifar-alexnet."
+    )
+    split_point: int | None = Field(
+        default=None, ge=1, le=16,
+        description="Number of leading blocks that run on the worker; default per architecture.",
+    )
+
+
+class DatasetRef(ApiModel):
+    """Training data; mnist1d and digits are generated or bundled offline."""
+
+    name: DatasetName = Field(default=DatasetName.MNIST1D, description="Dataset to train on.")
+    path: str | None = Field(
+        default=None, description="Local or PVC path; required for cifar10 and imagefolder."
+    )
+    samples: int | None = Field(
+        default=None, ge=100, description="Number of MNIST-1D samples to generate (train+test)."
+    )
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> DatasetRef:
+        if self.name in (DatasetName.CIFAR10, DatasetName.IMAGEFOLDER) and not self.path:
+            raise ValueError(f"path is required for dataset {self.name.value}")
+        return self
+
+
+class Partition(ApiModel):
+    """How training data is split over workers (non-IID label skew)."""
+
+    scheme: PartitionScheme = Field(
+        default=PartitionScheme.DIRICHLET, description="iid, dirichlet or dominant-class."
+    )
+    alpha: float = Field(
+        default=0.1, gt=0, le=1000, description="Dirichlet concentration; smaller is more skewed."
+    )
+    dominant_ratio: float = Field(
+        default=0.8, ge=0, le=1,
+        description="dominant-class: fraction of each worker's samples from its dominant class.",
+    )
+
+
+class WorkerGroup(ApiModel):
+    """A group of identical workers."""
+
+    name: Name = Field(description="Group name, used in worker names and metrics.")
+    count: int = Field(ge=1, le=1000, description="Number of workers in the group.")
+    profile: DeviceProfile = Field(
+        default_factory=DeviceProfile, description="Emulated device profile of each worker."
+    )
+    device_profile_label: str | None = Field(
+        default=None,
+        description="Value of the edgeloom.io/device-profile node label to schedule onto.",
+    )
+
+
+class Training(ApiModel):
+    """Rounds, batches and optimiser."""
+
+    rounds: int = Field(default=50, ge=1, le=100000, description="Maximum number of rounds.")
+    iterations_per_round: int = Field(
+        default=20, ge=1, le=10000, description="Local iterations per round (tau)."
+    )
+    total_batch_size: int = Field(
+        default=320, ge=1, le=65536,
+        description="Merged batch size per iteration summed over selected workers (B).",
+    )
+    min_batch_size: int = Field(default=4, ge=1, description="Lower bound of a worker's batch.")
+    max_batch_size: int = Field(default=128, ge=1, description="Upper bound of a worker's batch.")
+    workers_per_round: int | None = Field(
+        default=None, ge=1, description="Workers selected per round (K); default all."
+    )
+    learning_rate: float = Field(default=0.05, gt=0, le=10, description="SGD learning rate.")
+    lr_decay: float = Field(
+        default=0.993, gt=0, le=1, description="Learning rate multiplier applied each round."
+    )
+    lr_floor: float = Field(default=0.005, ge=0, description="Learning rate never decays below.")
+    momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD momentum.")
+    seed: int = Field(default=0, ge=0, description="Seed for data, partition and model init.")
+
+
+class Ablation(ApiModel):
+    """Turn MergeSFL's two mechanisms off one at a time."""
+
+    feature_merging: bool = Field(
+        default=True, description="Merge selected workers' features into one mixed batch."
+    )
+    batch_regulation: bool = Field(
+        default=True, description="Size each worker's batch so iterations finish together."
+    )
+
+
+class StopCondition(ApiModel):
+    target_accuracy: float | None = Field(
+        default=None, gt=0, le=1, description="Stop once test accuracy reaches this (0-1)."
+    )
+
+
+class Participation(ApiModel):
+    """What happens when workers are slow or die."""
+
+    min_workers: int = Field(
+        default=1, ge=1, description="The job fails when fewer workers than this remain."
+    )
+    round_deadline_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Wall seconds a worker may take for one exchange before it is dropped.",
+    )
+
+
+class SplitTrainingJobSpec(ApiModel):
+    """Desired state of a split federated learning job."""
+
+    method: SplitMethod = Field(
+        default=SplitMethod.MERGESFL, description="mergesfl, splitfed, sfl or fedavg."
+    )
+    model: ModelRef = Field(default_factory=ModelRef, description="Model and split point.")
+    dataset: DatasetRef = Field(default_factory=DatasetRef, description="Training data.")
+    partition: Partition = Field(default_factory=Partition, description="Non-IID partition.")
+    workers: list[WorkerGroup] = Field(
+        min_length=1, max_length=64, description="Worker groups with device profiles."
+    )
+    training: Training = Field(default_factory=Training, description="Rounds and optimiser.")
+    ablation: Ablation = Field(default_factory=Ablation, description="MergeSFL ablations.")
+    stop: StopCondition = Field(default_factory=StopCondition, description="Early stopping.")
+    participation: Participation = Field(
+        default_factory=Participation, description="Deadlines and minimum participation."
+    )
+    checkpoint_interval: int = Field(
+        default=5, ge=1, description="Rounds between server checkpoints in the object store."
+    )
+    emulation: EmulationMode = Field(
+        default=EmulationMode.VIRTUAL, description="Device emulation mode: virtual, sleep or off."
+    )
+    gpu: bool = Field(default=False, description="Request a GPU for the server role.")
+
+    @property
+    def worker_count(self) -> int:
+        return sum(g.count for g in self.workers)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> SplitTrainingJobSpec:
+        t = self.training
+        if t.min_batch_size > t.max_batch_size:
+            raise ValueError("training.minBatchSize must not exceed training.maxBatchSize")
+        if t.workers_per_round is not None and t.workers_per_round > self.worker_count:
+            raise ValueError("training.workersPerRound must not exceed the number of workers")
+        if self.participation.min_workers > self.worker_count:
+            raise ValueError("participation.minWorkers must not exceed the number of workers")
+        return self
+
+
+class SplitTrainingJobStatus(Status):
+    """Status of a split training job."""
+
+    final_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="Test accuracy after the last round."
+    )
+    time_to_target_seconds: float | None = Field(
+        default=None, ge=0, description="Virtual seconds until the target accuracy was reached."
+    )
+
+
+KIND = register_kind(
+    KindInfo(
+        kind="SplitTrainingJob",
+        plural="splittrainingjobs",
+        short_names=("stj",),
+        spec_model=SplitTrainingJobSpec,
+        status_model=SplitTrainingJobStatus,
+        roles=(
+            RoleInfo("server", "cloud", lambda spec: 1),
+            RoleInfo("worker", "edge", lambda spec: spec.worker_count),
+        ),
+        app_module="edgeloom.apps.mergesfl",
+        description="Split federated learning (MergeSFL, SplitFed, SL, FedAvg) over edge workers.",
+        printer_columns=DEFAULT_PRINTER_COLUMNS,
+        cel_rules=(
+            ("self.training.minBatchSize <= self.training.maxBatchSize",
+             "training.minBatchSize must not exceed training.maxBatchSize"),
+            ("!has(self.training.workersPerRound) || "
+             "self.training.workersPerRound <= self.workers.map(g, g.count).sum()",
+             "training.workersPerRound must not exceed the number of workers"),
+            ("self.dataset.name in ['mnist1d', 'digits'] || has(self.dataset.path)",
+             "dataset.path is required for cifar10 and imagefolder"),
+            ("!has(self.participation) || "
+             "self.participation.minWorkers <= self.workers.map(g, g.count).sum()",
+             "participation.minWorkers must not exceed the number of workers"),
+        ),
+    )
+)

@@ -1,0 +1,142 @@
+"""The status shape every kind shares: observedGeneration, phase, conditions, progress."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from edgeloom.api.base import ApiModel
+
+
+class Phase(StrEnum):
+    """Short summary of where a resource is; conditions carry the detail."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DEGRADED = "Degraded"
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (the shape of metav1.Condition)."""
+
+    type: str = Field(description="Condition type in CamelCase, e.g. Ready or Progressing.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        max_length=1024,
+        description="One CamelCase word explaining the last transition.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+    last_transition_time: datetime = Field(
+        description="When status last changed (RFC 3339); unchanged when only reason/message move."
+    )
+    observed_generation: int = Field(
+        default=0, ge=0, description="The .metadata.generation this condition was computed from."
+    )
+
+
+def utcnow() -> datetime:
+    """Current time, UTC, second precision (what Kubernetes stores)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def set_condition(
+    conditions: list[Condition],
+    type: str,
+    status: Literal["True", "False", "Unknown"],
+    reason: str,
+    message: str = "",
+    observed_generation: int = 0,
+    now: datetime | None = None,
+) -> list[Condition]:
+    """Return a new list with condition ``type`` set.
+
+    ``lastTransitionTime`` only moves when ``status`` changes, so re-reconciling an unchanged
+    resource produces an identical status. The input list is not modified.
+    """
+    now = now or utcnow()
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.type != type:
+            out.append(cond)
+            continue
+        found = True
+        moved = cond.status != status
+        out.append(
+            Condition(
+                type=type,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now if moved else cond.last_transition_time,
+                observed_generation=observed_generation,
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=type,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=observed_generation,
+            )
+        )
+    return out
+
+
+def get_condition(conditions: list[Condition], type: str) -> Condition | None:
+    """The condition of ``type``, or None."""
+    return next((c for c in conditions if c.type == type), None)
+
+
+class Progress(ApiModel):
+    """Where a long job stands; every field optional so each kind fills what it has."""
+
+    round: int | None = Field(default=None, ge=0, description="Rounds (or steps) completed.")
+    total_rounds: int | None = Field(default=None, ge=0, description="Rounds planned at most.")
+    stage: str | None = Field(default=None, description="Current stage for multi-stage jobs.")
+    participants_ready: int | None = Field(
+        default=None, ge=0, description="Participants that reported in the last round."
+    )
+    participants_total: int | None = Field(
+        default=None, ge=0, description="Participants the job was configured with."
+    )
+    participants_dropped: int | None = Field(
+        default=None, ge=0, description="Participants dropped in the last round."
+    )
+    metric_name: str | None = Field(default=None, description="Name of the headline metric.")
+    metric_value: float | None = Field(default=None, description="Current headline metric.")
+    virtual_time_seconds: float | None = Field(
+        default=None, ge=0, description="Emulated device time spent so far (virtual clock)."
+    )
+    wall_time_seconds: float | None = Field(
+        default=None, ge=0, description="Real time since the job started."
+    )
+    bytes_total: int | None = Field(default=None, ge=0, description="Bytes moved so far.")
+    eta_seconds: float | None = Field(
+        default=None, ge=0, description="Estimated wall seconds until the job finishes."
+    )
+    last_checkpoint: str | None = Field(
+        default=None, description="Reference of the last checkpoint (object-store key)."
+    )
+
+
+class Status(ApiModel):
+    """Status every kind carries; a kind may subclass it to add typed result fields."""
+
+    observed_generation: int = Field(
+        default=0, ge=0, description="The .metadata.generation this status describes."
+    )
+    phase: Phase = Field(default=Phase.PENDING, description="Short summary of the state.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Detailed state in Kubernetes condition form."
+    )
+    progress: Progress = Field(default_factory=Progress, description="How far the job is.")

@@ -1,0 +1,122 @@
+"""The ``edgeloom`` command: run, serve, crds, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXIT_INVALID = 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edgeloom.api.resource import InvalidResource
+    from edgeloom.local.runner import RunFailed, run_file
+
+    try:
+        result = run_file(args.file, nats_url=args.nats, runs_dir=args.runs_dir,
+                          show_progress=not args.no_progress)
+    except InvalidResource as err:
+        print(f"error: {args.file} is not a valid resource:\n{err}", file=sys.stderr)
+        return EXIT_INVALID
+    except RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: every role was stopped", file=sys.stderr)
+        return 130
+    return 0 if result.succeeded else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from edgeloom.runtime.role import serve
+
+    asyncio.run(serve(args.resource, args.role, args.index, args.nats,
+                      metrics_port=args.metrics_port, run_dir=args.run_dir))
+    return 0
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from edgeloom.api.crdgen import CRD_DIRS, check_crds, write_crds
+
+    dirs = [args.root / d for d in CRD_DIRS]
+    if args.check:
+        problems = check_crds(dirs)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            print("CRDs are out of date: run `edgeloom crds`", file=sys.stderr)
+            return 1
+        print("CRDs up to date")
+        return 0
+    for path in write_crds(dirs):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from edgeloom.bench import BENCHMARKS
+
+    if args.name not in BENCHMARKS:
+        print(f"error: unknown benchmark {args.name!r} (known: {', '.join(BENCHMARKS)})",
+              file=sys.stderr)
+        return EXIT_INVALID
+    result = BENCHMARKS[args.name](quick=args.quick, out_dir=args.out)
+    print(f"wrote {args.out / (result.benchmark + '.json')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeloom", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a resource file locally (embedded NATS, local roles)")
+    run.add_argument("file", type=Path, help="resource YAML, as for kubectl apply")
+    run.add_argument("--nats", help="use this NATS server instead of starting one")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                     help="results go to RUNS_DIR/<name>/ (default: runs)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    serve = sub.add_parser("serve", help="run one role of a resource (pod entrypoint)")
+    serve.add_argument("--resource", type=Path,
+                       default=os.environ.get("EDGELOOM_RESOURCE"), required=
+                       "EDGELOOM_RESOURCE" not in os.environ, help="resource file")
+    serve.add_argument("--role", default=os.environ.get("EDGELOOM_ROLE"),
+                       required="EDGELOOM_ROLE" not in os.environ)
+    serve.add_argument("--index", type=int, default=int(
+        os.environ.get("EDGELOOM_INDEX", os.environ.get("JOB_COMPLETION_INDEX", "0"))))
+    serve.add_argument("--nats", default=os.environ.get("EDGELOOM_NATS_URL",
+                                                        "nats://127.0.0.1:4222"))
+    serve.add_argument("--metrics-port", type=int,
+                       default=int(os.environ["EDGELOOM_METRICS_PORT"])
+                       if "EDGELOOM_METRICS_PORT" in os.environ else None)
+    serve.add_argument("--run-dir", type=Path, default=None)
+    serve.set_defaults(func=_cmd_serve)
+
+    crds = sub.add_parser("crds", help="generate CRDs from the API models")
+    crds.add_argument("--check", action="store_true", help="fail if committed CRDs differ")
+    crds.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    crds.set_defaults(func=_cmd_crds)
+
+    bench = sub.add_parser("bench", help="run a benchmark; JSON + PNG under bench/results/")
+    bench.add_argument("name")
+    bench.add_argument("--quick", action="store_true", help="small smoke-sized run")
+    bench.add_argument("--out", type=Path, default=Path("bench/results"))
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

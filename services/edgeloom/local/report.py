@@ -1,0 +1,51 @@
+"""What a finished local run shows: a short table and a progress plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeloom.api.messages import JobResult
+
+
+def format_table(rows: dict[str, object]) -> str:
+    """Two aligned columns, numbers rounded for reading."""
+    width = max((len(k) for k in rows), default=0)
+    lines = []
+    for key, value in rows.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        lines.append(f"  {key:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+def print_summary(result: JobResult, run_dir: Path) -> None:
+    outcome = "succeeded" if result.succeeded else "did not succeed"
+    print(f"\njob {outcome}: {result.message}" if result.message else f"\njob {outcome}")
+    if result.summary:
+        print(format_table(result.summary))
+    print(f"results in {run_dir}/ (result.json, progress.png, logs/, metrics/)")
+
+
+def write_plot(result: JobResult, path: Path, title: str) -> Path | None:
+    """Headline metric against virtual time (and round) from the result's history."""
+    rows = [r for r in result.history if r.get(result.metric_name) is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    y = [r[result.metric_name] for r in rows]
+    axes[0].plot([r.get("virtual_time_seconds") or 0 for r in rows], y, marker=".")
+    axes[0].set_xlabel("virtual time (s)")
+    axes[1].plot([r.get("round") or i for i, r in enumerate(rows)], y, marker=".")
+    axes[1].set_xlabel("round")
+    for ax in axes:
+        ax.set_ylabel(result.metric_name)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

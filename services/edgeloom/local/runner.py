@@ -1,0 +1,188 @@
+"""``edgeloom run FILE``: the resource's roles as local processes over an embedded NATS.
+
+The runner reads the same file a user would ``kubectl apply``, validates it before starting
+anything, starts nats-server (unless given a URL), spawns every role with the pod entrypoint
+(``edgeloom serve``), shows the coordinator's progress, and writes ``result.json``, role
+logs, metrics and a plot under ``runs/<name>/``. The first role of a kind is its coordinator:
+when it exits 0 the job is done; when any role exits non-zero the runner stops the rest and
+fails, naming the role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from edgeloom.api.messages import JobResult
+from edgeloom.api.registry import KindInfo, kind_info
+from edgeloom.api.resource import InvalidResource, Resource, parse_resource
+from edgeloom.local.nats_server import NatsServer
+from edgeloom.local.report import print_summary, write_plot
+from edgeloom.runtime.bus import Bus, Message
+from edgeloom.runtime.role import load_resource_file
+from edgeloom.runtime.subjects import subject
+
+STOP_GRACE_S = 10.0
+POLL_S = 0.2
+
+
+class RunFailed(RuntimeError):
+    """A role failed; the message names it."""
+
+
+@dataclass
+class RoleProcess:
+    role: str
+    index: int
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join("    " + line for line in text[-lines:])
+
+
+def load_and_validate(path: Path) -> tuple[KindInfo, Resource[Any]]:
+    """Parse a resource file; InvalidResource names the bad field, nothing is started."""
+    try:
+        obj = load_resource_file(path)
+    except (OSError, ValueError) as err:  # yaml errors are ValueErrors
+        raise InvalidResource(str(err)) from None
+    if not isinstance(obj, dict):
+        raise InvalidResource(f"{path}: a resource must be a mapping")
+    try:
+        info = kind_info(str(obj.get("kind")))
+    except KeyError as err:
+        raise InvalidResource(f"kind: {err.args[0]}") from None
+    return info, parse_resource(obj, info.spec_model, info.kind)
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the runner dies, so no role outlives it (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path) -> RoleProcess:
+    log_path = run_dir / "logs" / f"{role}-{index}.log"
+    log: TextIO = log_path.open("w")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "edgeloom.cli.main", "serve", "--resource", str(path),
+         "--role", role, "--index", str(index), "--nats", url, "--run-dir", str(run_dir)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+    )
+    log.close()
+    return RoleProcess(role, index, popen, log_path)
+
+
+def stop_all(procs: list[RoleProcess]) -> None:
+    """SIGTERM every live role, then SIGKILL whatever has not exited after the grace period."""
+    for p in procs:
+        if p.popen.poll() is None:
+            p.popen.terminate()
+    for p in procs:
+        try:
+            p.popen.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait()
+
+
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.bar = tqdm(total=None, unit="round", disable=not enabled, dynamic_ncols=True)
+
+    async def on_status(self, message: Message) -> None:
+        progress = json.loads(message.envelope_json).get("progress", {})
+        if progress.get("totalRounds") and self.bar.total != progress["totalRounds"]:
+            self.bar.total = progress["totalRounds"]
+        if progress.get("round") is not None:
+            self.bar.n = progress["round"]
+        postfix = {}
+        if progress.get("metricValue") is not None:
+            postfix[progress.get("metricName", "metric")] = f"{progress['metricValue']:.4f}"
+        if progress.get("participantsDropped"):
+            postfix["dropped"] = progress["participantsDropped"]
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+
+
+async def supervise(
+    info: KindInfo, resource: Resource[Any], path: Path, url: str, run_dir: Path,
+    show_progress: bool,
+) -> JobResult:
+    """Spawn every role and wait for the coordinator; raises RunFailed naming a failed role."""
+    ns, name = resource.metadata.namespace, resource.metadata.name
+    bus = await Bus.connect(url, f"{name}-runner")
+    progress = _Progress(show_progress)
+    results: list[JobResult] = []
+
+    async def on_result(message: Message) -> None:
+        results.append(message.parse(JobResult))
+
+    await bus.subscribe(subject(ns, info.kind, name, "status"), progress.on_status)
+    await bus.subscribe(subject(ns, info.kind, name, "result"), on_result)
+    await bus.nc.flush()
+    procs = [
+        _spawn(path, role.name, i, url, run_dir)
+        for role in info.roles for i in range(role.replicas(resource.spec))
+    ]
+    coordinator = info.roles[0].name
+    try:
+        while True:
+            await asyncio.sleep(POLL_S)
+            for p in procs:
+                code = p.popen.poll()
+                if code not in (None, 0):
+                    raise RunFailed(f"role {p.name} (pid {p.popen.pid}) exited with code {code}; "
+                                    f"log {p.log_path}:\n{p.log_tail()}")
+            if all(p.popen.poll() == 0 for p in procs if p.role == coordinator):
+                break
+        await bus.nc.flush()
+        if not results:
+            raise RunFailed(f"{coordinator} exited without publishing a result")
+        return results[-1]
+    finally:
+        progress.bar.close()
+        await asyncio.to_thread(stop_all, procs)
+        await bus.drain()
+
+
+def run_file(
+    path: Path, nats_url: str | None = None, runs_dir: Path = Path("runs"),
+    show_progress: bool = True,
+) -> JobResult:
+    """Run a resource file locally and write its results; see the module docstring."""
+    info, resource = load_and_validate(path)
+    run_dir = runs_dir / resource.metadata.name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    (run_dir / "logs").mkdir(parents=True)
+    with ExitStack() as stack:
+        url = nats_url or stack.enter_context(NatsServer()).url
+        result = asyncio.run(
+            supervise(info, resource, path.resolve(), url, run_dir, show_progress)
+        )
+    (run_dir / "result.json").write_text(json.dumps(result.to_wire(), indent=2) + "\n")
+    write_plot(result, run_dir / "progress.png", title=f"{info.kind} {resource.metadata.name}")
+    print_summary(result, run_dir)
+    return result

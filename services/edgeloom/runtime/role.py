@@ -1,0 +1,123 @@
+"""Running one role of a resource: the same code path in a pod and under the local runner.
+
+``edgeloom serve`` calls :func:`serve`, which parses the resource, connects the bus, starts the
+metrics endpoint, installs SIGTERM/SIGINT handling and awaits the kind's role function
+``ROLES[role](ctx)`` from the kind's app module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeloom.api.registry import KindInfo, kind_info
+from edgeloom.api.resource import Resource, parse_resource
+from edgeloom.runtime.bus import Bus, stop_on_signals
+from edgeloom.runtime.metrics import MetricFactory
+from edgeloom.runtime.subjects import subject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoleContext:
+    """What a role function gets: its resource, identity, bus, metrics and stop signal."""
+
+    info: KindInfo
+    resource: Resource[Any]
+    role: str
+    index: int
+    bus: Bus
+    metrics: MetricFactory
+    stop: asyncio.Event
+    run_dir: Path | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> Any:
+        return self.resource.spec
+
+    @property
+    def name(self) -> str:
+        return self.resource.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.resource.metadata.namespace
+
+    @property
+    def identity(self) -> str:
+        return f"{self.role}-{self.index}"
+
+    def subject(self, *channel: str) -> str:
+        """A subject of this job: ``edgeloom.<ns>.<kind>.<name>.<channel...>``."""
+        return subject(self.namespace, self.info.kind, self.name, *channel)
+
+
+RoleMain = Callable[[RoleContext], Awaitable[None]]
+
+
+def load_resource_file(path: Path) -> dict[str, Any]:
+    """Read a single-document resource YAML file."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    if len(docs) != 1:
+        raise ValueError(f"{path}: expected exactly one resource, found {len(docs)}")
+    return docs[0]
+
+
+def role_main(info: KindInfo, role: str) -> RoleMain:
+    """The role function registered by the kind's app module."""
+    module = importlib.import_module(info.app_module)
+    roles: dict[str, RoleMain] = module.ROLES
+    if role not in roles:
+        raise KeyError(f"{info.kind} has no role {role!r} (roles: {', '.join(roles)})")
+    return roles[role]
+
+
+async def serve(
+    resource_path: Path,
+    role: str,
+    index: int,
+    nats_url: str,
+    metrics_port: int | None = None,
+    run_dir: Path | None = None,
+) -> None:
+    """Run one role process until it finishes or is signalled."""
+    obj = load_resource_file(resource_path)
+    info = kind_info(obj.get("kind", ""))
+    info.role(role)  # unknown role: KeyError before connecting
+    resource = parse_resource(obj, info.spec_model, info.kind)
+    main = role_main(info, role)
+    metrics = MetricFactory(const_labels={"kind": info.kind, "role": role})
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    bus = await Bus.connect(
+        nats_url, f"{resource.metadata.name}-{role}-{index}",
+        user=os.environ.get("EDGELOOM_NATS_USER"), password=os.environ.get("EDGELOOM_NATS_PASSWORD"),
+    )
+    ctx = RoleContext(info, resource, role, index, bus, metrics, stop, run_dir)
+    try:
+        task = asyncio.create_task(main(ctx))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            log.info("%s: stop requested, shutting down", ctx.identity)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        else:
+            stopper.cancel()
+            task.result()
+    finally:
+        if run_dir is not None:
+            metrics.write(run_dir / "metrics" / f"{ctx.identity}.prom")
+        await bus.drain()

@@ -1,0 +1,151 @@
+"""Chunked transfer of encoded payloads larger than the server's max_payload.
+
+Each chunk travels as its own NATS message with headers naming the transfer, the chunk index
+and count, the total size and the chunk's CRC-32. The receiver checks every header against its
+limits before allocating, verifies each chunk's checksum and copies it into one preallocated
+buffer; nothing is decoded before every chunk has arrived intact. Checksums and copies of large
+chunks run in a worker thread (zlib and numpy release the GIL), so they overlap with the
+socket I/O of the next chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeloom.runtime.codec import CodecError, Encoded, Limits
+
+H_TRANSFER = "Edgeloom-Transfer"
+H_CHUNK = "Edgeloom-Chunk"
+H_SIZE = "Edgeloom-Size"
+H_CRC = "Edgeloom-Crc32"
+H_ERROR = "Edgeloom-Error"
+HEADER_ALLOWANCE = 512  # bytes of max_payload left for NATS headers
+
+
+class TransferError(CodecError):
+    """A chunked transfer that is incomplete, out of order, oversized or corrupted."""
+
+
+Publish = Callable[[bytes | memoryview, dict[str, str]], Awaitable[None]]
+_THREAD_MIN_BYTES = 256 * 1024  # below this a thread hop costs more than it saves
+
+
+async def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
+    if len(args[0]) < _THREAD_MIN_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+async def send(encoded: Encoded, max_payload: int, publish: Publish) -> int:
+    """Send ``encoded`` through ``publish(payload, headers)``; returns the bytes sent.
+
+    A payload that fits in ``max_payload`` goes as one bare message; a larger one as chunks.
+    """
+    total = encoded.nbytes
+    if total <= max_payload:
+        await publish(encoded.tobytes(), {})
+        return total
+    pieces = list(encoded.chunks(max_payload - HEADER_ALLOWANCE))
+    count = len(pieces)
+    transfer = uuid.uuid4().hex
+    for index, chunk in enumerate(pieces):
+        crc = await _in_thread(zlib.crc32, chunk)
+        await publish(chunk, {H_TRANSFER: transfer, H_CHUNK: f"{index}/{count}",
+                              H_SIZE: str(total), H_CRC: str(crc)})
+    return total
+
+
+@dataclass
+class _Partial:
+    buffer: np.ndarray
+    count: int
+    next_index: int = 0
+    filled: int = 0
+    touched: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Reassembler:
+    """Rebuilds chunked payloads; one per subscription."""
+
+    limits: Limits
+    max_partial: int = 16
+    stale_after_s: float = 60.0
+    _partial: dict[str, _Partial] = field(default_factory=dict)
+
+    async def feed(
+        self, data: bytes, headers: dict[str, str] | None
+    ) -> bytes | np.ndarray | None:
+        """Add one message; return the full payload when complete, else None.
+
+        Raises
+        ------
+        TransferError
+            When a chunk is malformed, out of order, too large or the checksum fails; the
+            partial transfer is discarded.
+        """
+        if not headers or H_TRANSFER not in headers:
+            if len(data) > self.limits.max_bytes:
+                raise TransferError(f"message of {len(data)} bytes exceeds the limit")
+            return data
+        transfer = headers[H_TRANSFER]
+        try:
+            return await self._feed_chunk(transfer, data, headers)
+        except TransferError:
+            self._partial.pop(transfer, None)
+            raise
+
+    async def _feed_chunk(
+        self, transfer: str, data: bytes, headers: dict[str, str]
+    ) -> np.ndarray | None:
+        try:
+            index, count = (int(x) for x in headers[H_CHUNK].split("/"))
+            total = int(headers[H_SIZE])
+            crc = int(headers[H_CRC])
+        except (KeyError, ValueError):
+            raise TransferError(f"transfer {transfer}: malformed chunk headers") from None
+        part = self._partial.get(transfer)
+        if part is None:
+            if index != 0:
+                raise TransferError(f"transfer {transfer}: starts at chunk {index}, not 0")
+            if not 0 < total <= self.limits.max_bytes or not 0 < count <= total:
+                raise TransferError(f"transfer {transfer}: declared size {total} not allowed")
+            self._evict_stale()
+            if len(self._partial) >= self.max_partial:
+                raise TransferError(f"transfer {transfer}: too many transfers in flight")
+            part = self._partial[transfer] = _Partial(np.empty(total, np.uint8), count)
+        if index != part.next_index or count != part.count or total != len(part.buffer):
+            raise TransferError(f"transfer {transfer}: chunk {index}/{count} out of order")
+        if part.filled + len(data) > len(part.buffer):
+            raise TransferError(f"transfer {transfer}: chunks exceed the declared size")
+        start, part.filled = part.filled, part.filled + len(data)
+        part.next_index += 1
+        if not await _in_thread(_check_and_copy, data, crc, part.buffer[start : part.filled]):
+            raise TransferError(f"transfer {transfer}: checksum mismatch in chunk {index}, "
+                                "payload corrupted")
+        part.touched = time.monotonic()
+        if part.next_index < part.count:
+            return None
+        del self._partial[transfer]
+        if part.filled != len(part.buffer):
+            raise TransferError(f"transfer {transfer}: {part.filled} of {total} bytes arrived")
+        return part.buffer
+
+    def _evict_stale(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, p in self._partial.items() if now - p.touched > self.stale_after_s]:
+            del self._partial[key]
+
+
+def _check_and_copy(data: bytes, crc: int, out: np.ndarray) -> bool:
+    if zlib.crc32(data) != crc:
+        return False
+    out[:] = np.frombuffer(data, np.uint8)
+    return True
