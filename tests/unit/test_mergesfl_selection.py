@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -30,7 +31,7 @@ def _instance(seed: int, n: int, k: int, **config: float) -> SelectionProblem:
         per_sample_compute_s=rng.uniform(0.001, 0.01, size=n),
         per_sample_transfer_s=rng.uniform(0.0, 0.004, size=n),
         num_selected=k,
-        config=MergeSFLConfig(**{**CONFIG.__dict__, **config}),
+        config=dataclasses.replace(CONFIG, **config),
     )
 
 
@@ -109,8 +110,9 @@ def test_select_workers_switches_solver_at_the_exhaustive_limit() -> None:
     args = (problem.label_dists, problem.per_sample_compute_s, problem.per_sample_transfer_s, 4)
     exact = select_workers(*args, problem.config, np.random.default_rng(5))
     assert exact == exhaustive_select(problem)
-    ga_config = MergeSFLConfig(**{**problem.config.__dict__, "exhaustive_limit": 0,
-                                  "generations": 1, "population_size": 4})
+    ga_config = dataclasses.replace(
+        problem.config, exhaustive_limit=0, generations=1, population_size=4
+    )
     ga = select_workers(*args, ga_config, np.random.default_rng(5))
     ga_problem = SelectionProblem.create(*args, ga_config)
     assert ga == genetic_select(ga_problem, np.random.default_rng(5))

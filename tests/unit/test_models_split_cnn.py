@@ -88,10 +88,11 @@ def test_non_default_input_shape_sizes_the_classifier() -> None:
 def test_digits_cnn_learns_digits() -> None:
     train, test = load_dataset("digits", seed=0)
     torch.manual_seed(0)
+    rng = np.random.default_rng(0)
     model = build_model("digits-cnn", 10, (1, 8, 8))
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for _ in range(5):
-        for batch in np.array_split(np.arange(len(train)), 45):
+        for batch in np.array_split(rng.permutation(len(train)), 45):
             optimiser.zero_grad()
             F.cross_entropy(model(train.x[batch]), train.y[batch]).backward()
             optimiser.step()

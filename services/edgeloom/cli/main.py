@@ -18,7 +18,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run_file(args.file, nats_url=args.nats, runs_dir=args.runs_dir,
-                          show_progress=not args.no_progress)
+                          show_progress=not args.no_progress, in_process=args.in_process)
     except InvalidResource as err:
         print(f"error: {args.file} is not a valid resource:\n{err}", file=sys.stderr)
         return EXIT_INVALID
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", type=Path, default=Path("runs"),
                      help="results go to RUNS_DIR/<name>/ (default: runs)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--in-process", action="store_true",
+                     help="run every role in this process instead of one process per role")
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run one role of a resource (pod entrypoint)")

@@ -21,7 +21,6 @@ import numpy as np
 CACHE_ENV = "EDGELOOM_CACHE"
 DEFAULT_SAMPLES = 5000
 SIGNAL_LENGTH = 40
-NUM_CLASSES = 10
 
 _log = logging.getLogger(__name__)
 
@@ -48,7 +47,9 @@ def mnist1d_arrays(samples: int) -> tuple[np.ndarray, np.ndarray]:
     path = cache_dir() / f"mnist1d-n{samples}-seed42.npz"
     try:
         with np.load(path, allow_pickle=False) as cached:
-            return cached["x"], cached["y"]
+            x, y = cached["x"], cached["y"]
+        if x.shape == (len(y), SIGNAL_LENGTH):
+            return x, y
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         pass
     x, y = _generate(samples)

@@ -31,7 +31,7 @@ from edgeloom.api.resource import InvalidResource, Resource, parse_resource
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.report import print_summary, write_plot
 from edgeloom.runtime.bus import Bus, Message
-from edgeloom.runtime.role import load_resource_file
+from edgeloom.runtime.role import load_resource_file, run_role
 from edgeloom.runtime.subjects import subject
 
 STOP_GRACE_S = 10.0
@@ -167,9 +167,52 @@ async def supervise(
         await bus.drain()
 
 
+async def run_in_process(
+    info: KindInfo, resource: Resource[Any], url: str, run_dir: Path | None = None,
+    show_progress: bool = False,
+) -> JobResult:
+    """Every role as a task of this process, each with its own bus connection.
+
+    The same role code as in pods, minus one interpreter per role: for benchmarks, tests and
+    small machines. Device time is still per role (compute is timed per call, in this thread).
+    """
+    ns, name = resource.metadata.namespace, resource.metadata.name
+    bus = await Bus.connect(url, f"{name}-runner")
+    progress = _Progress(show_progress)
+    results: list[JobResult] = []
+
+    async def on_result(message: Message) -> None:
+        results.append(message.parse(JobResult))
+
+    await bus.subscribe(subject(ns, info.kind, name, "status"), progress.on_status)
+    await bus.subscribe(subject(ns, info.kind, name, "result"), on_result)
+    roles = [(role.name, i) for role in info.roles for i in range(role.replicas(resource.spec))]
+    stops = {r: asyncio.Event() for r in roles}
+    tasks = {r: asyncio.create_task(run_role(info, resource, r[0], r[1], url, stops[r],
+                                             run_dir=run_dir)) for r in roles}
+    coordinator = [t for (role, _), t in tasks.items() if role == info.roles[0].name]
+    try:
+        pending = set(tasks.values())
+        while coordinator and not all(t.done() for t in coordinator):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for (role, i), task in tasks.items():
+                if task in done and task.exception() is not None:
+                    raise RunFailed(f"role {role}-{i} failed: {task.exception()!r}")
+        await bus.nc.flush()
+        if not results:
+            raise RunFailed(f"{info.roles[0].name} finished without publishing a result")
+        return results[-1]
+    finally:
+        progress.bar.close()
+        for stop in stops.values():
+            stop.set()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await bus.drain()
+
+
 def run_file(
     path: Path, nats_url: str | None = None, runs_dir: Path = Path("runs"),
-    show_progress: bool = True,
+    show_progress: bool = True, in_process: bool = False,
 ) -> JobResult:
     """Run a resource file locally and write its results; see the module docstring."""
     info, resource = load_and_validate(path)
@@ -179,9 +222,11 @@ def run_file(
     (run_dir / "logs").mkdir(parents=True)
     with ExitStack() as stack:
         url = nats_url or stack.enter_context(NatsServer()).url
-        result = asyncio.run(
-            supervise(info, resource, path.resolve(), url, run_dir, show_progress)
-        )
+        if in_process:
+            result = asyncio.run(run_in_process(info, resource, url, run_dir, show_progress))
+        else:
+            result = asyncio.run(
+                supervise(info, resource, path.resolve(), url, run_dir, show_progress))
     (run_dir / "result.json").write_text(json.dumps(result.to_wire(), indent=2) + "\n")
     write_plot(result, run_dir / "progress.png", title=f"{info.kind} {resource.metadata.name}")
     print_summary(result, run_dir)

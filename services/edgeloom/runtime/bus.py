@@ -37,6 +37,13 @@ class RemoteError(RuntimeError):
     """The responder reported an error instead of a reply."""
 
 
+class NoResponders(RemoteError):
+    """Nobody subscribes to the request's subject (yet); retrying later may succeed."""
+
+
+_NO_RESPONDERS = "no responders"
+
+
 @dataclass
 class Message:
     """A received, reassembled and decoded message."""
@@ -152,6 +159,9 @@ class Bus:
         async def on_msg(msg: Msg) -> None:
             self.bytes_received += len(msg.data)
             headers = msg.headers or {}
+            if headers.get("Status") == "503":  # the server's answer to a request nobody heard
+                await handler(Message(msg.subject, "", "", {}, error=_NO_RESPONDERS))
+                return
             try:
                 payload = await reassembler.feed(msg.data, headers)
                 if payload is None:
@@ -171,10 +181,12 @@ class Bus:
                 if msg.reply:
                     await self.publish(msg.reply, "{}", error=f"{type(err).__name__}: {err}")
 
-        return await self.nc.subscribe(
+        sub = await self.nc.subscribe(
             subject, queue=queue, cb=on_msg,
             pending_msgs_limit=-1, pending_bytes_limit=2 * self.limits.max_bytes,
         )
+        await self.nc.flush()  # the subscription is live on the server when this returns
+        return sub
 
     async def request(
         self,
@@ -189,6 +201,8 @@ class Bus:
         ------
         TimeoutError
             No reply in time.
+        NoResponders
+            Nobody listens on ``subject``.
         RemoteError
             The responder answered with an error.
         """
@@ -203,6 +217,8 @@ class Bus:
             raise TimeoutError(f"no reply on {subject} within {timeout:g} s") from None
         finally:
             self._pending.pop(token, None)
+        if reply.error == _NO_RESPONDERS:
+            raise NoResponders(f"no responders on {subject}")
         if reply.error is not None:
             raise RemoteError(f"{subject}: {reply.error}")
         return reply

@@ -82,25 +82,21 @@ def role_main(info: KindInfo, role: str) -> RoleMain:
     return roles[role]
 
 
-async def serve(
-    resource_path: Path,
+async def run_role(
+    info: KindInfo,
+    resource: Resource[Any],
     role: str,
     index: int,
     nats_url: str,
+    stop: asyncio.Event,
     metrics_port: int | None = None,
     run_dir: Path | None = None,
 ) -> None:
-    """Run one role process until it finishes or is signalled."""
-    obj = load_resource_file(resource_path)
-    info = kind_info(obj.get("kind", ""))
-    info.role(role)  # unknown role: KeyError before connecting
-    resource = parse_resource(obj, info.spec_model, info.kind)
+    """Run one role until it finishes or ``stop`` is set; the bus is drained either way."""
     main = role_main(info, role)
     metrics = MetricFactory(const_labels={"kind": info.kind, "role": role})
     if metrics_port is not None:
         metrics.serve(metrics_port)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
     bus = await Bus.connect(
         nats_url, f"{resource.metadata.name}-{role}-{index}",
         user=os.environ.get("EDGELOOM_NATS_USER"), password=os.environ.get("EDGELOOM_NATS_PASSWORD"),
@@ -121,3 +117,21 @@ async def serve(
         if run_dir is not None:
             metrics.write(run_dir / "metrics" / f"{ctx.identity}.prom")
         await bus.drain()
+
+
+async def serve(
+    resource_path: Path,
+    role: str,
+    index: int,
+    nats_url: str,
+    metrics_port: int | None = None,
+    run_dir: Path | None = None,
+) -> None:
+    """The pod entrypoint: one role process, stopped cleanly by SIGTERM or SIGINT."""
+    obj = load_resource_file(resource_path)
+    info = kind_info(obj.get("kind", ""))
+    info.role(role)  # unknown role: KeyError before connecting
+    resource = parse_resource(obj, info.spec_model, info.kind)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await run_role(info, resource, role, index, nats_url, stop, metrics_port, run_dir)

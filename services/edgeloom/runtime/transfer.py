@@ -14,6 +14,7 @@ import asyncio
 import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -79,6 +80,7 @@ class Reassembler:
     max_partial: int = 16
     stale_after_s: float = 60.0
     _partial: dict[str, _Partial] = field(default_factory=dict)
+    _failed: deque[str] = field(default_factory=lambda: deque(maxlen=64))
 
     async def feed(
         self, data: bytes, headers: dict[str, str] | None
@@ -96,10 +98,13 @@ class Reassembler:
                 raise TransferError(f"message of {len(data)} bytes exceeds the limit")
             return data
         transfer = headers[H_TRANSFER]
+        if transfer in self._failed:
+            return None  # the rest of a transfer already rejected: one error per transfer
         try:
             return await self._feed_chunk(transfer, data, headers)
         except TransferError:
             self._partial.pop(transfer, None)
+            self._failed.append(transfer)
             raise
 
     async def _feed_chunk(

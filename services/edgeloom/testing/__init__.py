@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite (pytest plugin: ``edgeloom.testing.fixtures``)."""

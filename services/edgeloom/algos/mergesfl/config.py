@@ -32,9 +32,10 @@ class MergeSFLConfig:
         Per-bit flip probability; ``None`` means ``1 / N``.
     exhaustive_limit : int
         :func:`~edgeloom.algos.mergesfl.select_workers` enumerates every subset when there are
-        at most this many (``C(N, K)``) and runs the genetic algorithm otherwise. The default
-        5000 costs about as many objective evaluations as one GA run with the default sizes
-        (32 x 60), so exact search is used wherever it is no dearer.
+        at most this many (``C(N, K)``) and runs the genetic algorithm otherwise. At about
+        0.2 ms per evaluation, the default 5000 bounds exact search to about a second on one
+        CPU core, the same order as one GA run with the default sizes (up to 32 x 60
+        evaluations), so the exact optimum is used wherever it is affordable.
     """
 
     total_batch_size: int = 320

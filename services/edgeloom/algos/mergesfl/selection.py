@@ -90,7 +90,7 @@ class WorkerSelection:
     objective: float
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class SelectionProblem:
     """Validated inputs of worker selection; build it with :meth:`create`.
 

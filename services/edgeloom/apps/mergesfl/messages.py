@@ -1,0 +1,96 @@
+"""Wire protocol between the SplitTrainingJob server and its workers.
+
+Every command goes to ``<job>.worker.<index>`` as a request; the worker answers with the
+matching reply. Tensors travel beside the envelope (see :mod:`edgeloom.runtime.codec`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from edgeloom.api.device import DeviceProfile
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Join(_Msg):
+    """Worker -> server when it starts: who it is and what data it holds."""
+
+    index: int = Field(ge=0)
+    samples: int = Field(ge=0)
+    label_counts: list[int]
+    profile: DeviceProfile
+
+
+class JoinAck(_Msg):
+    accepted: bool
+    reason: str = ""
+
+
+class Load(_Msg):
+    """Start of a round: take these weights (tensors) and this batch size."""
+
+    op: Literal["load"] = "load"
+    round: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    whole_model: bool = False
+    """fedavg: the tensors are the whole model, not the bottom."""
+
+
+class Forward(_Msg):
+    """Run the bottom model on the next local batch; reply with features and labels."""
+
+    op: Literal["forward"] = "forward"
+    round: int = Field(ge=0)
+    iteration: int = Field(ge=0)
+
+
+class Backward(_Msg):
+    """Apply the feature gradient (tensor ``grad``) and take an optimiser step."""
+
+    op: Literal["backward"] = "backward"
+    round: int = Field(ge=0)
+    iteration: int = Field(ge=0)
+
+
+class TrainLocal(_Msg):
+    """fedavg: train the whole model locally for ``iterations`` steps."""
+
+    op: Literal["train_local"] = "train_local"
+    round: int = Field(ge=0)
+    iterations: int = Field(ge=1)
+
+
+class Upload(_Msg):
+    """End of a round: send the trained weights back."""
+
+    op: Literal["upload"] = "upload"
+    round: int = Field(ge=0)
+
+
+class Stop(_Msg):
+    op: Literal["stop"] = "stop"
+
+
+Command = Annotated[Load | Forward | Backward | TrainLocal | Upload | Stop,
+                    Field(discriminator="op")]
+COMMAND = TypeAdapter(Command)
+
+
+class Timing(_Msg):
+    """What a worker spent on one command, in device seconds (see DeviceClock)."""
+
+    compute_s: float = Field(default=0.0, ge=0)
+    upload_s: float = Field(default=0.0, ge=0)
+    download_s: float = Field(default=0.0, ge=0)
+    samples: int = Field(default=0, ge=0)
+    loss: float | None = None
+
+    @property
+    def total_s(self) -> float:
+        return self.compute_s + self.upload_s + self.download_s

@@ -1,0 +1,17 @@
+"""pytest fixtures that start real services on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgeloom.local.nats_server import NatsServer
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on a free port, max_payload 1 MiB to force chunking."""
+    with NatsServer(max_payload=1024 * 1024, store_dir=tmp_path / "js") as server:
+        yield server
