@@ -14,4 +14,13 @@ def _transport(quick: bool, out_dir: Path) -> BenchResult:
     return transport.run(quick=quick, out_dir=out_dir)
 
 
-BENCHMARKS: dict[str, Callable[..., BenchResult]] = {"transport": _transport}
+def _splittraining(quick: bool, out_dir: Path) -> BenchResult:
+    from edgeloom.bench import splittraining
+
+    return splittraining.run(quick=quick, out_dir=out_dir)
+
+
+BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
+    "transport": _transport,
+    "splittraining": _splittraining,
+}

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,10 +82,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path) -> RoleProcess:
+def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path, run_id: str) -> RoleProcess:
     log_path = run_dir / "logs" / f"{role}-{index}.log"
     log: TextIO = log_path.open("w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "EDGELOOM_RUN_ID": run_id}
     popen = subprocess.Popen(
         [sys.executable, "-m", "edgeloom.cli.main", "serve", "--resource", str(path),
          "--role", role, "--index", str(index), "--nats", url, "--run-dir", str(run_dir)],
@@ -143,7 +145,7 @@ async def supervise(
     await bus.subscribe(subject(ns, info.kind, name, "result"), on_result)
     await bus.nc.flush()
     procs = [
-        _spawn(path, role.name, i, url, run_dir)
+        _spawn(path, role.name, i, url, run_dir, str(resource.metadata.uid))
         for role in info.roles for i in range(role.replicas(resource.spec))
     ]
     coordinator = info.roles[0].name
@@ -216,6 +218,7 @@ def run_file(
 ) -> JobResult:
     """Run a resource file locally and write its results; see the module docstring."""
     info, resource = load_and_validate(path)
+    resource.metadata.uid = resource.metadata.uid or str(uuid.uuid4())  # this run's identity
     run_dir = runs_dir / resource.metadata.name
     if run_dir.exists():
         shutil.rmtree(run_dir)
