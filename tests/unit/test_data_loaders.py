@@ -85,9 +85,7 @@ def test_mnist1d_generation_leaves_global_rngs_alone(
     assert (np.random.random(), random.random()) == (expected_np, expected_py)
 
 
-def test_corrupt_cache_file_is_regenerated(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_corrupt_cache_file_is_regenerated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EDGELOOM_CACHE", str(tmp_path))
     (tmp_path / "mnist1d-n200-seed42.npz").write_bytes(b"not a zip file")
     train, test = load_dataset("mnist1d", samples=200)

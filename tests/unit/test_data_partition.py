@@ -107,7 +107,7 @@ def test_partitions_never_reuse_a_sample(
     rng = np.random.default_rng(seed)
     _assert_disjoint(iid_partition(labels, workers, rng), len(labels), cover=True)
     _assert_disjoint(
-        dirichlet_partition(labels, workers, 0.5, rng, min_size=1), len(labels), cover=True
+        dirichlet_partition(labels, workers, 0.5, rng, min_size=0), len(labels), cover=True
     )
     shards = dominant_class_partition(labels, workers, ratio, rng)
     _assert_disjoint(shards, len(labels), cover=False)

@@ -61,7 +61,10 @@ def _mergesfl_iteration(
 
 
 def _weighted_full_model_grads(
-    bottom: nn.Module, top: nn.Module, weights: torch.Tensor, xs: list[torch.Tensor],
+    bottom: nn.Module,
+    top: nn.Module,
+    weights: torch.Tensor,
+    xs: list[torch.Tensor],
     ys: list[torch.Tensor],
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     full = nn.Sequential(copy.deepcopy(bottom), copy.deepcopy(top))
@@ -129,8 +132,10 @@ def test_one_iteration_equals_full_model_with_per_worker_loss_weights() -> None:
     bottoms = _mergesfl_iteration(bottom, top, xs, ys)
     for i, worker_bottom in enumerate(bottoms):
         weights = torch.cat(
-            [torch.full((b,), 1.0 / b if j == i else 0.0, dtype=torch.float64)
-             for j, b in enumerate(BATCHES)]
+            [
+                torch.full((b,), 1.0 / b if j == i else 0.0, dtype=torch.float64)
+                for j, b in enumerate(BATCHES)
+            ]
         )
         expected, _ = _weighted_full_model_grads(bottom, reference_top, weights, xs, ys)
         for name, param in worker_bottom.named_parameters():

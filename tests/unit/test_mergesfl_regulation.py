@@ -27,8 +27,9 @@ def test_iteration_times_equalise_within_one_sample() -> None:
     assert times.max() - times.min() <= (compute + transfer).max()
     ideal = 320 / np.sum(1 / (compute + transfer))
     assert abs(times.max() - ideal) <= (compute + transfer).max()
-    even = predicted_iteration_times([320 // 12 + (i < 320 % 12) for i in range(12)], compute,
-                                     transfer)
+    even = predicted_iteration_times(
+        [320 // 12 + (i < 320 % 12) for i in range(12)], compute, transfer
+    )
     assert times.max() < 0.8 * even.max()
 
 

@@ -58,8 +58,11 @@ def test_score_uses_batch_sizes_regulated_over_the_chosen_set() -> None:
     chosen = [6, 1, 4]
     scored = score_selection(problem, chosen)
     sizes = regulate_batch_sizes(
-        problem.per_sample_compute_s[[1, 4, 6]], problem.per_sample_transfer_s[[1, 4, 6]],
-        120, 2, 60,
+        problem.per_sample_compute_s[[1, 4, 6]],
+        problem.per_sample_transfer_s[[1, 4, 6]],
+        120,
+        2,
+        60,
     )
     assert scored.workers == (1, 4, 6) and list(scored.batch_sizes) == sizes
     expected = kl_divergence(
@@ -96,10 +99,12 @@ def test_time_budget_trades_label_balance_for_speed() -> None:
     dists = [[1, 0], [1, 0], [0, 1], [1, 1]]
     compute = [0.001, 0.001, 0.003, 0.001]
     rng = np.random.default_rng(0)
-    free = select_workers(dists, compute, [0.0] * 4, 2,
-                          MergeSFLConfig(100, 1, 100, time_slack=math.inf), rng)
-    tight = select_workers(dists, compute, [0.0] * 4, 2,
-                           MergeSFLConfig(100, 1, 100, time_slack=0.0), rng)
+    free = select_workers(
+        dists, compute, [0.0] * 4, 2, MergeSFLConfig(100, 1, 100, time_slack=math.inf), rng
+    )
+    tight = select_workers(
+        dists, compute, [0.0] * 4, 2, MergeSFLConfig(100, 1, 100, time_slack=0.0), rng
+    )
     assert free.workers == (2, 3) and free.batch_sizes == (25, 75)
     assert 2 not in tight.workers and tight.divergence > free.divergence
     assert tight.iteration_time_s < free.iteration_time_s

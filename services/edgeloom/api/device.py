@@ -25,7 +25,9 @@ class DeviceProfile(ApiModel):
     """Relative speed and network of one device, as emulated on uniform hardware."""
 
     compute_slowdown: float = Field(
-        default=1.0, ge=1.0, le=1000.0,
+        default=1.0,
+        ge=1.0,
+        le=1000.0,
         description="Compute time multiplier relative to the machine running the role (>= 1).",
     )
     uplink_bytes_per_second: float = Field(

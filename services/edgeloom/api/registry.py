@@ -21,6 +21,9 @@ class RoleInfo:
     tier: Literal["cloud", "edge"]
     replicas: Callable[[Any], int]
     """Number of processes/pods of this role for a given spec."""
+    essential: bool = True
+    """When False, the job itself tolerates losing a replica (its participation policy
+    decides), so runners log the loss instead of failing the job."""
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,18 @@ class KindInfo:
 
 DEFAULT_PRINTER_COLUMNS = (
     PrinterColumn("Phase", ".status.phase", description="Summary of the resource's state."),
-    PrinterColumn("Progress", ".status.progress.round", type="integer",
-                  description="Rounds or steps completed."),
-    PrinterColumn("Metric", ".status.progress.metricValue", type="number",
-                  description="Current value of the headline metric."),
+    PrinterColumn(
+        "Progress",
+        ".status.progress.round",
+        type="integer",
+        description="Rounds or steps completed.",
+    ),
+    PrinterColumn(
+        "Metric",
+        ".status.progress.metricValue",
+        type="number",
+        description="Current value of the headline metric.",
+    ),
     PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
 )
 

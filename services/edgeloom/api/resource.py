@@ -44,7 +44,7 @@ class Resource(BaseModel, Generic[SpecT]):
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each naming the field path the way kubectl does (spec.workers[0].count)."""
+    """One line per problem, each naming the field path as kubectl does: spec.workers[0].count."""
     lines = []
     for e in err.errors():
         path = prefix
@@ -65,7 +65,9 @@ def parse_resource(obj: Any, spec_model: type[SpecT], kind: str) -> Resource[Spe
     if not isinstance(obj, dict):
         raise InvalidResource("<root>: a resource must be a mapping")
     if obj.get("apiVersion") != API_VERSION:
-        raise InvalidResource(f"apiVersion: expected {API_VERSION!r}, got {obj.get('apiVersion')!r}")
+        raise InvalidResource(
+            f"apiVersion: expected {API_VERSION!r}, got {obj.get('apiVersion')!r}"
+        )
     if obj.get("kind") != kind:
         raise InvalidResource(f"kind: expected {kind!r}, got {obj.get('kind')!r}")
     try:

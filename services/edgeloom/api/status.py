@@ -24,7 +24,9 @@ class Phase(StrEnum):
 class Condition(ApiModel):
     """A Kubernetes-style condition (the shape of metav1.Condition)."""
 
-    type: str = Field(description="Condition type in CamelCase, e.g. Ready or Progressing.")
+    type: str = Field(
+        max_length=316, description="Condition type in CamelCase, e.g. Ready or Progressing."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
@@ -137,6 +139,9 @@ class Status(ApiModel):
     )
     phase: Phase = Field(default=Phase.PENDING, description="Short summary of the state.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="Detailed state in Kubernetes condition form."
+        default_factory=list,
+        max_length=32,
+        description="Detailed state in Kubernetes condition form.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     progress: Progress = Field(default_factory=Progress, description="How far the job is.")

@@ -13,8 +13,9 @@ RESULTS_DIR = Path("bench/results")
 
 def git_revision() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -28,13 +29,18 @@ class BenchResult:
     command: str
     cases: list[dict[str, Any]] = field(default_factory=list)
 
-    def add_case(self, case: str, params: dict[str, Any],
-                 results: dict[str, dict[str, Any]]) -> None:
+    def add_case(
+        self, case: str, params: dict[str, Any], results: dict[str, dict[str, Any]]
+    ) -> None:
         self.cases.append({"case": case, "params": params, "results": results})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"benchmark": self.benchmark, "revision": git_revision(),
-                "command": self.command, "cases": self.cases}
+        return {
+            "benchmark": self.benchmark,
+            "revision": git_revision(),
+            "command": self.command,
+            "cases": self.cases,
+        }
 
     def write(self, out_dir: Path = RESULTS_DIR) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,24 +25,56 @@ from edgeloom.bench.results import RESULTS_DIR, BenchResult
 from edgeloom.local.nats_server import NatsServer
 
 WORKERS = [  # ten heterogeneous workers: three Jetson-like device classes
-    {"name": "nano", "count": 4, "profile": {"computeSlowdown": 4.0, "uplinkBytesPerSecond": 2e6,
-                                             "downlinkBytesPerSecond": 8e6, "rttSeconds": 0.02}},
-    {"name": "tx2", "count": 3, "profile": {"computeSlowdown": 2.0, "uplinkBytesPerSecond": 5e6,
-                                            "downlinkBytesPerSecond": 2e7, "rttSeconds": 0.01}},
-    {"name": "agx", "count": 3, "profile": {"computeSlowdown": 1.0,
-                                            "uplinkBytesPerSecond": 1.25e7,
-                                            "downlinkBytesPerSecond": 5e7, "rttSeconds": 0.005}},
+    {
+        "name": "nano",
+        "count": 4,
+        "profile": {
+            "computeSlowdown": 4.0,
+            "uplinkBytesPerSecond": 2e6,
+            "downlinkBytesPerSecond": 8e6,
+            "rttSeconds": 0.02,
+        },
+    },
+    {
+        "name": "tx2",
+        "count": 3,
+        "profile": {
+            "computeSlowdown": 2.0,
+            "uplinkBytesPerSecond": 5e6,
+            "downlinkBytesPerSecond": 2e7,
+            "rttSeconds": 0.01,
+        },
+    },
+    {
+        "name": "agx",
+        "count": 3,
+        "profile": {
+            "computeSlowdown": 1.0,
+            "uplinkBytesPerSecond": 1.25e7,
+            "downlinkBytesPerSecond": 5e7,
+            "rttSeconds": 0.005,
+        },
+    },
 ]
 CASES: dict[str, dict[str, Any]] = {
     "mnist1d-dirichlet-0.1": {
-        "model": {"architecture": "cnn1d"}, "dataset": {"name": "mnist1d", "samples": 5000},
-        "partition": {"scheme": "dirichlet", "alpha": 0.1}, "target_accuracy": 0.6},
+        "model": {"architecture": "cnn1d"},
+        "dataset": {"name": "mnist1d", "samples": 5000},
+        "partition": {"scheme": "dirichlet", "alpha": 0.1},
+        "target_accuracy": 0.6,
+    },
     "mnist1d-dominant-0.8": {
-        "model": {"architecture": "cnn1d"}, "dataset": {"name": "mnist1d", "samples": 5000},
-        "partition": {"scheme": "dominant-class", "dominantRatio": 0.8}, "target_accuracy": 0.6},
+        "model": {"architecture": "cnn1d"},
+        "dataset": {"name": "mnist1d", "samples": 5000},
+        "partition": {"scheme": "dominant-class", "dominantRatio": 0.8},
+        "target_accuracy": 0.6,
+    },
     "digits-dirichlet-0.1": {
-        "model": {"architecture": "digits-cnn"}, "dataset": {"name": "digits"},
-        "partition": {"scheme": "dirichlet", "alpha": 0.1}, "target_accuracy": 0.85},
+        "model": {"architecture": "digits-cnn"},
+        "dataset": {"name": "digits"},
+        "partition": {"scheme": "dirichlet", "alpha": 0.1},
+        "target_accuracy": 0.85,
+    },
 }
 METHODS: dict[str, dict[str, Any]] = {
     "mergesfl": {"method": "mergesfl"},
@@ -61,17 +93,30 @@ def resource(case: str, overrides: dict[str, Any], lr: float, rounds: int) -> di
     """The SplitTrainingJob a run uses."""
     c = CASES[case]
     spec = {
-        "model": c["model"], "dataset": c["dataset"], "partition": c["partition"],
+        "model": c["model"],
+        "dataset": c["dataset"],
+        "partition": c["partition"],
         "workers": WORKERS,
-        "training": {"rounds": rounds, "iterationsPerRound": 20, "totalBatchSize": 320,
-                     "minBatchSize": 8, "maxBatchSize": 96, "learningRate": lr,
-                     "momentum": 0.9, "seed": 0},
+        "training": {
+            "rounds": rounds,
+            "iterationsPerRound": 20,
+            "totalBatchSize": 320,
+            "minBatchSize": 8,
+            "maxBatchSize": 96,
+            "learningRate": lr,
+            "momentum": 0.9,
+            "seed": 0,
+        },
         "participation": {"minWorkers": 5, "roundDeadlineSeconds": 120},
         "checkpointInterval": 1000,
         **copy.deepcopy(overrides),
     }
-    return {"apiVersion": API_VERSION, "kind": "SplitTrainingJob",
-            "metadata": {"name": f"bench-{uuid.uuid4().hex[:8]}"}, "spec": spec}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "SplitTrainingJob",
+        "metadata": {"name": f"bench-{uuid.uuid4().hex[:8]}"},
+        "spec": spec,
+    }
 
 
 def run_one(url: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,15 +135,20 @@ def run_one(url: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 def summarise(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
     reached = next((h["virtual_time_seconds"] for h in history if h["accuracy"] >= target), None)
-    return {"final_accuracy": history[-1]["accuracy"],
-            "best_accuracy": max(h["accuracy"] for h in history),
-            "time_to_target_s": reached,
-            "virtual_time_s": history[-1]["virtual_time_seconds"],
-            "bytes_total": history[-1]["bytes_total"], "rounds": len(history)}
+    return {
+        "final_accuracy": history[-1]["accuracy"],
+        "best_accuracy": max(h["accuracy"] for h in history),
+        "time_to_target_s": reached,
+        "virtual_time_s": history[-1]["virtual_time_seconds"],
+        "bytes_total": history[-1]["bytes_total"],
+        "rounds": len(history),
+    }
 
 
 def _best(runs: dict[float, list[dict[str, Any]]]) -> float:
-    return max(runs, key=lambda lr: (runs[lr][-1]["accuracy"], -runs[lr][-1]["virtual_time_seconds"]))
+    return max(
+        runs, key=lambda lr: (runs[lr][-1]["accuracy"], -runs[lr][-1]["virtual_time_seconds"])
+    )
 
 
 def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
@@ -108,19 +158,24 @@ def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
     grid = (0.05,) if quick else LR_GRID
     methods = {"mergesfl": METHODS["mergesfl"], "fedavg": METHODS["fedavg"]} if quick else METHODS
     ablations = {} if quick else ABLATIONS
-    result = BenchResult("splittraining",
-                         "edgeloom bench splittraining" + (" --quick" if quick else ""))
+    result = BenchResult(
+        "splittraining", "edgeloom bench splittraining" + (" --quick" if quick else "")
+    )
     curves: dict[str, dict[str, list[dict[str, Any]]]] = {}
     parallel = max(1, min(2, os.cpu_count() or 1))
     with NatsServer() as server, ProcessPoolExecutor(parallel) as pool:
         for case in cases:
-            futures = {(m, lr): pool.submit(run_one, server.url, resource(case, o, lr, rounds))
-                       for m, o in methods.items() for lr in grid}
+            futures = {
+                (m, lr): pool.submit(run_one, server.url, resource(case, o, lr, rounds))
+                for m, o in methods.items()
+                for lr in grid
+            }
             runs = {m: {lr: futures[(m, lr)].result() for lr in grid} for m in methods}
             chosen = {m: _best(runs[m]) for m in methods}
-            abl = {m: pool.submit(run_one, server.url,
-                                  resource(case, o, chosen["mergesfl"], rounds))
-                   for m, o in ablations.items()}
+            abl = {
+                m: pool.submit(run_one, server.url, resource(case, o, chosen["mergesfl"], rounds))
+                for m, o in ablations.items()
+            }
             histories = {m: runs[m][chosen[m]] for m in methods}
             histories.update({m: f.result() for m, f in abl.items()})
             target = CASES[case]["target_accuracy"]
@@ -130,12 +185,20 @@ def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
                 results[m]["learning_rate"] = chosen.get(m, chosen["mergesfl"])
                 if m in runs:
                     results[m]["final_accuracy_by_learning_rate"] = {
-                        str(lr): runs[m][lr][-1]["accuracy"] for lr in grid}
-            params = {"workers": sum(g["count"] for g in WORKERS), "seed": 0, "rounds": rounds,
-                      "iterations_per_round": 20, "total_batch_size": 320,
-                      "target_accuracy": target, "learning_rate_grid": list(grid),
-                      "dataset": CASES[case]["dataset"], "partition": CASES[case]["partition"],
-                      "worker_groups": WORKERS}
+                        str(lr): runs[m][lr][-1]["accuracy"] for lr in grid
+                    }
+            params = {
+                "workers": sum(g["count"] for g in WORKERS),
+                "seed": 0,
+                "rounds": rounds,
+                "iterations_per_round": 20,
+                "total_batch_size": 320,
+                "target_accuracy": target,
+                "learning_rate_grid": list(grid),
+                "dataset": CASES[case]["dataset"],
+                "partition": CASES[case]["partition"],
+                "worker_groups": WORKERS,
+            }
             result.add_case(case, params, results)
             curves[case] = histories
     result.write(out_dir)
@@ -143,8 +206,9 @@ def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
     return result
 
 
-def plot(result: BenchResult, curves: dict[str, dict[str, list[dict[str, Any]]]],
-         path: Path) -> None:
+def plot(
+    result: BenchResult, curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,8 +218,12 @@ def plot(result: BenchResult, curves: dict[str, dict[str, list[dict[str, Any]]]]
     for ax, case in zip(axes[0], result.cases, strict=True):
         for method, history in curves[case["case"]].items():
             style = "--" if method.startswith("mergesfl-") else "-"
-            ax.plot([h["virtual_time_seconds"] for h in history],
-                    [h["accuracy"] for h in history], style, label=method)
+            ax.plot(
+                [h["virtual_time_seconds"] for h in history],
+                [h["accuracy"] for h in history],
+                style,
+                label=method,
+            )
         ax.axhline(case["params"]["target_accuracy"], color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_title(case["case"])

@@ -65,8 +65,9 @@ async def _raw_throughput(url: str, payload: bytes, repeats: int) -> float:
             got = 0
             received.put_nowait(None)
 
-    await receiver.subscribe("edgeloom.bench.raw", cb=on_message,
-                             pending_msgs_limit=-1, pending_bytes_limit=-1)
+    await receiver.subscribe(
+        "edgeloom.bench.raw", cb=on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
+    )
     await receiver.flush()
     size = sender.max_payload
     pieces = [payload[i : i + size] for i in range(0, len(payload), size)]
@@ -100,10 +101,15 @@ def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
         for case, nbytes in SIZES.items():
             repeats = max(1, target_bytes // nbytes)
             best = asyncio.run(_run_case(server.url, nbytes, repeats, trials))
-            params = {"payload_bytes": nbytes, "repeats": repeats, "trials": trials,
-                      "max_payload_bytes": server.max_payload}
-            result.add_case(case, params, {
-                m: {"throughput_bytes_per_s": round(v, 1)} for m, v in best.items()})
+            params = {
+                "payload_bytes": nbytes,
+                "repeats": repeats,
+                "trials": trials,
+                "max_payload_bytes": server.max_payload,
+            }
+            result.add_case(
+                case, params, {m: {"throughput_bytes_per_s": round(v, 1)} for m, v in best.items()}
+            )
     result.write(out_dir)
     plot(result, out_dir / "transport.png")
     return result
@@ -124,8 +130,14 @@ def plot(result: BenchResult, path: Path) -> None:
     for x, c in enumerate(result.cases):
         r = c["results"]
         ratio = r["codec"]["throughput_bytes_per_s"] / r["raw"]["throughput_bytes_per_s"]
-        ax.annotate(f"{ratio:.0%}", (x, 0), xytext=(0, 3), textcoords="offset points",
-                    ha="center", fontsize=8)
+        ax.annotate(
+            f"{ratio:.0%}",
+            (x, 0),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
     ax.set_xticks(range(len(cases)), cases)
     ax.set_ylabel("throughput (MiB/s)")
     ax.set_title("tensor dicts through NATS: codec vs raw nats-py")

@@ -17,8 +17,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edgeloom.local.runner import RunFailed, run_file
 
     try:
-        result = run_file(args.file, nats_url=args.nats, runs_dir=args.runs_dir,
-                          show_progress=not args.no_progress, in_process=args.in_process)
+        result = run_file(
+            args.file,
+            nats_url=args.nats,
+            runs_dir=args.runs_dir,
+            show_progress=not args.no_progress,
+            in_process=args.in_process,
+        )
     except InvalidResource as err:
         print(f"error: {args.file} is not a valid resource:\n{err}", file=sys.stderr)
         return EXIT_INVALID
@@ -34,8 +39,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edgeloom.runtime.role import serve
 
-    asyncio.run(serve(args.resource, args.role, args.index, args.nats,
-                      metrics_port=args.metrics_port, run_dir=args.run_dir))
+    asyncio.run(
+        serve(
+            args.resource,
+            args.role,
+            args.index,
+            args.nats,
+            metrics_port=args.metrics_port,
+            run_dir=args.run_dir,
+        )
+    )
     return 0
 
 
@@ -61,8 +74,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from edgeloom.bench import BENCHMARKS
 
     if args.name not in BENCHMARKS:
-        print(f"error: unknown benchmark {args.name!r} (known: {', '.join(BENCHMARKS)})",
-              file=sys.stderr)
+        print(
+            f"error: unknown benchmark {args.name!r} (known: {', '.join(BENCHMARKS)})",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     result = BENCHMARKS[args.name](quick=args.quick, out_dir=args.out)
     print(f"wrote {args.out / (result.benchmark + '.json')}")
@@ -77,26 +92,48 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a resource file locally (embedded NATS, local roles)")
     run.add_argument("file", type=Path, help="resource YAML, as for kubectl apply")
     run.add_argument("--nats", help="use this NATS server instead of starting one")
-    run.add_argument("--runs-dir", type=Path, default=Path("runs"),
-                     help="results go to RUNS_DIR/<name>/ (default: runs)")
+    run.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="results go to RUNS_DIR/<name>/ (default: runs)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--in-process", action="store_true",
-                     help="run every role in this process instead of one process per role")
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every role in this process instead of one process per role",
+    )
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run one role of a resource (pod entrypoint)")
-    serve.add_argument("--resource", type=Path,
-                       default=os.environ.get("EDGELOOM_RESOURCE"), required=
-                       "EDGELOOM_RESOURCE" not in os.environ, help="resource file")
-    serve.add_argument("--role", default=os.environ.get("EDGELOOM_ROLE"),
-                       required="EDGELOOM_ROLE" not in os.environ)
-    serve.add_argument("--index", type=int, default=int(
-        os.environ.get("EDGELOOM_INDEX", os.environ.get("JOB_COMPLETION_INDEX", "0"))))
-    serve.add_argument("--nats", default=os.environ.get("EDGELOOM_NATS_URL",
-                                                        "nats://127.0.0.1:4222"))
-    serve.add_argument("--metrics-port", type=int,
-                       default=int(os.environ["EDGELOOM_METRICS_PORT"])
-                       if "EDGELOOM_METRICS_PORT" in os.environ else None)
+    serve.add_argument(
+        "--resource",
+        type=Path,
+        default=os.environ.get("EDGELOOM_RESOURCE"),
+        required="EDGELOOM_RESOURCE" not in os.environ,
+        help="resource file",
+    )
+    serve.add_argument(
+        "--role",
+        default=os.environ.get("EDGELOOM_ROLE"),
+        required="EDGELOOM_ROLE" not in os.environ,
+    )
+    serve.add_argument(
+        "--index",
+        type=int,
+        default=int(os.environ.get("EDGELOOM_INDEX", os.environ.get("JOB_COMPLETION_INDEX", "0"))),
+    )
+    serve.add_argument(
+        "--nats", default=os.environ.get("EDGELOOM_NATS_URL", "nats://127.0.0.1:4222")
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ["EDGELOOM_METRICS_PORT"])
+        if "EDGELOOM_METRICS_PORT" in os.environ
+        else None,
+    )
     serve.add_argument("--run-dir", type=Path, default=None)
     serve.set_defaults(func=_cmd_serve)
 
@@ -115,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return args.func(args)
 
 

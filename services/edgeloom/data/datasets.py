@@ -118,8 +118,6 @@ def _imagefolder(
     )
 
 
-def _balanced_split(
-    pair: TensorPair, rng: np.random.Generator
-) -> tuple[TensorPair, TensorPair]:
+def _balanced_split(pair: TensorPair, rng: np.random.Generator) -> tuple[TensorPair, TensorPair]:
     train_idx, test_idx = balanced_test_split(pair.y.numpy(), TEST_FRACTION, rng)
     return pair.subset(train_idx), pair.subset(test_idx)

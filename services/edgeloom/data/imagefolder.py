@@ -45,7 +45,8 @@ def scan_imagefolder(path: str | Path) -> tuple[list[str], list[Path], np.ndarra
     labels: list[int] = []
     for label, name in enumerate(classes):
         images = sorted(
-            f for f in (root / name).iterdir()
+            f
+            for f in (root / name).iterdir()
             if f.is_file() and f.suffix.lower() in EXTENSIONS and not f.name.startswith(".")
         )
         if not images:
@@ -66,9 +67,7 @@ def load_images(files: list[Path], labels: np.ndarray) -> TensorPair:
     try:
         from PIL import Image
     except ImportError as err:
-        raise ImportError(
-            "the imagefolder dataset needs Pillow: pip install pillow"
-        ) from err
+        raise ImportError("the imagefolder dataset needs Pillow: pip install pillow") from err
     arrays = []
     for file in files:
         with Image.open(file) as image:

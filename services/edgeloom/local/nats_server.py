@@ -68,7 +68,8 @@ class NatsServer:
         conf.write_text(json.dumps(config))  # nats config accepts JSON
         self.process = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf), "--ports_file_dir", str(work)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         ports_file = work / f"nats-server_{self.process.pid}.ports"
         deadline = time.monotonic() + timeout_s

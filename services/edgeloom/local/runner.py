@@ -5,14 +5,17 @@ anything, starts nats-server (unless given a URL), spawns every role with the po
 (``edgeloom serve``), shows the coordinator's progress, and writes ``result.json``, role
 logs, metrics and a plot under ``runs/<name>/``. The first role of a kind is its coordinator:
 when it exits 0 the job is done; when any role exits non-zero the runner stops the rest and
-fails, naming the role.
+fails, naming the role. Roles a kind marks non-essential (SplitTrainingJob workers) may die
+without failing the run: the job's own participation policy decides, as it does in a cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
+import logging
 import os
 import shutil
 import signal
@@ -35,6 +38,7 @@ from edgeloom.runtime.bus import Bus, Message
 from edgeloom.runtime.role import load_resource_file, run_role
 from edgeloom.runtime.subjects import subject
 
+log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
 POLL_S = 0.2
 
@@ -76,21 +80,35 @@ def load_and_validate(path: Path) -> tuple[KindInfo, Resource[Any]]:
 
 def _die_with_parent() -> None:
     """Children get SIGTERM if the runner dies, so no role outlives it (Linux)."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path, run_id: str) -> RoleProcess:
     log_path = run_dir / "logs" / f"{role}-{index}.log"
     log: TextIO = log_path.open("w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-           "EDGELOOM_RUN_ID": run_id}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "EDGELOOM_RUN_ID": run_id}
     popen = subprocess.Popen(
-        [sys.executable, "-m", "edgeloom.cli.main", "serve", "--resource", str(path),
-         "--role", role, "--index", str(index), "--nats", url, "--run-dir", str(run_dir)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+        [
+            sys.executable,
+            "-m",
+            "edgeloom.cli.main",
+            "serve",
+            "--resource",
+            str(path),
+            "--role",
+            role,
+            "--index",
+            str(index),
+            "--nats",
+            url,
+            "--run-dir",
+            str(run_dir),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=_die_with_parent,
     )
     log.close()
     return RoleProcess(role, index, popen, log_path)
@@ -129,7 +147,11 @@ class _Progress:
 
 
 async def supervise(
-    info: KindInfo, resource: Resource[Any], path: Path, url: str, run_dir: Path,
+    info: KindInfo,
+    resource: Resource[Any],
+    path: Path,
+    url: str,
+    run_dir: Path,
     show_progress: bool,
 ) -> JobResult:
     """Spawn every role and wait for the coordinator; raises RunFailed naming a failed role."""
@@ -146,17 +168,31 @@ async def supervise(
     await bus.nc.flush()
     procs = [
         _spawn(path, role.name, i, url, run_dir, str(resource.metadata.uid))
-        for role in info.roles for i in range(role.replicas(resource.spec))
+        for role in info.roles
+        for i in range(role.replicas(resource.spec))
     ]
     coordinator = info.roles[0].name
+    lost: set[str] = set()
     try:
         while True:
             await asyncio.sleep(POLL_S)
             for p in procs:
                 code = p.popen.poll()
-                if code not in (None, 0):
-                    raise RunFailed(f"role {p.name} (pid {p.popen.pid}) exited with code {code}; "
-                                    f"log {p.log_path}:\n{p.log_tail()}")
+                if code in (None, 0) or p.name in lost:
+                    continue
+                if info.role(p.role).essential:
+                    raise RunFailed(
+                        f"role {p.name} (pid {p.popen.pid}) exited with code {code}; "
+                        f"log {p.log_path}:\n{p.log_tail()}"
+                    )
+                lost.add(p.name)
+                log.warning(
+                    "role %s (pid %d) exited with code %s; the job goes on as its "
+                    "participation policy allows",
+                    p.name,
+                    p.popen.pid,
+                    code,
+                )
             if all(p.popen.poll() == 0 for p in procs if p.role == coordinator):
                 break
         await bus.nc.flush()
@@ -170,7 +206,10 @@ async def supervise(
 
 
 async def run_in_process(
-    info: KindInfo, resource: Resource[Any], url: str, run_dir: Path | None = None,
+    info: KindInfo,
+    resource: Resource[Any],
+    url: str,
+    run_dir: Path | None = None,
     show_progress: bool = False,
 ) -> JobResult:
     """Every role as a task of this process, each with its own bus connection.
@@ -190,16 +229,26 @@ async def run_in_process(
     await bus.subscribe(subject(ns, info.kind, name, "result"), on_result)
     roles = [(role.name, i) for role in info.roles for i in range(role.replicas(resource.spec))]
     stops = {r: asyncio.Event() for r in roles}
-    tasks = {r: asyncio.create_task(run_role(info, resource, r[0], r[1], url, stops[r],
-                                             run_dir=run_dir)) for r in roles}
+    tasks = {
+        r: asyncio.create_task(run_role(info, resource, r[0], r[1], url, stops[r], run_dir=run_dir))
+        for r in roles
+    }
     coordinator = [t for (role, _), t in tasks.items() if role == info.roles[0].name]
     try:
         pending = set(tasks.values())
         while coordinator and not all(t.done() for t in coordinator):
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for (role, i), task in tasks.items():
-                if task in done and task.exception() is not None:
+                if task not in done or task.exception() is None:
+                    continue
+                if info.role(role).essential:
                     raise RunFailed(f"role {role}-{i} failed: {task.exception()!r}")
+                log.warning(
+                    "role %s-%d failed: %r; the job goes on as its participation policy allows",
+                    role,
+                    i,
+                    task.exception(),
+                )
         await bus.nc.flush()
         if not results:
             raise RunFailed(f"{info.roles[0].name} finished without publishing a result")
@@ -213,8 +262,11 @@ async def run_in_process(
 
 
 def run_file(
-    path: Path, nats_url: str | None = None, runs_dir: Path = Path("runs"),
-    show_progress: bool = True, in_process: bool = False,
+    path: Path,
+    nats_url: str | None = None,
+    runs_dir: Path = Path("runs"),
+    show_progress: bool = True,
+    in_process: bool = False,
 ) -> JobResult:
     """Run a resource file locally and write its results; see the module docstring."""
     info, resource = load_and_validate(path)
@@ -229,7 +281,8 @@ def run_file(
             result = asyncio.run(run_in_process(info, resource, url, run_dir, show_progress))
         else:
             result = asyncio.run(
-                supervise(info, resource, path.resolve(), url, run_dir, show_progress))
+                supervise(info, resource, path.resolve(), url, run_dir, show_progress)
+            )
     (run_dir / "result.json").write_text(json.dumps(result.to_wire(), indent=2) + "\n")
     write_plot(result, run_dir / "progress.png", title=f"{info.kind} {resource.metadata.name}")
     print_summary(result, run_dir)

@@ -129,9 +129,7 @@ def _digits_cnn(num_classes: int, in_shape: tuple[int, ...]) -> list[nn.Module]:
 def _cifar_alexnet(num_classes: int, in_shape: tuple[int, ...]) -> list[nn.Module]:
     channels = in_shape[0]
     convs = [
-        nn.Sequential(
-            nn.Conv2d(channels, 64, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2)
-        ),
+        nn.Sequential(nn.Conv2d(channels, 64, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
         nn.Sequential(nn.Conv2d(64, 192, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
         nn.Sequential(nn.Conv2d(192, 384, 3, padding=1), nn.ReLU()),
         nn.Sequential(nn.Conv2d(384, 256, 3, padding=1), nn.ReLU()),

@@ -106,12 +106,18 @@ class Bus:
         while True:
             try:
                 nc = await nats.connect(
-                    servers=[url], name=name, user=user, password=password,
-                    connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                    allow_reconnect=True, error_cb=_on_nats_error,
+                    servers=[url],
+                    name=name,
+                    user=user,
+                    password=password,
+                    connect_timeout=2,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    allow_reconnect=True,
+                    error_cb=_on_nats_error,
                 )
                 break
-            except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as err:
+            except (TimeoutError, OSError, nats.errors.NoServersError) as err:
                 if loop.time() > deadline:
                     raise ConnectionError(f"cannot reach NATS at {url}: {err}") from err
                 await asyncio.sleep(0.2)
@@ -136,10 +142,13 @@ class Bus:
         extra = {H_ERROR: error} if error is not None else {}
 
         async def publish_one(payload: bytes | memoryview, headers: dict[str, str]) -> None:
-            await self.nc.publish(subject, payload, reply=reply, headers={**headers, **extra} or None)
+            await self.nc.publish(
+                subject, payload, reply=reply, headers={**headers, **extra} or None
+            )
 
-        self.bytes_sent += await send(encode(_envelope_json(envelope), tensors),
-                                      self.max_payload, publish_one)
+        self.bytes_sent += await send(
+            encode(_envelope_json(envelope), tensors), self.max_payload, publish_one
+        )
 
     async def subscribe(
         self,
@@ -172,8 +181,9 @@ class Bus:
                 if msg.reply and H_ERROR not in headers:
                     await self.publish(msg.reply, "{}", error=f"rejected: {err}")
                 return
-            message = Message(msg.subject, msg.reply, envelope_json, tensors,
-                              error=headers.get(H_ERROR))
+            message = Message(
+                msg.subject, msg.reply, envelope_json, tensors, error=headers.get(H_ERROR)
+            )
             try:
                 await handler(message)
             except Exception as err:  # a bad message must not end the subscription
@@ -182,8 +192,11 @@ class Bus:
                     await self.publish(msg.reply, "{}", error=f"{type(err).__name__}: {err}")
 
         sub = await self.nc.subscribe(
-            subject, queue=queue, cb=on_msg,
-            pending_msgs_limit=-1, pending_bytes_limit=2 * self.limits.max_bytes,
+            subject,
+            queue=queue,
+            cb=on_msg,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=2 * self.limits.max_bytes,
         )
         await self.nc.flush()  # the subscription is live on the server when this returns
         return sub
@@ -213,7 +226,7 @@ class Bus:
         try:
             await self.publish(subject, envelope, tensors, reply=f"{self._inbox}.{token}")
             reply = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"no reply on {subject} within {timeout:g} s") from None
         finally:
             self._pending.pop(token, None)
@@ -224,7 +237,9 @@ class Bus:
         return reply
 
     async def respond(
-        self, request: Message, envelope: BaseModel | str,
+        self,
+        request: Message,
+        envelope: BaseModel | str,
         tensors: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Reply to a request received through :meth:`subscribe`."""
@@ -238,7 +253,10 @@ class Bus:
             future.set_result(message)
 
     async def put_object(
-        self, bucket: str, name: str, envelope: BaseModel | str,
+        self,
+        bucket: str,
+        name: str,
+        envelope: BaseModel | str,
         tensors: dict[str, torch.Tensor] | None = None,
     ) -> int:
         """Store one encoded message in the JetStream object store; returns its size."""

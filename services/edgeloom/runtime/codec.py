@@ -34,6 +34,7 @@ DTYPES: dict[str, torch.dtype] = {
 }
 _NAMES = {v: k for k, v in DTYPES.items()}
 _ENVELOPE_KEY = "envelope"
+_MAX_DIM = 2**48  # any real tensor is far smaller; keeps torch's size arithmetic in range
 
 
 class CodecError(ValueError):
@@ -118,19 +119,23 @@ def encode(envelope_json: str, tensors: dict[str, torch.Tensor] | None = None) -
     message has been sent.
     """
     tensors = tensors or {}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise CodecError(f"tensor {name!r}: expected a torch.Tensor, got {type(t).__name__}")
     header: dict[str, object] = {"__metadata__": {_ENVELOPE_KEY: envelope_json}}
     order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
     segments: list[memoryview] = []
     offset = 0
     for name in order:
         t = tensors[name]
-        if not isinstance(t, torch.Tensor):
-            raise CodecError(f"tensor {name!r}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in _NAMES:
             raise CodecError(f"tensor {name!r}: dtype {t.dtype} is not supported")
         size = t.numel() * t.element_size()
-        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": _NAMES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
         if size:
             flat = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
@@ -151,26 +156,33 @@ def _parse_header(data: np.ndarray, limits: Limits) -> tuple[dict, int]:
         raise CodecError("payload truncated: header runs past the end")
     try:
         header = json.loads(bytes(data[8 : 8 + hlen]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # bad JSON, huge integers, deep nesting
         raise CodecError(f"header is not valid JSON: {err}") from None
     if not isinstance(header, dict):
         raise CodecError("header must be a JSON object")
     return header, 8 + hlen
 
 
-def _check_entry(name: str, entry: object, limits: Limits) -> tuple[torch.dtype, list[int], int, int]:
+def _check_entry(
+    name: str, entry: object, limits: Limits
+) -> tuple[torch.dtype, list[int], int, int]:
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise CodecError(f"tensor {name!r}: entry must have exactly dtype, shape, data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in limits.dtypes or dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in limits.dtypes or dtype not in DTYPES:
         raise CodecError(f"tensor {name!r}: dtype {dtype!r} is not allowed")
     if (
         not isinstance(shape, list)
         or len(shape) > limits.max_ndim
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < _MAX_DIM for d in shape
+        )
+        or math.prod(d for d in shape if d) >= _MAX_DIM
     ):
-        raise CodecError(f"tensor {name!r}: shape must be a list of at most "
-                         f"{limits.max_ndim} non-negative integers")
+        raise CodecError(
+            f"tensor {name!r}: shape must be a list of at most "
+            f"{limits.max_ndim} non-negative integers"
+        )
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2

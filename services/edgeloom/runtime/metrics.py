@@ -21,8 +21,21 @@ from prometheus_client import (
 )
 
 PREFIX = "edgeloom_"
-ALLOWED_LABELS = frozenset({"kind", "role", "system", "outcome", "worker", "method", "stage",
-                            "channel", "phase", "namespace", "job"})
+ALLOWED_LABELS = frozenset(
+    {
+        "kind",
+        "role",
+        "system",
+        "outcome",
+        "worker",
+        "method",
+        "stage",
+        "channel",
+        "phase",
+        "namespace",
+        "job",
+    }
+)
 _UNITS = ("_seconds", "_bytes", "_ratio", "_total", "_info")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FORBIDDEN_UNITS = ("_ms", "_milliseconds", "_kb", "_mb", "_percent")
@@ -36,7 +49,9 @@ class MetricFactory:
     Unitless gauges (counts such as ``participants``) are allowed; counters end in ``_total``.
     """
 
-    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    registry: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
     const_labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -48,7 +63,7 @@ class MetricFactory:
             raise ValueError(f"labels {sorted(bad)} are not in the bounded label set")
 
     def _name(self, name: str, counter: bool = False) -> str:
-        if not _NAME.match(name) or name.startswith(PREFIX):
+        if not _NAME.fullmatch(name) or name.startswith(PREFIX):
             raise ValueError(f"metric name {name!r}: snake_case without the {PREFIX} prefix")
         if name.endswith(_FORBIDDEN_UNITS):
             raise ValueError(f"metric name {name!r}: use base units (seconds, bytes, ratio)")
@@ -70,13 +85,17 @@ class MetricFactory:
         return metric.labels(**self.const_labels) if self.const_labels and not labels else metric
 
     def histogram(
-        self, name: str, doc: str, labels: tuple[str, ...] = (),
+        self,
+        name: str,
+        doc: str,
+        labels: tuple[str, ...] = (),
         buckets: tuple[float, ...] = Histogram.DEFAULT_BUCKETS,
     ) -> Histogram:
         if not name.endswith(_UNITS):
             raise ValueError(f"histogram {name!r} must name its unit (_seconds, _bytes, ...)")
-        metric = Histogram(self._name(name), doc, self._labels(labels), registry=self.registry,
-                           buckets=buckets)
+        metric = Histogram(
+            self._name(name), doc, self._labels(labels), registry=self.registry, buckets=buckets
+        )
         return metric.labels(**self.const_labels) if self.const_labels and not labels else metric
 
     def child(self, metric, **labels: str):  # type: ignore[no-untyped-def]

@@ -98,8 +98,10 @@ async def run_role(
     if metrics_port is not None:
         metrics.serve(metrics_port)
     bus = await Bus.connect(
-        nats_url, f"{resource.metadata.name}-{role}-{index}",
-        user=os.environ.get("EDGELOOM_NATS_USER"), password=os.environ.get("EDGELOOM_NATS_PASSWORD"),
+        nats_url,
+        f"{resource.metadata.name}-{role}-{index}",
+        user=os.environ.get("EDGELOOM_NATS_USER"),
+        password=os.environ.get("EDGELOOM_NATS_PASSWORD"),
     )
     ctx = RoleContext(info, resource, role, index, bus, metrics, stop, run_dir)
     try:

@@ -17,6 +17,6 @@ def subject(namespace: str, kind: str, name: str, *channel: str) -> str:
     if not channel:
         raise ValueError("a subject needs at least one channel token")
     for token in tokens:
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             raise ValueError(f"invalid subject token {token!r}: use letters, digits, '-' and '_'")
     return "edgeloom." + ".".join(tokens)

@@ -58,8 +58,15 @@ async def send(encoded: Encoded, max_payload: int, publish: Publish) -> int:
     transfer = uuid.uuid4().hex
     for index, chunk in enumerate(pieces):
         crc = await _in_thread(zlib.crc32, chunk)
-        await publish(chunk, {H_TRANSFER: transfer, H_CHUNK: f"{index}/{count}",
-                              H_SIZE: str(total), H_CRC: str(crc)})
+        await publish(
+            chunk,
+            {
+                H_TRANSFER: transfer,
+                H_CHUNK: f"{index}/{count}",
+                H_SIZE: str(total),
+                H_CRC: str(crc),
+            },
+        )
     return total
 
 
@@ -82,9 +89,7 @@ class Reassembler:
     _partial: dict[str, _Partial] = field(default_factory=dict)
     _failed: deque[str] = field(default_factory=lambda: deque(maxlen=64))
 
-    async def feed(
-        self, data: bytes, headers: dict[str, str] | None
-    ) -> bytes | np.ndarray | None:
+    async def feed(self, data: bytes, headers: dict[str, str] | None) -> bytes | np.ndarray | None:
         """Add one message; return the full payload when complete, else None.
 
         Raises
@@ -133,8 +138,9 @@ class Reassembler:
         start, part.filled = part.filled, part.filled + len(data)
         part.next_index += 1
         if not await _in_thread(_check_and_copy, data, crc, part.buffer[start : part.filled]):
-            raise TransferError(f"transfer {transfer}: checksum mismatch in chunk {index}, "
-                                "payload corrupted")
+            raise TransferError(
+                f"transfer {transfer}: checksum mismatch in chunk {index}, payload corrupted"
+            )
         part.touched = time.monotonic()
         if part.next_index < part.count:
             return None

@@ -54,19 +54,27 @@ class MergeSFLConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.total_batch_size >= 1, "total_batch_size must be at least 1"),
-            (1 <= self.min_batch_size <= self.max_batch_size,
-             "batch bounds need 1 <= min_batch_size <= max_batch_size"),
+            (
+                1 <= self.min_batch_size <= self.max_batch_size,
+                "batch bounds need 1 <= min_batch_size <= max_batch_size",
+            ),
             (self.time_slack >= 0, "time_slack must be non-negative (inf disables the budget)"),
             (0 <= self.penalty_weight < math.inf, "penalty_weight must be finite and >= 0"),
             (self.population_size >= 2, "population_size must be at least 2"),
             (self.generations >= 0, "generations must be non-negative"),
-            (1 <= self.tournament_size <= self.population_size,
-             "tournament_size must be between 1 and population_size"),
-            (0 <= self.elite_count < self.population_size,
-             "elite_count must be between 0 and population_size - 1"),
+            (
+                1 <= self.tournament_size <= self.population_size,
+                "tournament_size must be between 1 and population_size",
+            ),
+            (
+                0 <= self.elite_count < self.population_size,
+                "elite_count must be between 0 and population_size - 1",
+            ),
             (0 <= self.crossover_rate <= 1, "crossover_rate must be in [0, 1]"),
-            (self.mutation_rate is None or 0 <= self.mutation_rate <= 1,
-             "mutation_rate must be in [0, 1] or None"),
+            (
+                self.mutation_rate is None or 0 <= self.mutation_rate <= 1,
+                "mutation_rate must be in [0, 1] or None",
+            ),
             (self.exhaustive_limit >= 0, "exhaustive_limit must be non-negative"),
         ]
         for ok, message in checks:

@@ -40,9 +40,7 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike) -> float:
     return float(np.sum(p_arr[support] * np.log(p_arr[support] / q_arr[support])))
 
 
-def merged_label_distribution(
-    batch_sizes: Sequence[int], label_dists: npt.ArrayLike
-) -> np.ndarray:
+def merged_label_distribution(batch_sizes: Sequence[int], label_dists: npt.ArrayLike) -> np.ndarray:
     """``P_m(c) = Σ_i b_i P_i(c) / Σ_i b_i``, the label distribution of the merged batch.
 
     Parameters
@@ -210,8 +208,10 @@ def score_selection(problem: SelectionProblem, workers: npt.ArrayLike) -> Worker
 def exhaustive_select(problem: SelectionProblem) -> WorkerSelection:
     """The best of all ``C(N, K)`` sets (ties go to the lexicographically smallest set)."""
     return min(
-        (score_selection(problem, combo)
-         for combo in itertools.combinations(range(problem.num_workers), problem.num_selected)),
+        (
+            score_selection(problem, combo)
+            for combo in itertools.combinations(range(problem.num_workers), problem.num_selected)
+        ),
         key=_rank,
     )
 
@@ -307,8 +307,13 @@ def select_workers(
         Workers (indices into the inputs) with their batch sizes and scores.
     """
     problem = SelectionProblem.create(
-        label_dists, per_sample_compute_s, per_sample_transfer_s, num_selected, config,
-        target=target, time_budget_s=time_budget_s,
+        label_dists,
+        per_sample_compute_s,
+        per_sample_transfer_s,
+        num_selected,
+        config,
+        target=target,
+        time_budget_s=time_budget_s,
     )
     if math.comb(problem.num_workers, num_selected) <= config.exhaustive_limit:
         return exhaustive_select(problem)
@@ -334,4 +339,3 @@ def _normalise(values: npt.ArrayLike, name: str) -> np.ndarray:
     if arr.ndim != 1 or not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.sum() <= 0:
         raise ValueError(f"{name} must be a 1-D array of non-negative finite values, not all 0")
     return arr / arr.sum()
-

@@ -49,10 +49,13 @@ class ModelRef(ApiModel):
     """The model and where it is split between worker (bottom) and server (top)."""
 
     architecture: Architecture = Field(
-        default=Architecture.CNN1D, description="Built-in model: cnn1d, digits-cnn or cifar-alexnet."
+        default=Architecture.CNN1D,
+        description="Built-in model: cnn1d, digits-cnn or cifar-alexnet.",
     )
     split_point: int | None = Field(
-        default=None, ge=1, le=16,
+        default=None,
+        ge=1,
+        le=16,
         description="Number of leading blocks that run on the worker; default per architecture.",
     )
 
@@ -85,7 +88,9 @@ class Partition(ApiModel):
         default=0.1, gt=0, le=1000, description="Dirichlet concentration; smaller is more skewed."
     )
     dominant_ratio: float = Field(
-        default=0.8, ge=0, le=1,
+        default=0.8,
+        ge=0,
+        le=1,
         description="dominant-class: fraction of each worker's samples from its dominant class.",
     )
 
@@ -100,6 +105,8 @@ class WorkerGroup(ApiModel):
     )
     device_profile_label: str | None = Field(
         default=None,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
         description="Value of the edgeloom.io/device-profile node label to schedule onto.",
     )
 
@@ -112,7 +119,9 @@ class Training(ApiModel):
         default=20, ge=1, le=10000, description="Local iterations per round (tau)."
     )
     total_batch_size: int = Field(
-        default=320, ge=1, le=65536,
+        default=320,
+        ge=1,
+        le=65536,
         description="Merged batch size per iteration summed over selected workers (B).",
     )
     min_batch_size: int = Field(default=4, ge=1, description="Lower bound of a worker's batch.")
@@ -153,7 +162,8 @@ class Participation(ApiModel):
         default=1, ge=1, description="The job fails when fewer workers than this remain."
     )
     round_deadline_seconds: float = Field(
-        default=60.0, gt=0,
+        default=60.0,
+        gt=0,
         description="Wall seconds a worker may take for one exchange before it is dropped.",
     )
 
@@ -220,22 +230,30 @@ KIND = register_kind(
         status_model=SplitTrainingJobStatus,
         roles=(
             RoleInfo("server", "cloud", lambda spec: 1),
-            RoleInfo("worker", "edge", lambda spec: spec.worker_count),
+            RoleInfo("worker", "edge", lambda spec: spec.worker_count, essential=False),
         ),
         app_module="edgeloom.apps.mergesfl",
         description="Split federated learning (MergeSFL, SplitFed, SL, FedAvg) over edge workers.",
         printer_columns=DEFAULT_PRINTER_COLUMNS,
         cel_rules=(
-            ("self.training.minBatchSize <= self.training.maxBatchSize",
-             "training.minBatchSize must not exceed training.maxBatchSize"),
-            ("!has(self.training.workersPerRound) || "
-             "self.training.workersPerRound <= self.workers.map(g, g.count).sum()",
-             "training.workersPerRound must not exceed the number of workers"),
-            ("self.dataset.name in ['mnist1d', 'digits'] || has(self.dataset.path)",
-             "dataset.path is required for cifar10 and imagefolder"),
-            ("!has(self.participation) || "
-             "self.participation.minWorkers <= self.workers.map(g, g.count).sum()",
-             "participation.minWorkers must not exceed the number of workers"),
+            (
+                "self.training.minBatchSize <= self.training.maxBatchSize",
+                "training.minBatchSize must not exceed training.maxBatchSize",
+            ),
+            (
+                "!has(self.training.workersPerRound) || "
+                "self.training.workersPerRound <= self.workers.map(g, g.count).sum()",
+                "training.workersPerRound must not exceed the number of workers",
+            ),
+            (
+                "self.dataset.name in ['mnist1d', 'digits'] || has(self.dataset.path)",
+                "dataset.path is required for cifar10 and imagefolder",
+            ),
+            (
+                "!has(self.participation) || "
+                "self.participation.minWorkers <= self.workers.map(g, g.count).sum()",
+                "participation.minWorkers must not exceed the number of workers",
+            ),
         ),
     )
 )

@@ -77,8 +77,9 @@ class Stop(_Msg):
     op: Literal["stop"] = "stop"
 
 
-Command = Annotated[Load | Forward | Backward | TrainLocal | Upload | Stop,
-                    Field(discriminator="op")]
+Command = Annotated[
+    Load | Forward | Backward | TrainLocal | Upload | Stop, Field(discriminator="op")
+]
 COMMAND = TypeAdapter(Command)
 
 

@@ -11,7 +11,8 @@ class ServerMetrics:
     def __init__(self, m: MetricFactory) -> None:
         self.round = m.gauge("round", "Rounds completed.")
         self.round_duration = m.histogram(
-            "round_duration_seconds", "Device (virtual) time of one round.", buckets=ROUND_BUCKETS)
+            "round_duration_seconds", "Device (virtual) time of one round.", buckets=ROUND_BUCKETS
+        )
         self.accuracy = m.gauge("accuracy_ratio", "Test accuracy after the last round (0-1).")
         self.loss = m.gauge("loss", "Test loss after the last round.")
         self.participants = m.gauge("participants", "Workers that completed the last round.")
@@ -19,10 +20,12 @@ class ServerMetrics:
         self.bytes = m.counter("bytes_total", "Bytes the server sent and received.")
         self._factory = m
         self._batch = m.gauge("batch_size", "Batch size assigned to a worker.", ("worker",))
-        self._compute = m.gauge("worker_compute_seconds",
-                                "Device compute time of a worker's last round.", ("worker",))
-        self._transfer = m.gauge("worker_transfer_seconds",
-                                 "Device transfer time of a worker's last round.", ("worker",))
+        self._compute = m.gauge(
+            "worker_compute_seconds", "Device compute time of a worker's last round.", ("worker",)
+        )
+        self._transfer = m.gauge(
+            "worker_transfer_seconds", "Device transfer time of a worker's last round.", ("worker",)
+        )
 
     def worker(self, index: int, batch: int, compute_s: float, transfer_s: float) -> None:
         label = str(index)
@@ -33,7 +36,10 @@ class ServerMetrics:
 
 class WorkerMetrics:
     def __init__(self, m: MetricFactory) -> None:
-        self.compute = m.histogram("compute_seconds", "Device compute time of one command.",
-                                   buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+        self.compute = m.histogram(
+            "compute_seconds",
+            "Device compute time of one command.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+        )
         self.bytes = m.counter("bytes_total", "Bytes the worker sent and received.")
         self.batch_size = m.gauge("batch_size", "Batch size of the current round.")

@@ -37,7 +37,11 @@ from edgeloom.algos.mergesfl import (
     select_workers,
     split_gradients,
 )
-from edgeloom.algos.mergesfl.baselines import average_state_dicts, random_select, uniform_batch_sizes
+from edgeloom.algos.mergesfl.baselines import (
+    average_state_dicts,
+    random_select,
+    uniform_batch_sizes,
+)
 from edgeloom.api.kinds.splittraining import SplitMethod, SplitTrainingJobSpec
 from edgeloom.apps.mergesfl.messages import (
     Backward,
@@ -125,8 +129,11 @@ class ServerJob:
 
         async def one(i: int) -> Reply:
             msg = await self.ctx.bus.request(
-                self.ctx.subject("worker", str(i)), command(i),
-                tensors(i) if tensors else None, timeout=timeout)
+                self.ctx.subject("worker", str(i)),
+                command(i),
+                tensors(i) if tensors else None,
+                timeout=timeout,
+            )
             return Reply(msg.parse(Timing), msg)
 
         results = await asyncio.gather(*(one(i) for i in indices), return_exceptions=True)
@@ -144,15 +151,20 @@ class ServerJob:
 
     async def broadcast(self, command: BaseModel) -> None:
         """Best effort: send ``command`` to every worker that joined."""
-        await asyncio.gather(*(
-            self.ctx.bus.request(self.ctx.subject("worker", str(i)), command, timeout=5)
-            for i in self.workers), return_exceptions=True)
+        await asyncio.gather(
+            *(
+                self.ctx.bus.request(self.ctx.subject("worker", str(i)), command, timeout=5)
+                for i in self.workers
+            ),
+            return_exceptions=True,
+        )
 
     def require(self, alive: list[int]) -> list[int]:
         minimum = self.spec.participation.min_workers
         if len(alive) < minimum:
-            raise JobFailed(f"only {len(alive)} workers left, participation.minWorkers is "
-                            f"{minimum}")
+            raise JobFailed(
+                f"only {len(alive)} workers left, participation.minWorkers is {minimum}"
+            )
         return alive
 
     def plan(self) -> tuple[list[int], dict[int, int]]:
@@ -163,22 +175,31 @@ class ServerJob:
         self.require(candidates)
         known = all(i in self.estimates for i in candidates)
         if spec.method is SplitMethod.MERGESFL and known:
-            dists = [label_distribution_from_counts(self.workers[i].label_counts)
-                     for i in candidates]
-            config = MergeSFLConfig(total_batch_size=t.total_batch_size,
-                                    min_batch_size=t.min_batch_size,
-                                    max_batch_size=t.max_batch_size)
+            dists = [
+                label_distribution_from_counts(self.workers[i].label_counts) for i in candidates
+            ]
+            config = MergeSFLConfig(
+                total_batch_size=t.total_batch_size,
+                min_batch_size=t.min_batch_size,
+                max_batch_size=t.max_batch_size,
+            )
             choice = select_workers(
-                dists, [self.estimates[i][0] for i in candidates],
-                [self.estimates[i][1] for i in candidates], k, config, self.rng)
+                dists,
+                [self.estimates[i][0] for i in candidates],
+                [self.estimates[i][1] for i in candidates],
+                k,
+                config,
+                self.rng,
+            )
             chosen = [candidates[j] for j in choice.workers]
             batches = dict(zip(chosen, choice.batch_sizes, strict=True))
         else:
             chosen = sorted(candidates[j] for j in random_select(len(candidates), k, self.rng))
             batches = {}
         if not batches or not spec.ablation.batch_regulation:
-            sizes = uniform_batch_sizes(t.total_batch_size, len(chosen), t.min_batch_size,
-                                        t.max_batch_size)
+            sizes = uniform_batch_sizes(
+                t.total_batch_size, len(chosen), t.min_batch_size, t.max_batch_size
+            )
             batches = dict(zip(chosen, sizes, strict=True))
         return chosen, batches
 
@@ -194,10 +215,17 @@ class ServerJob:
 
     def check_features(self, i: int, msg: Message, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         feats, labels = msg.tensors.get("features"), msg.tensors.get("labels")
-        if (feats is None or labels is None or feats.dtype != torch.float32
-                or labels.dtype != torch.int64 or labels.ndim != 1
-                or not 0 < len(labels) <= batch or feats.shape[0] != len(labels)
-                or int(labels.min()) < 0 or int(labels.max()) >= self.problem.num_classes):
+        if (
+            feats is None
+            or labels is None
+            or feats.dtype != torch.float32
+            or labels.dtype != torch.int64
+            or labels.ndim != 1
+            or not 0 < len(labels) <= batch
+            or feats.shape[0] != len(labels)
+            or int(labels.min()) < 0
+            or int(labels.max()) >= self.problem.num_classes
+        ):
             raise CodecError(f"worker {i} sent malformed features or labels")
         return feats, labels
 
@@ -211,8 +239,9 @@ def _sgd(params, lr: float, spec: SplitTrainingJobSpec) -> torch.optim.SGD:  # t
     return torch.optim.SGD(params, lr=lr, momentum=spec.training.momentum)
 
 
-def _step_on(top: nn.Module, opt: torch.optim.Optimizer, feats: torch.Tensor,
-             labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _step_on(
+    top: nn.Module, opt: torch.optim.Optimizer, feats: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, float]:
     """One top-model step on one worker's features; returns the feature gradient and loss."""
     f = feats.detach().requires_grad_(True)
     top.train()
@@ -220,7 +249,7 @@ def _step_on(top: nn.Module, opt: torch.optim.Optimizer, feats: torch.Tensor,
     loss = nn.functional.cross_entropy(top(f), labels)
     loss.backward()
     opt.step()
-    return f.grad, float(loss)  # type: ignore[return-value]
+    return f.grad, loss.item()  # type: ignore[return-value]
 
 
 async def split_round(job: ServerJob, r: int) -> RoundOutcome:
@@ -232,8 +261,10 @@ async def split_round(job: ServerJob, r: int) -> RoundOutcome:
     per_worker_tops = spec.method is SplitMethod.SPLITFED
     bottom_state = job.bottom.state_dict()
     loads, dropped = await job.call_many(
-        chosen, lambda i: Load(round=r, batch_size=batches[i], learning_rate=lr),
-        lambda i: bottom_state)
+        chosen,
+        lambda i: Load(round=r, batch_size=batches[i], learning_rate=lr),
+        lambda i: bottom_state,
+    )
     usage = {i: _Usage(batches[i]) for i in loads}
     for i, rep in loads.items():
         usage[i].add(rep.timing)
@@ -244,7 +275,7 @@ async def split_round(job: ServerJob, r: int) -> RoundOutcome:
     top_opt = _sgd(job.top.parameters(), lr, spec)
     losses: list[float] = []
     for it in range(spec.training.iterations_per_round):
-        fwd, lost = await job.call_many(alive, lambda i: Forward(round=r, iteration=it))
+        fwd, lost = await job.call_many(alive, lambda i, it=it: Forward(round=r, iteration=it))
         dropped += lost
         data = {}
         for i, rep in fwd.items():
@@ -256,8 +287,9 @@ async def split_round(job: ServerJob, r: int) -> RoundOutcome:
         alive = job.require([i for i in alive if i in data])
         with compute_timer() as server_t:
             if merged:
-                feats, labels, slices = merge_features([data[i][0] for i in alive],
-                                                       [data[i][1] for i in alive])
+                feats, labels, slices = merge_features(
+                    [data[i][0] for i in alive], [data[i][1] for i in alive]
+                )
                 top_opt.zero_grad()
                 job.top.train()
                 loss = nn.functional.cross_entropy(job.top(feats), labels)
@@ -272,14 +304,20 @@ async def split_round(job: ServerJob, r: int) -> RoundOutcome:
                     top, opt = (tops[i], opts[i]) if per_worker_tops else (job.top, top_opt)
                     grads[i], loss_i = _step_on(top, opt, *data[i])
                     losses.append(loss_i)
-        bwd, lost = await job.call_many(alive, lambda i: Backward(round=r, iteration=it),
-                                        lambda i: {"grad": grads[i]})
+        bwd, lost = await job.call_many(
+            alive,
+            lambda i, it=it: Backward(round=r, iteration=it),
+            lambda i, g=grads: {"grad": g[i]},
+        )
         dropped += lost
         for i in bwd:
             usage[i].add(fwd[i].timing)
             usage[i].add(bwd[i].timing)
-        vt += (max(fwd[i].timing.total_s for i in alive) + server_t.seconds
-               + max((rep.timing.total_s for rep in bwd.values()), default=0.0))
+        vt += (
+            max(fwd[i].timing.total_s for i in alive)
+            + server_t.seconds
+            + max((rep.timing.total_s for rep in bwd.values()), default=0.0)
+        )
         alive = job.require([i for i in alive if i in bwd])
     job.update_estimates(usage, set(alive))
     ups, lost = await job.call_many(alive, lambda i: Upload(round=r))
@@ -292,12 +330,16 @@ async def split_round(job: ServerJob, r: int) -> RoundOutcome:
     else:
         samples = [float(ups[i].timing.samples) for i in alive]
         job.bottom.load_state_dict(average_state_dicts(states, samples))
-        job.top.load_state_dict(average_state_dicts([tops[i].state_dict() for i in alive],
-                                                    samples))
+        job.top.load_state_dict(average_state_dicts([tops[i].state_dict() for i in alive], samples))
     for i, rep in ups.items():
         usage[i].add(rep.timing)
-    return RoundOutcome(alive, sorted(set(dropped)), vt, _mean(losses),
-                        {i: (u.batch, u.compute_s, u.transfer_s) for i, u in usage.items()})
+    return RoundOutcome(
+        alive,
+        sorted(set(dropped)),
+        vt,
+        _mean(losses),
+        {i: (u.batch, u.compute_s, u.transfer_s) for i, u in usage.items()},
+    )
 
 
 async def sequential_round(job: ServerJob, r: int) -> RoundOutcome:
@@ -319,13 +361,25 @@ async def sequential_round(job: ServerJob, r: int) -> RoundOutcome:
             dropped.append(i)
     job.require(done)
     job.update_estimates(usage, set(done))
-    return RoundOutcome(done, dropped, vt, _mean(losses),
-                        {i: (u.batch, u.compute_s, u.transfer_s) for i, u in usage.items()})
+    return RoundOutcome(
+        done,
+        dropped,
+        vt,
+        _mean(losses),
+        {i: (u.batch, u.compute_s, u.transfer_s) for i, u in usage.items()},
+    )
 
 
-async def _train_one_in_turn(job: ServerJob, i: int, r: int, lr: float, batch: int,
-                             top_opt: torch.optim.Optimizer, losses: list[float],
-                             usage: dict[int, _Usage]) -> float:
+async def _train_one_in_turn(
+    job: ServerJob,
+    i: int,
+    r: int,
+    lr: float,
+    batch: int,
+    top_opt: torch.optim.Optimizer,
+    losses: list[float],
+    usage: dict[int, _Usage],
+) -> float:
     spec, bus, timeout = job.spec, job.ctx.bus, job.spec.participation.round_deadline_seconds
     subject = job.ctx.subject("worker", str(i))
 
@@ -335,8 +389,9 @@ async def _train_one_in_turn(job: ServerJob, i: int, r: int, lr: float, batch: i
         usage.setdefault(i, _Usage(batch)).add(reply.timing)
         return reply
 
-    vt = (await call(Load(round=r, batch_size=batch, learning_rate=lr),
-                     job.bottom.state_dict())).timing.total_s
+    vt = (
+        await call(Load(round=r, batch_size=batch, learning_rate=lr), job.bottom.state_dict())
+    ).timing.total_s
     for it in range(spec.training.iterations_per_round):
         fwd = await call(Forward(round=r, iteration=it))
         feats, labels = job.check_features(i, fwd.message, batch)
@@ -358,26 +413,39 @@ async def fedavg_round(job: ServerJob, r: int) -> RoundOutcome:
     state = whole.state_dict()
     lr = learning_rate(spec, r)
     loads, dropped = await job.call_many(
-        chosen, lambda i: Load(round=r, batch_size=batches[i], learning_rate=lr,
-                               whole_model=True), lambda i: state)
+        chosen,
+        lambda i: Load(round=r, batch_size=batches[i], learning_rate=lr, whole_model=True),
+        lambda i: state,
+    )
     trains, lost = await job.call_many(
         job.require(list(loads)),
-        lambda i: TrainLocal(round=r, iterations=spec.training.iterations_per_round))
+        lambda i: TrainLocal(round=r, iterations=spec.training.iterations_per_round),
+    )
     dropped += lost
     ups, lost = await job.call_many(job.require(list(trains)), lambda i: Upload(round=r))
     dropped += lost
     alive = job.require(list(ups))
-    whole.load_state_dict(average_state_dicts([ups[i].message.tensors for i in alive],
-                                              [float(ups[i].timing.samples) for i in alive]))
+    whole.load_state_dict(
+        average_state_dicts(
+            [ups[i].message.tensors for i in alive], [float(ups[i].timing.samples) for i in alive]
+        )
+    )
     per_worker, vt = {}, 0.0
     for i in alive:
         steps = (loads[i].timing, trains[i].timing, ups[i].timing)
         vt = max(vt, sum(t.total_s for t in steps))
-        per_worker[i] = (batches[i], sum(t.compute_s for t in steps),
-                         sum(t.upload_s + t.download_s for t in steps))
-    return RoundOutcome(alive, sorted(set(dropped)), vt,
-                        _mean([trains[i].timing.loss for i in alive if trains[i].timing.loss]),
-                        per_worker)
+        per_worker[i] = (
+            batches[i],
+            sum(t.compute_s for t in steps),
+            sum(t.upload_s + t.download_s for t in steps),
+        )
+    return RoundOutcome(
+        alive,
+        sorted(set(dropped)),
+        vt,
+        _mean([trains[i].timing.loss for i in alive if trains[i].timing.loss]),
+        per_worker,
+    )
 
 
 def _mean(values: list[float]) -> float | None:

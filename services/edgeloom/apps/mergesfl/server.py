@@ -102,10 +102,12 @@ class Server:
         if state is None:
             return False
         ckpt = await self.ctx.bus.get_object(CHECKPOINT_BUCKET, self.checkpoint_name)
-        self.job.bottom.load_state_dict({k[7:]: v for k, v in ckpt.tensors.items()
-                                         if k.startswith("bottom.")})
-        self.job.top.load_state_dict({k[4:]: v for k, v in ckpt.tensors.items()
-                                      if k.startswith("top.")})
+        self.job.bottom.load_state_dict(
+            {k[7:]: v for k, v in ckpt.tensors.items() if k.startswith("bottom.")}
+        )
+        self.job.top.load_state_dict(
+            {k[4:]: v for k, v in ckpt.tensors.items() if k.startswith("top.")}
+        )
         self.start_round = state.round
         self.virtual_time_s, self.best_accuracy = state.virtual_time_s, state.best_accuracy
         self.time_to_target_s, self.dropped_total = state.time_to_target_s, state.dropped_total
@@ -119,33 +121,60 @@ class Server:
     async def checkpoint(self, completed_rounds: int) -> str:
         tensors = {f"bottom.{k}": v for k, v in self.job.bottom.state_dict().items()}
         tensors.update({f"top.{k}": v for k, v in self.job.top.state_dict().items()})
-        await self.ctx.bus.put_object(CHECKPOINT_BUCKET, self.checkpoint_name,
-                                      f'{{"round": {completed_rounds}}}', tensors)
+        await self.ctx.bus.put_object(
+            CHECKPOINT_BUCKET, self.checkpoint_name, f'{{"round": {completed_rounds}}}', tensors
+        )
         kv = await self.ctx.bus.key_value(STATE_BUCKET)
-        await kv.put(self.state_key, ServerState(
-            round=completed_rounds, virtual_time_s=self.virtual_time_s,
-            bytes_total=self.job.bytes_total, best_accuracy=self.best_accuracy,
-            time_to_target_s=self.time_to_target_s, dropped_total=self.dropped_total,
-            history=self.history, workers=self.job.workers, estimates=self.job.estimates))
+        await kv.put(
+            self.state_key,
+            ServerState(
+                round=completed_rounds,
+                virtual_time_s=self.virtual_time_s,
+                bytes_total=self.job.bytes_total,
+                best_accuracy=self.best_accuracy,
+                time_to_target_s=self.time_to_target_s,
+                dropped_total=self.dropped_total,
+                history=self.history,
+                workers=self.job.workers,
+                estimates=self.job.estimates,
+            ),
+        )
         return f"{CHECKPOINT_BUCKET}/{self.checkpoint_name}@{completed_rounds}"
 
-    def status(self, phase: Phase, reason: str, message: str, checkpoint: str | None,
-               participants: int = 0, dropped: int = 0) -> SplitTrainingJobStatus:
+    def status(
+        self,
+        phase: Phase,
+        reason: str,
+        message: str,
+        checkpoint: str | None,
+        participants: int = 0,
+        dropped: int = 0,
+    ) -> SplitTrainingJobStatus:
         last = self.history[-1] if self.history else {}
         ready = "True" if phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.DEGRADED) else "False"
-        self.conditions = set_condition(self.conditions, "Ready", ready, reason, message,
-                                        self.ctx.resource.metadata.generation)
+        self.conditions = set_condition(
+            self.conditions, "Ready", ready, reason, message, self.ctx.resource.metadata.generation
+        )
         return SplitTrainingJobStatus(
-            observed_generation=self.ctx.resource.metadata.generation, phase=phase,
+            observed_generation=self.ctx.resource.metadata.generation,
+            phase=phase,
             conditions=self.conditions,
             progress=Progress(
-                round=len(self.history), total_rounds=self.spec.training.rounds,
-                participants_ready=participants, participants_total=self.spec.worker_count,
-                participants_dropped=dropped, metric_name="accuracy",
-                metric_value=last.get("accuracy"), virtual_time_seconds=self.virtual_time_s,
+                round=len(self.history),
+                total_rounds=self.spec.training.rounds,
+                participants_ready=participants,
+                participants_total=self.spec.worker_count,
+                participants_dropped=dropped,
+                metric_name="accuracy",
+                metric_value=last.get("accuracy"),
+                virtual_time_seconds=self.virtual_time_s,
                 wall_time_seconds=round(time.monotonic() - self.started, 3),
-                bytes_total=self.job.bytes_total, last_checkpoint=checkpoint),
-            final_accuracy=last.get("accuracy"), time_to_target_seconds=self.time_to_target_s)
+                bytes_total=self.job.bytes_total,
+                last_checkpoint=checkpoint,
+            ),
+            final_accuracy=last.get("accuracy"),
+            time_to_target_seconds=self.time_to_target_s,
+        )
 
     def record(self, round_: int, outcome: RoundOutcome, ev: Evaluation) -> None:
         self.virtual_time_s += outcome.virtual_time_s
@@ -154,12 +183,19 @@ class Server:
         target = self.spec.stop.target_accuracy
         if target is not None and self.time_to_target_s is None and ev.accuracy >= target:
             self.time_to_target_s = self.virtual_time_s
-        self.history.append({
-            "round": round_ + 1, "virtual_time_seconds": round(self.virtual_time_s, 4),
-            "wall_time_seconds": round(time.monotonic() - self.started, 3),
-            "accuracy": ev.accuracy, "loss": round(ev.loss, 5), "train_loss": outcome.train_loss,
-            "bytes_total": self.job.bytes_total, "participants": len(outcome.participants),
-            "dropped": len(outcome.dropped)})
+        self.history.append(
+            {
+                "round": round_ + 1,
+                "virtual_time_seconds": round(self.virtual_time_s, 4),
+                "wall_time_seconds": round(time.monotonic() - self.started, 3),
+                "accuracy": ev.accuracy,
+                "loss": round(ev.loss, 5),
+                "train_loss": outcome.train_loss,
+                "bytes_total": self.job.bytes_total,
+                "participants": len(outcome.participants),
+                "dropped": len(outcome.dropped),
+            }
+        )
         m = self.metrics
         m.round.set(round_ + 1)
         m.round_duration.observe(outcome.virtual_time_s)
@@ -175,16 +211,24 @@ class Server:
     def result(self, succeeded: bool, message: str, status: SplitTrainingJobStatus) -> JobResult:
         last = self.history[-1] if self.history else {}
         return JobResult(
-            succeeded=succeeded, message=message, status=status.to_wire(),
-            summary={"method": self.spec.method.value, "rounds": len(self.history),
-                     "final_accuracy": last.get("accuracy"),
-                     "best_accuracy": self.best_accuracy,
-                     "target_accuracy": self.spec.stop.target_accuracy,
-                     "time_to_target_s": self.time_to_target_s,
-                     "virtual_time_s": round(self.virtual_time_s, 3),
-                     "wall_time_s": round(time.monotonic() - self.started, 2),
-                     "bytes_total": self.job.bytes_total, "workers_dropped": self.dropped_total},
-            metric_name="accuracy", history=self.history)
+            succeeded=succeeded,
+            message=message,
+            status=status.to_wire(),
+            summary={
+                "method": self.spec.method.value,
+                "rounds": len(self.history),
+                "final_accuracy": last.get("accuracy"),
+                "best_accuracy": self.best_accuracy,
+                "target_accuracy": self.spec.stop.target_accuracy,
+                "time_to_target_s": self.time_to_target_s,
+                "virtual_time_s": round(self.virtual_time_s, 3),
+                "wall_time_s": round(time.monotonic() - self.started, 2),
+                "bytes_total": self.job.bytes_total,
+                "workers_dropped": self.dropped_total,
+            },
+            metric_name="accuracy",
+            history=self.history,
+        )
 
 
 async def wait_for_workers(ctx: RoleContext, job: ServerJob) -> None:
@@ -209,8 +253,10 @@ async def wait_for_workers(ctx: RoleContext, job: ServerJob) -> None:
         await asyncio.wait_for(everyone.wait(), JOIN_TIMEOUT_S)
     except TimeoutError:
         if len(job.workers) < ctx.spec.participation.min_workers:
-            raise JobFailed(f"only {len(job.workers)} of {ctx.spec.worker_count} workers joined "
-                            f"within {JOIN_TIMEOUT_S:g} s") from None
+            raise JobFailed(
+                f"only {len(job.workers)} of {ctx.spec.worker_count} workers joined "
+                f"within {JOIN_TIMEOUT_S:g} s"
+            ) from None
         log.warning("starting with %d of %d workers", len(job.workers), ctx.spec.worker_count)
 
 
@@ -220,8 +266,9 @@ async def run(ctx: RoleContext) -> None:
     bottom, top = build_models(spec, problem)
     job = ServerJob(ctx, problem, bottom, top, np.random.default_rng(spec.training.seed))
     key = f"{ctx.namespace}.{ctx.name}.{run_id(ctx)}"
-    server = Server(ctx, job, ServerMetrics(ctx.metrics), state_key=key,
-                    checkpoint_name=key.replace(".", "/"))
+    server = Server(
+        ctx, job, ServerMetrics(ctx.metrics), state_key=key, checkpoint_name=key.replace(".", "/")
+    )
     await server.restore()
     await wait_for_workers(ctx, job)
     publish = ctx.subject("status")
@@ -236,11 +283,20 @@ async def run(ctx: RoleContext) -> None:
             if (r + 1) % spec.checkpoint_interval == 0:
                 checkpoint = await server.checkpoint(r + 1)
             phase = Phase.DEGRADED if outcome.dropped else Phase.RUNNING
-            await ctx.bus.publish(publish, server.status(
-                phase, "RoundCompleted", f"round {r + 1}: accuracy {ev.accuracy:.4f}",
-                checkpoint, len(outcome.participants), len(outcome.dropped)))
-            log.info("round %d: accuracy %.4f, virtual %.1f s", r + 1, ev.accuracy,
-                     server.virtual_time_s)
+            await ctx.bus.publish(
+                publish,
+                server.status(
+                    phase,
+                    "RoundCompleted",
+                    f"round {r + 1}: accuracy {ev.accuracy:.4f}",
+                    checkpoint,
+                    len(outcome.participants),
+                    len(outcome.dropped),
+                ),
+            )
+            log.info(
+                "round %d: accuracy %.4f, virtual %.1f s", r + 1, ev.accuracy, server.virtual_time_s
+            )
             if server.time_to_target_s is not None:
                 message = f"target accuracy {spec.stop.target_accuracy} reached"
                 break
@@ -248,8 +304,12 @@ async def run(ctx: RoleContext) -> None:
             message = f"{spec.training.rounds} rounds completed"
     except JobFailed as err:
         message, succeeded = str(err), False
-    status = server.status(Phase.SUCCEEDED if succeeded else Phase.FAILED,
-                           "Completed" if succeeded else "Failed", message, checkpoint)
+    status = server.status(
+        Phase.SUCCEEDED if succeeded else Phase.FAILED,
+        "Completed" if succeeded else "Failed",
+        message,
+        checkpoint,
+    )
     await ctx.bus.publish(publish, status)
     await ctx.bus.publish(ctx.subject("result"), server.result(succeeded, message, status))
     await job.broadcast(Stop())

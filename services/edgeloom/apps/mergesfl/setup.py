@@ -40,8 +40,9 @@ class Problem:
 
 def build_problem(spec: SplitTrainingJobSpec) -> Problem:
     """Load the dataset and partition it over ``spec.worker_count`` workers, seeded."""
-    train, test = load_dataset(spec.dataset.name.value, spec.dataset.path,
-                               spec.dataset.samples, seed=spec.training.seed)
+    train, test = load_dataset(
+        spec.dataset.name.value, spec.dataset.path, spec.dataset.samples, seed=spec.training.seed
+    )
     num_classes = int(max(train.y.max(), test.y.max())) + 1
     rng = np.random.default_rng(spec.training.seed)
     labels = train.y.numpy()
@@ -49,13 +50,18 @@ def build_problem(spec: SplitTrainingJobSpec) -> Problem:
     if part.scheme is PartitionScheme.IID:
         partitions = iid_partition(labels, n, rng)
     elif part.scheme is PartitionScheme.DIRICHLET:
-        partitions = dirichlet_partition(labels, n, part.alpha, rng)
+        # small datasets cannot give every worker the partitioner's default of 10 samples
+        partitions = dirichlet_partition(
+            labels, n, part.alpha, rng, min_size=min(10, len(labels) // (2 * n))
+        )
     else:
         partitions = dominant_class_partition(labels, n, part.dominant_ratio, rng)
     return Problem(train, test, partitions, num_classes)
 
 
-def build_models(spec: SplitTrainingJobSpec, problem: Problem) -> tuple[nn.Sequential, nn.Sequential]:
+def build_models(
+    spec: SplitTrainingJobSpec, problem: Problem
+) -> tuple[nn.Sequential, nn.Sequential]:
     """(bottom, top), initialised from the job's seed so every role starts from the same weights."""
     torch.manual_seed(spec.training.seed)
     arch = spec.model.architecture.value

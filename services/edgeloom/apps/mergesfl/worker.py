@@ -87,12 +87,14 @@ class Worker:
     async def load(self, cmd: Load, tensors: dict[str, torch.Tensor]) -> Timing:
         module = self.whole if cmd.whole_model else self.bottom
         module.load_state_dict(tensors)  # strict: a wrong key set raises, answered as an error
-        self.optimizer = torch.optim.SGD(module.parameters(), lr=cmd.learning_rate,
-                                         momentum=self.ctx.spec.training.momentum)
+        self.optimizer = torch.optim.SGD(
+            module.parameters(), lr=cmd.learning_rate, momentum=self.ctx.spec.training.momentum
+        )
         self.batch_size, self.round, self.features = cmd.batch_size, cmd.round, None
         self.metrics.batch_size.set(cmd.batch_size)
-        return await self.spend(Timing(download_s=self.clock.download_seconds(
-            tensor_bytes(tensors))), 0.0)
+        return await self.spend(
+            Timing(download_s=self.clock.download_seconds(tensor_bytes(tensors))), 0.0
+        )
 
     async def forward(self, cmd: Forward) -> tuple[Timing, dict[str, torch.Tensor]]:
         self._expect_round(cmd.round)
@@ -101,8 +103,11 @@ class Worker:
         with compute_timer() as t:
             self.features = self.bottom(x)
         out = {"features": self.features.detach(), "labels": y}
-        timing = Timing(compute_s=self.clock.compute_seconds(t.seconds),
-                        upload_s=self.clock.upload_seconds(tensor_bytes(out)), samples=len(y))
+        timing = Timing(
+            compute_s=self.clock.compute_seconds(t.seconds),
+            upload_s=self.clock.upload_seconds(tensor_bytes(out)),
+            samples=len(y),
+        )
         return await self.spend(timing, t.seconds), out
 
     async def backward(self, cmd: Backward, tensors: dict[str, torch.Tensor]) -> Timing:
@@ -117,8 +122,10 @@ class Worker:
             self.features.backward(grad)
             self.optimizer.step()
         self.features = None
-        timing = Timing(compute_s=self.clock.compute_seconds(t.seconds),
-                        download_s=self.clock.download_seconds(tensor_bytes(tensors)))
+        timing = Timing(
+            compute_s=self.clock.compute_seconds(t.seconds),
+            download_s=self.clock.download_seconds(tensor_bytes(tensors)),
+        )
         return await self.spend(timing, t.seconds)
 
     async def train_local(self, cmd: TrainLocal) -> Timing:
@@ -135,17 +142,22 @@ class Worker:
                 loss.backward()
                 self.optimizer.step()
                 loss_sum += float(loss)
-        timing = Timing(compute_s=self.clock.compute_seconds(t.seconds),
-                        samples=cmd.iterations * min(self.batch_size, len(self.data)),
-                        loss=loss_sum / cmd.iterations)
+        timing = Timing(
+            compute_s=self.clock.compute_seconds(t.seconds),
+            samples=cmd.iterations * min(self.batch_size, len(self.data)),
+            loss=loss_sum / cmd.iterations,
+        )
         return await self.spend(timing, t.seconds)
 
     async def upload(self, cmd: Upload, whole: bool) -> tuple[Timing, dict[str, torch.Tensor]]:
         self._expect_round(cmd.round)
-        state = {k: v.detach().clone() for k, v in
-                 (self.whole if whole else self.bottom).state_dict().items()}
-        timing = Timing(upload_s=self.clock.upload_seconds(tensor_bytes(state)),
-                        samples=len(self.data))
+        state = {
+            k: v.detach().clone()
+            for k, v in (self.whole if whole else self.bottom).state_dict().items()
+        }
+        timing = Timing(
+            upload_s=self.clock.upload_seconds(tensor_bytes(state)), samples=len(self.data)
+        )
         return await self.spend(timing, 0.0), state
 
     def _expect_round(self, round_: int) -> None:
@@ -155,8 +167,12 @@ class Worker:
 
 async def join(ctx: RoleContext, worker: Worker) -> None:
     """Announce this worker until the server accepts it (the server may start later)."""
-    hello = Join(index=ctx.index, samples=len(worker.data), label_counts=worker.label_counts,
-                 profile=worker.clock.profile)
+    hello = Join(
+        index=ctx.index,
+        samples=len(worker.data),
+        label_counts=worker.label_counts,
+        profile=worker.clock.profile,
+    )
     while not ctx.stop.is_set():
         try:
             reply = await ctx.bus.request(ctx.subject("join"), hello, timeout=5)

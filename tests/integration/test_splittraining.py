@@ -1,0 +1,184 @@
+"""SplitTrainingJob end to end over a real nats-server: every method, processes, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeloom.api.messages import JobResult
+from edgeloom.local.nats_server import NatsServer
+from edgeloom.local.runner import _spawn, run_file, stop_all
+from edgeloom.runtime.bus import Bus, Message
+from edgeloom.testing.jobs import role_pids, write_split_job
+
+pytestmark = pytest.mark.integration
+EDGELOOM = [sys.executable, "-m", "edgeloom.cli.main"]
+
+
+@pytest.mark.parametrize("method", ["mergesfl", "splitfed", "sfl", "fedavg"])
+def test_every_method_trains_in_process(tmp_path: Path, method: str) -> None:
+    job = write_split_job(tmp_path, name=f"m-{method}", method=method, training={"rounds": 2})
+    result = run_file(job, runs_dir=tmp_path / "runs", show_progress=False, in_process=True)
+    assert result.succeeded, result.message
+    assert [h["round"] for h in result.history] == [1, 2]
+    assert all(0 <= h["accuracy"] <= 1 for h in result.history)
+    assert result.history[0]["virtual_time_seconds"] > 0
+    assert result.history[-1]["bytes_total"] > result.history[0]["bytes_total"] > 0
+    run_dir = tmp_path / "runs" / f"m-{method}"
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["summary"]["method"] == method
+    assert (run_dir / "progress.png").stat().st_size > 0
+    assert "edgeloom_accuracy_ratio" in (run_dir / "metrics" / "server-0.prom").read_text()
+
+
+def test_mergesfl_learns_on_digits(tmp_path: Path) -> None:
+    job = write_split_job(
+        tmp_path,
+        name="learns",
+        partition={"scheme": "iid"},
+        training={"rounds": 6, "iterationsPerRound": 10, "momentum": 0.9},
+    )
+    result = run_file(job, runs_dir=tmp_path / "runs", show_progress=False, in_process=True)
+    accuracies = [h["accuracy"] for h in result.history]
+    assert accuracies[-1] > 0.6  # chance is 0.1
+    assert accuracies[-1] > accuracies[0]
+
+
+def test_cli_run_with_one_process_per_role(tmp_path: Path) -> None:
+    job = write_split_job(tmp_path, name="procs", training={"rounds": 2})
+    proc = subprocess.run(
+        [*EDGELOOM, "run", str(job), "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "job succeeded" in proc.stdout and "final_accuracy" in proc.stdout
+    logs = sorted(p.name for p in (tmp_path / "runs" / "procs" / "logs").iterdir())
+    assert logs == ["server-0.log", "worker-0.log", "worker-1.log", "worker-2.log"]
+    assert not role_pids(job, "worker", 0)  # nothing left running
+
+
+def test_invalid_file_exits_2_names_the_field_and_starts_nothing(tmp_path: Path) -> None:
+    job = write_split_job(tmp_path, name="bad", method="sgd", workers=[{"name": "w", "count": -1}])
+    proc = subprocess.run(
+        [*EDGELOOM, "run", str(job), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "spec.method" in proc.stderr and "spec.workers[0].count" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+async def _wait_for_round(
+    url: str, job: Path, name: str, round_: int, timeout: float = 120
+) -> None:
+    bus = await Bus.connect(url, "test-watcher")
+    reached = asyncio.Event()
+
+    async def on_status(msg: Message) -> None:
+        if (json.loads(msg.envelope_json)["progress"].get("round") or 0) >= round_:
+            reached.set()
+
+    await bus.subscribe(f"edgeloom.default.splittrainingjob.{name}.status", on_status)
+    try:
+        await asyncio.wait_for(reached.wait(), timeout)
+    finally:
+        await bus.drain()
+
+
+def _start_run(job: Path, url: str, runs: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*EDGELOOM, "run", str(job), "--nats", url, "--runs-dir", str(runs), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_killed_server_fails_the_run_and_names_it(tmp_path: Path) -> None:
+    job = write_split_job(tmp_path, name="killsrv", training={"rounds": 200})
+    with NatsServer() as nats:
+        run = _start_run(job, nats.url, tmp_path / "runs")
+        asyncio.run(_wait_for_round(nats.url, job, "killsrv", 1))
+        (pid,) = role_pids(job, "server", 0)
+        os.kill(pid, signal.SIGKILL)
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == 1
+    assert "role server-0" in err and "exited with code -9" in err
+    assert not role_pids(job, "worker", 0)  # the runner stopped the rest
+
+
+def test_killed_worker_is_dropped_and_the_job_goes_on(tmp_path: Path) -> None:
+    job = write_split_job(
+        tmp_path, name="killwrk", training={"rounds": 6}, participation={"minWorkers": 2}
+    )
+    with NatsServer() as nats:
+        run = _start_run(job, nats.url, tmp_path / "runs")
+        asyncio.run(_wait_for_round(nats.url, job, "killwrk", 1))
+        (pid,) = role_pids(job, "worker", 1)
+        os.kill(pid, signal.SIGKILL)
+        _, err = run.communicate(timeout=180)
+    assert run.returncode == 0, err
+    result = json.loads((tmp_path / "runs" / "killwrk" / "result.json").read_text())
+    assert result["succeeded"] and len(result["history"]) == 6
+    assert result["summary"]["workers_dropped"] >= 1
+    assert result["history"][-1]["participants"] == 2
+    assert "worker-1" in err  # the runner says what happened
+
+
+def test_server_restart_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    job = write_split_job(tmp_path, name="resume", training={"rounds": 8}, checkpointInterval=2)
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True)
+    with NatsServer() as nats:
+        results: list[JobResult] = []
+
+        async def scenario() -> None:
+            bus = await Bus.connect(nats.url, "test")
+
+            async def on_result(msg: Message) -> None:
+                results.append(msg.parse(JobResult))
+
+            await bus.subscribe("edgeloom.default.splittrainingjob.resume.result", on_result)
+            procs = [_spawn(job, "worker", i, nats.url, run_dir, "run-1") for i in range(3)]
+            server = _spawn(job, "server", 0, nats.url, run_dir, "run-1")
+            try:
+                await _wait_for_round(nats.url, job, "resume", 3)
+                server.popen.send_signal(signal.SIGKILL)
+                server.popen.wait()
+                first_log = server.log_path.read_text()
+                server.log_path.rename(run_dir / "logs" / "server-0.first.log")
+                server = _spawn(job, "server", 0, nats.url, run_dir, "run-1")
+                deadline = time.monotonic() + 180
+                while server.popen.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                assert server.popen.returncode == 0, server.log_tail()
+                await bus.nc.flush()
+            finally:
+                stop_all([*procs, server])
+                await bus.drain()
+            rounds_done = max(
+                int(line.split("round ")[1].split(":")[0])
+                for line in first_log.splitlines()
+                if ": accuracy" in line
+            )
+            checkpoint = rounds_done - rounds_done % 2
+            assert (
+                f"resumed from the checkpoint of round {checkpoint}" in server.log_path.read_text()
+            )
+
+        asyncio.run(scenario())
+    (result,) = results
+    assert result.succeeded
+    assert [h["round"] for h in result.history] == list(range(1, 9))
