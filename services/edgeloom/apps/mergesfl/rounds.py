@@ -249,7 +249,7 @@ def _step_on(
     loss = nn.functional.cross_entropy(top(f), labels)
     loss.backward()
     opt.step()
-    return f.grad, loss.item()  # type: ignore[return-value]
+    return f.grad, float(loss.detach())  # type: ignore[return-value]
 
 
 async def split_round(job: ServerJob, r: int) -> RoundOutcome:
@@ -295,7 +295,7 @@ async def split_round(job: ServerJob, r: int) -> RoundOutcome:
                 loss = nn.functional.cross_entropy(job.top(feats), labels)
                 loss.backward()
                 top_opt.step()
-                losses.append(loss.item())
+                losses.append(float(loss.detach()))
                 sizes = [len(data[i][1]) for i in alive]
                 grads = dict(zip(alive, split_gradients(feats.grad, slices, sizes), strict=True))
             else:

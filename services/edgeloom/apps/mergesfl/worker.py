@@ -141,7 +141,7 @@ class Worker:
                 loss = nn.functional.cross_entropy(self.whole(x), y)
                 loss.backward()
                 self.optimizer.step()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
         timing = Timing(
             compute_s=self.clock.compute_seconds(t.seconds),
             samples=cmd.iterations * min(self.batch_size, len(self.data)),
