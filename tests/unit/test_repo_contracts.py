@@ -17,7 +17,11 @@ def test_layer_rules_hold() -> None:
 
 
 def test_committed_crds_match_the_api_models() -> None:
-    proc = subprocess.run([sys.executable, "-m", "edgeloom.cli.main", "crds", "--check"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeloom.cli.main", "crds", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "up to date" in proc.stdout

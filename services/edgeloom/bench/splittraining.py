@@ -119,7 +119,7 @@ def resource(case: str, overrides: dict[str, Any], lr: float, rounds: int) -> di
     }
 
 
-def run_one(url: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+def run_one(url: str, obj: dict[str, Any], label: str) -> list[dict[str, Any]]:
     """Train one configuration to the end; returns its per-round history."""
     import torch
 
@@ -130,7 +130,14 @@ def run_one(url: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
     info = kind_info("SplitTrainingJob")
     res = parse_resource(obj, info.spec_model, info.kind)
     res.metadata.uid = str(uuid.uuid4())
-    return asyncio.run(run_in_process(info, res, url)).history
+    history = asyncio.run(run_in_process(info, res, url)).history
+    last = history[-1]
+    print(
+        f"  {label}: accuracy {last['accuracy']:.3f} after {last['round']} rounds, "
+        f"{last['virtual_time_seconds']:.0f} s virtual",
+        flush=True,
+    )
+    return history
 
 
 def summarise(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
