@@ -31,6 +31,7 @@ SMALL_SPLIT_JOB: dict[str, Any] = {
             "minBatchSize": 4,
             "maxBatchSize": 32,
             "learningRate": 0.05,
+            "momentum": 0.9,
         },
         "participation": {"minWorkers": 1, "roundDeadlineSeconds": 20},
         "checkpointInterval": 1,

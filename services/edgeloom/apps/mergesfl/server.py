@@ -21,7 +21,7 @@ from torch import nn
 
 from edgeloom.api.kinds.splittraining import SplitTrainingJobSpec, SplitTrainingJobStatus
 from edgeloom.api.messages import JobResult
-from edgeloom.api.status import Phase, Progress, set_condition
+from edgeloom.api.status import Condition, Phase, Progress, set_condition
 from edgeloom.apps.mergesfl.messages import Join, JoinAck, Stop
 from edgeloom.apps.mergesfl.metrics import ServerMetrics
 from edgeloom.apps.mergesfl.rounds import ROUNDS, JobFailed, RoundOutcome, ServerJob
@@ -88,7 +88,7 @@ class Server:
     dropped_total: int = 0
     history: list[dict[str, float | int | None]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    conditions: list = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
     bytes_reported: int = 0
 
     @property
@@ -270,12 +270,12 @@ async def run(ctx: RoleContext) -> None:
         ctx, job, ServerMetrics(ctx.metrics), state_key=key, checkpoint_name=key.replace(".", "/")
     )
     await server.restore()
-    await wait_for_workers(ctx, job)
     publish = ctx.subject("status")
     checkpoint: str | None = None
     train_round = ROUNDS[spec.method]
     message, succeeded = "", True
     try:
+        await wait_for_workers(ctx, job)
         for r in range(server.start_round, spec.training.rounds):
             outcome = await train_round(job, r)
             ev = evaluate(nn.Sequential(bottom, top), problem.test.x, problem.test.y)
