@@ -12,7 +12,7 @@ run: setup
 	$(BIN)/edgeloom run $(EXAMPLE)
 
 lint: setup
-	$(BIN)/ruff check services operators tests
+	$(BIN)/ruff check services tests
 	$(BIN)/lint-imports
 	$(BIN)/edgeloom crds --check
 

@@ -172,15 +172,20 @@ def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
     parallel = max(1, min(2, os.cpu_count() or 1))
     with NatsServer() as server, ProcessPoolExecutor(parallel) as pool:
         for case in cases:
+            print(f"{case}: {len(methods) * len(grid) + len(ablations)} runs", flush=True)
             futures = {
-                (m, lr): pool.submit(run_one, server.url, resource(case, o, lr, rounds))
+                (m, lr): pool.submit(
+                    run_one, server.url, resource(case, o, lr, rounds), f"{m} lr={lr}"
+                )
                 for m, o in methods.items()
                 for lr in grid
             }
             runs = {m: {lr: futures[(m, lr)].result() for lr in grid} for m in methods}
             chosen = {m: _best(runs[m]) for m in methods}
             abl = {
-                m: pool.submit(run_one, server.url, resource(case, o, chosen["mergesfl"], rounds))
+                m: pool.submit(
+                    run_one, server.url, resource(case, o, chosen["mergesfl"], rounds), m
+                )
                 for m, o in ablations.items()
             }
             histories = {m: runs[m][chosen[m]] for m in methods}
