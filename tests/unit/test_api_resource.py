@@ -239,7 +239,9 @@ def test_file_dataset_without_path_is_named(dataset: str) -> None:
 
 
 def test_file_dataset_with_path_is_accepted() -> None:
-    obj = minimal(dataset={"name": "cifar10", "path": "/data/cifar"})
+    obj = minimal(
+        model={"architecture": "cifar-alexnet"}, dataset={"name": "cifar10", "path": "/data/cifar"}
+    )
 
     assert parse_resource(obj, SplitTrainingJobSpec, KIND).spec.dataset.path == "/data/cifar"
 

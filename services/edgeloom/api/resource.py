@@ -71,6 +71,9 @@ def parse_resource(obj: Any, spec_model: type[SpecT], kind: str) -> Resource[Spe
     if obj.get("kind") != kind:
         raise InvalidResource(f"kind: expected {kind!r}, got {obj.get('kind')!r}")
     try:
-        return Resource[spec_model].model_validate(obj)  # type: ignore[valid-type]
+        # by alias only: a snake_case key in a file would be dropped by Kubernetes, so refuse it
+        return Resource[spec_model].model_validate(  # type: ignore[valid-type]
+            obj, by_alias=True, by_name=False
+        )
     except ValidationError as err:
         raise InvalidResource(format_validation_error(err)) from None

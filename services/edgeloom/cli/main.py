@@ -37,18 +37,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from edgeloom.api.resource import InvalidResource
     from edgeloom.runtime.role import serve
 
-    asyncio.run(
-        serve(
-            args.resource,
-            args.role,
-            args.index,
-            args.nats,
-            metrics_port=args.metrics_port,
-            run_dir=args.run_dir,
-        )
+    role = serve(
+        args.resource,
+        args.role,
+        args.index,
+        args.nats,
+        metrics_port=args.metrics_port,
+        run_dir=args.run_dir,
     )
+    try:
+        asyncio.run(role)
+    except InvalidResource as err:
+        print(f"error: {args.resource} is not a valid resource:\n{err}", file=sys.stderr)
+        return EXIT_INVALID
     return 0
 
 

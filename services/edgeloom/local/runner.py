@@ -34,7 +34,7 @@ from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import InvalidResource, Resource, parse_resource
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.report import print_summary, write_plot
-from edgeloom.runtime.bus import Bus, Message
+from edgeloom.runtime.bus import Bus, Message, nats_credentials
 from edgeloom.runtime.role import load_resource_file, run_role
 from edgeloom.runtime.subjects import subject
 
@@ -156,7 +156,7 @@ async def supervise(
 ) -> JobResult:
     """Spawn every role and wait for the coordinator; raises RunFailed naming a failed role."""
     ns, name = resource.metadata.namespace, resource.metadata.name
-    bus = await Bus.connect(url, f"{name}-runner")
+    bus = await Bus.connect(url, f"{name}-runner", **nats_credentials())
     progress = _Progress(show_progress)
     results: list[JobResult] = []
 
@@ -215,10 +215,14 @@ async def run_in_process(
     """Every role as a task of this process, each with its own bus connection.
 
     The same role code as in pods, minus one interpreter per role: for benchmarks, tests and
-    small machines. Device time is still per role (compute is timed per call, in this thread).
+    small machines. Device time is still per role (compute is timed per call, in this thread,
+    so torch is limited to one intra-op thread here, as each role process is).
     """
+    import torch
+
+    torch.set_num_threads(1)
     ns, name = resource.metadata.namespace, resource.metadata.name
-    bus = await Bus.connect(url, f"{name}-runner")
+    bus = await Bus.connect(url, f"{name}-runner", **nats_credentials())
     progress = _Progress(show_progress)
     results: list[JobResult] = []
 

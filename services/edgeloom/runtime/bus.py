@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -332,6 +333,14 @@ class StateStore:
 
 async def _on_nats_error(err: Exception) -> None:
     log.debug("nats: %s", err)
+
+
+def nats_credentials() -> dict[str, str | None]:
+    """user/password for :meth:`Bus.connect` from EDGELOOM_NATS_USER / _PASSWORD (a Secret)."""
+    return {
+        "user": os.environ.get("EDGELOOM_NATS_USER"),
+        "password": os.environ.get("EDGELOOM_NATS_PASSWORD"),
+    }
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import yaml
 
 from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import Resource, parse_resource
-from edgeloom.runtime.bus import Bus, stop_on_signals
+from edgeloom.runtime.bus import Bus, nats_credentials, stop_on_signals
 from edgeloom.runtime.metrics import MetricFactory
 from edgeloom.runtime.subjects import subject
 
@@ -98,10 +97,7 @@ async def run_role(
     if metrics_port is not None:
         metrics.serve(metrics_port)
     bus = await Bus.connect(
-        nats_url,
-        f"{resource.metadata.name}-{role}-{index}",
-        user=os.environ.get("EDGELOOM_NATS_USER"),
-        password=os.environ.get("EDGELOOM_NATS_PASSWORD"),
+        nats_url, f"{resource.metadata.name}-{role}-{index}", **nats_credentials()
     )
     ctx = RoleContext(info, resource, role, index, bus, metrics, stop, run_dir)
     try:

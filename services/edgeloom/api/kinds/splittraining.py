@@ -32,11 +32,22 @@ class Architecture(StrEnum):
     CIFAR_ALEXNET = "cifar-alexnet"
 
 
+BLOCKS = {Architecture.CNN1D: 5, Architecture.DIGITS_CNN: 4, Architecture.CIFAR_ALEXNET: 8}
+"""Blocks of each built-in model (a test checks these against edgeloom.models)."""
+
+
 class DatasetName(StrEnum):
     MNIST1D = "mnist1d"
     DIGITS = "digits"
     CIFAR10 = "cifar10"
     IMAGEFOLDER = "imagefolder"
+
+
+DATASETS_OF = {
+    Architecture.CNN1D: {DatasetName.MNIST1D},
+    Architecture.DIGITS_CNN: {DatasetName.DIGITS},
+    Architecture.CIFAR_ALEXNET: {DatasetName.CIFAR10, DatasetName.IMAGEFOLDER},
+}
 
 
 class PartitionScheme(StrEnum):
@@ -68,7 +79,10 @@ class DatasetRef(ApiModel):
         default=None, description="Local or PVC path; required for cifar10 and imagefolder."
     )
     samples: int | None = Field(
-        default=None, ge=100, description="Number of MNIST-1D samples to generate (train+test)."
+        default=None,
+        ge=100,
+        description="Samples to use (train+test): MNIST-1D generates this many, other datasets "
+        "keep a seeded random subset of this size.",
     )
 
     @model_validator(mode="after")
@@ -98,7 +112,7 @@ class Partition(ApiModel):
 class WorkerGroup(ApiModel):
     """A group of identical workers."""
 
-    name: Name = Field(description="Group name, used in worker names and metrics.")
+    name: Name = Field(description="Group name, for people reading the spec.")
     count: int = Field(ge=1, le=1000, description="Number of workers in the group.")
     profile: DeviceProfile = Field(
         default_factory=DeviceProfile, description="Emulated device profile of each worker."
@@ -164,7 +178,8 @@ class Participation(ApiModel):
     round_deadline_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="Wall seconds a worker may take for one exchange before it is dropped.",
+        description="Wall seconds a worker may take to answer one request (load, forward, "
+        "backward, upload) before it is dropped from the round.",
     )
 
 
@@ -207,6 +222,14 @@ class SplitTrainingJobSpec(ApiModel):
             raise ValueError("training.workersPerRound must not exceed the number of workers")
         if self.participation.min_workers > self.worker_count:
             raise ValueError("participation.minWorkers must not exceed the number of workers")
+        arch = self.model.architecture
+        if self.dataset.name not in DATASETS_OF[arch]:
+            raise ValueError(
+                f"model.architecture {arch.value} does not fit dataset.name "
+                f"{self.dataset.name.value}"
+            )
+        if self.model.split_point is not None and self.model.split_point >= BLOCKS[arch]:
+            raise ValueError(f"model.splitPoint must be below {BLOCKS[arch]} for {arch.value}")
         return self
 
 
@@ -233,7 +256,8 @@ KIND = register_kind(
             RoleInfo("worker", "edge", lambda spec: spec.worker_count, essential=False),
         ),
         app_module="edgeloom.apps.mergesfl",
-        description="Split federated learning (MergeSFL, SplitFed, SL, FedAvg) over edge workers.",
+        description="Split federated learning (MergeSFL, SplitFed, sequential split learning, "
+        "FedAvg) over edge workers.",
         printer_columns=DEFAULT_PRINTER_COLUMNS,
         cel_rules=(
             (
@@ -250,9 +274,27 @@ KIND = register_kind(
                 "dataset.path is required for cifar10 and imagefolder",
             ),
             (
-                "!has(self.participation) || "
                 "self.participation.minWorkers <= self.workers.map(g, g.count).sum()",
                 "participation.minWorkers must not exceed the number of workers",
+            ),
+            (
+                "self.model.architecture != 'cnn1d' || self.dataset.name == 'mnist1d'",
+                "model.architecture cnn1d needs dataset.name mnist1d",
+            ),
+            (
+                "self.model.architecture != 'digits-cnn' || self.dataset.name == 'digits'",
+                "model.architecture digits-cnn needs dataset.name digits",
+            ),
+            (
+                "self.model.architecture != 'cifar-alexnet' || "
+                "self.dataset.name in ['cifar10', 'imagefolder']",
+                "model.architecture cifar-alexnet needs dataset.name cifar10 or imagefolder",
+            ),
+            (
+                "!has(self.model.splitPoint) || self.model.splitPoint < "
+                "(self.model.architecture == 'cnn1d' ? 5 : "
+                "self.model.architecture == 'digits-cnn' ? 4 : 8)",
+                "model.splitPoint must be below the architecture's number of blocks",
             ),
         ),
     )

@@ -41,5 +41,7 @@ class WorkerMetrics:
             "Device compute time of one command.",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
         )
-        self.bytes = m.counter("bytes_total", "Bytes the worker sent and received.")
+        self.tensor_bytes = m.counter(
+            "tensor_bytes_total", "Tensor bytes the worker received and sent."
+        )
         self.batch_size = m.gauge("batch_size", "Batch size of the current round.")

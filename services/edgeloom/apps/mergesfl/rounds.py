@@ -105,7 +105,6 @@ class ServerJob:
     top: nn.Sequential
     rng: np.random.Generator
     workers: dict[int, Join] = field(default_factory=dict)
-    dead: set[int] = field(default_factory=set)
     estimates: dict[int, tuple[float, float]] = field(default_factory=dict)
     """worker -> (per-sample compute s, per-sample transfer s), smoothed over rounds."""
     bytes_offset: int = 0
@@ -141,7 +140,6 @@ class ServerJob:
         for i, result in zip(indices, results, strict=True):
             if isinstance(result, (TimeoutError, RemoteError, CodecError)):
                 log.warning("worker %d dropped from this round: %s", i, result)
-                self.dead.add(i)
                 lost.append(i)
             elif isinstance(result, BaseException):
                 raise result
@@ -357,7 +355,6 @@ async def sequential_round(job: ServerJob, r: int) -> RoundOutcome:
             done.append(i)
         except (TimeoutError, RemoteError, CodecError) as err:
             log.warning("worker %d dropped from this round: %s", i, err)
-            job.dead.add(i)
             dropped.append(i)
     job.require(done)
     job.update_estimates(usage, set(done))
@@ -443,7 +440,7 @@ async def fedavg_round(job: ServerJob, r: int) -> RoundOutcome:
         alive,
         sorted(set(dropped)),
         vt,
-        _mean([trains[i].timing.loss for i in alive if trains[i].timing.loss]),
+        _mean([trains[i].timing.loss for i in alive if trains[i].timing.loss is not None]),
         per_worker,
     )
 

@@ -69,6 +69,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Evaluation:
     return Evaluation(correct / len(y), loss / len(y))
 
 
+def checkpoint_ref(name: str, completed_rounds: int) -> str:
+    """How status names a checkpoint: bucket/object@round."""
+    return f"{CHECKPOINT_BUCKET}/{name}@{completed_rounds}"
+
+
 def run_id(ctx: RoleContext) -> str:
     """Identifies one execution of a job (the resource uid in Kubernetes)."""
     return os.environ.get("EDGELOOM_RUN_ID") or ctx.resource.metadata.uid or "default"
@@ -90,6 +95,7 @@ class Server:
     started: float = field(default_factory=time.monotonic)
     conditions: list[Condition] = field(default_factory=list)
     bytes_reported: int = 0
+    last_checkpoint: str | None = None
 
     @property
     def spec(self) -> SplitTrainingJobSpec:
@@ -115,10 +121,11 @@ class Server:
         self.job.workers.update(state.workers)
         self.job.estimates.update(state.estimates)
         self.job.bytes_offset = state.bytes_total
+        self.last_checkpoint = checkpoint_ref(self.checkpoint_name, state.round)
         log.info("resumed from the checkpoint of round %d", state.round)
         return True
 
-    async def checkpoint(self, completed_rounds: int) -> str:
+    async def checkpoint(self, completed_rounds: int) -> None:
         tensors = {f"bottom.{k}": v for k, v in self.job.bottom.state_dict().items()}
         tensors.update({f"top.{k}": v for k, v in self.job.top.state_dict().items()})
         await self.ctx.bus.put_object(
@@ -139,16 +146,13 @@ class Server:
                 estimates=self.job.estimates,
             ),
         )
-        return f"{CHECKPOINT_BUCKET}/{self.checkpoint_name}@{completed_rounds}"
+        self.last_checkpoint = checkpoint_ref(self.checkpoint_name, completed_rounds)
 
     def status(
         self,
         phase: Phase,
         reason: str,
         message: str,
-        checkpoint: str | None,
-        participants: int = 0,
-        dropped: int = 0,
     ) -> SplitTrainingJobStatus:
         last = self.history[-1] if self.history else {}
         ready = "True" if phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.DEGRADED) else "False"
@@ -162,15 +166,15 @@ class Server:
             progress=Progress(
                 round=len(self.history),
                 total_rounds=self.spec.training.rounds,
-                participants_ready=participants,
+                participants_ready=last.get("participants"),
                 participants_total=self.spec.worker_count,
-                participants_dropped=dropped,
+                participants_dropped=last.get("dropped"),
                 metric_name="accuracy",
                 metric_value=last.get("accuracy"),
                 virtual_time_seconds=self.virtual_time_s,
                 wall_time_seconds=round(time.monotonic() - self.started, 3),
                 bytes_total=self.job.bytes_total,
-                last_checkpoint=checkpoint,
+                last_checkpoint=self.last_checkpoint,
             ),
             final_accuracy=last.get("accuracy"),
             time_to_target_seconds=self.time_to_target_s,
@@ -241,7 +245,6 @@ async def wait_for_workers(ctx: RoleContext, job: ServerJob) -> None:
             await ctx.bus.respond(msg, JoinAck(accepted=False, reason="index out of range"))
             return
         job.workers[hello.index] = hello
-        job.dead.discard(hello.index)
         await ctx.bus.respond(msg, JoinAck(accepted=True))
         if len(job.workers) == ctx.spec.worker_count:
             everyone.set()
@@ -271,7 +274,6 @@ async def run(ctx: RoleContext) -> None:
     )
     await server.restore()
     publish = ctx.subject("status")
-    checkpoint: str | None = None
     train_round = ROUNDS[spec.method]
     message, succeeded = "", True
     try:
@@ -281,19 +283,10 @@ async def run(ctx: RoleContext) -> None:
             ev = evaluate(nn.Sequential(bottom, top), problem.test.x, problem.test.y)
             server.record(r, outcome, ev)
             if (r + 1) % spec.checkpoint_interval == 0:
-                checkpoint = await server.checkpoint(r + 1)
+                await server.checkpoint(r + 1)
             phase = Phase.DEGRADED if outcome.dropped else Phase.RUNNING
-            await ctx.bus.publish(
-                publish,
-                server.status(
-                    phase,
-                    "RoundCompleted",
-                    f"round {r + 1}: accuracy {ev.accuracy:.4f}",
-                    checkpoint,
-                    len(outcome.participants),
-                    len(outcome.dropped),
-                ),
-            )
+            note = f"round {r + 1}: accuracy {ev.accuracy:.4f}"
+            await ctx.bus.publish(publish, server.status(phase, "RoundCompleted", note))
             log.info(
                 "round %d: accuracy %.4f, virtual %.1f s", r + 1, ev.accuracy, server.virtual_time_s
             )
@@ -308,7 +301,6 @@ async def run(ctx: RoleContext) -> None:
         Phase.SUCCEEDED if succeeded else Phase.FAILED,
         "Completed" if succeeded else "Failed",
         message,
-        checkpoint,
     )
     await ctx.bus.publish(publish, status)
     await ctx.bus.publish(ctx.subject("result"), server.result(succeeded, message, status))

@@ -211,7 +211,7 @@ async def run(ctx: RoleContext) -> None:
             assert isinstance(cmd, Stop)
             timing = Timing()
         await ctx.bus.respond(msg, timing, reply)
-        worker.metrics.bytes.inc(tensor_bytes(msg.tensors) + tensor_bytes(reply or {}))
+        worker.metrics.tensor_bytes.inc(tensor_bytes(msg.tensors) + tensor_bytes(reply or {}))
         if isinstance(cmd, Stop):
             ctx.stop.set()
 

@@ -1,0 +1,65 @@
+"""``edgeloom bench NAME --quick``: each benchmark runs and writes the shared results shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _check_shape(path: Path, benchmark: str, methods: set[str], metrics: set[str]) -> dict:
+    data = json.loads(path.read_text())
+    assert data["benchmark"] == benchmark
+    assert data["command"].startswith(f"edgeloom bench {benchmark}")
+    assert data["revision"]
+    assert data["cases"]
+    for case in data["cases"]:
+        assert set(case) == {"case", "params", "results"}
+        assert set(case["results"]) == methods
+        for figures in case["results"].values():
+            assert metrics <= set(figures)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("name", "methods", "metrics"),
+    [
+        ("transport", {"codec", "raw"}, {"throughput_bytes_per_s"}),
+        (
+            "splittraining",
+            {"mergesfl", "fedavg"},
+            {"final_accuracy", "time_to_target_s", "bytes_total"},
+        ),
+    ],
+)
+def test_quick_benchmark_writes_json_and_png(
+    tmp_path: Path, name: str, methods: set[str], metrics: set[str]
+) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeloom.cli.main",
+            "bench",
+            name,
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = _check_shape(tmp_path / f"{name}.json", name, methods, metrics)
+    assert (tmp_path / f"{name}.png").stat().st_size > 0
+    for case in data["cases"]:
+        for figures in case["results"].values():
+            for metric in metrics:
+                value = figures[metric]
+                assert value is None or value >= 0
