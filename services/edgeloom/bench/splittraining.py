@@ -3,8 +3,9 @@
 Every method trains on the same data, partition, seed, worker device profiles and round
 budget, through the real role code over a real nats-server (roles run in-process, see
 :func:`edgeloom.local.runner.run_in_process`), and is reported in virtual device time. Each
-method (baselines included) gets the same learning-rate grid and its best final accuracy is
-reported; the ablations reuse MergeSFL's chosen rate. Target accuracies are fixed per case
+method, baselines and ablations alike, gets the same grid of learning rate x momentum and its
+best final accuracy is reported (momentum matters: it makes the methods that step one model on
+one skewed worker batch after another collapse). Target accuracies are fixed per case
 before any run.
 """
 
@@ -86,10 +87,13 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "mergesfl-no-merging": {"method": "mergesfl", "ablation": {"featureMerging": False}},
     "mergesfl-no-regulation": {"method": "mergesfl", "ablation": {"batchRegulation": False}},
 }
-LR_GRID = (0.02, 0.05, 0.1)
+GRID: tuple[tuple[float, float], ...] = ((0.05, 0.0), (0.1, 0.0), (0.05, 0.9), (0.1, 0.9))
+"""(learning rate, momentum) settings every method is tuned over."""
 
 
-def resource(case: str, overrides: dict[str, Any], lr: float, rounds: int) -> dict[str, Any]:
+def resource(
+    case: str, overrides: dict[str, Any], setting: tuple[float, float], rounds: int
+) -> dict[str, Any]:
     """The SplitTrainingJob a run uses."""
     c = CASES[case]
     spec = {
@@ -103,8 +107,8 @@ def resource(case: str, overrides: dict[str, Any], lr: float, rounds: int) -> di
             "totalBatchSize": 320,
             "minBatchSize": 8,
             "maxBatchSize": 96,
-            "learningRate": lr,
-            "momentum": 0.9,
+            "learningRate": setting[0],
+            "momentum": setting[1],
             "seed": 0,
         },
         "participation": {"minWorkers": 5, "roundDeadlineSeconds": 120},
@@ -152,19 +156,23 @@ def summarise(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
     }
 
 
-def _best(runs: dict[float, list[dict[str, Any]]]) -> float:
-    return max(
-        runs, key=lambda lr: (runs[lr][-1]["accuracy"], -runs[lr][-1]["virtual_time_seconds"])
-    )
+Setting = tuple[float, float]
+
+
+def _best(runs: dict[Setting, list[dict[str, Any]]]) -> Setting:
+    return max(runs, key=lambda k: (runs[k][-1]["accuracy"], -runs[k][-1]["virtual_time_seconds"]))
 
 
 def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
     """Run every case and method; write ``splittraining.json`` and ``splittraining.png``."""
     cases = ["mnist1d-dirichlet-0.1"] if quick else list(CASES)
     rounds = 3 if quick else 40
-    grid = (0.05,) if quick else LR_GRID
-    methods = {"mergesfl": METHODS["mergesfl"], "fedavg": METHODS["fedavg"]} if quick else METHODS
-    ablations = {} if quick else ABLATIONS
+    grid = ((0.05, 0.9),) if quick else GRID
+    methods = (
+        {"mergesfl": METHODS["mergesfl"], "fedavg": METHODS["fedavg"]}
+        if quick
+        else {**METHODS, **ABLATIONS}
+    )
     result = BenchResult(
         "splittraining", "edgeloom bench splittraining" + (" --quick" if quick else "")
     )
@@ -172,33 +180,24 @@ def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
     parallel = max(1, min(2, os.cpu_count() or 1))
     with NatsServer() as server, ProcessPoolExecutor(parallel) as pool:
         for case in cases:
-            print(f"{case}: {len(methods) * len(grid) + len(ablations)} runs", flush=True)
+            print(f"{case}: {len(methods) * len(grid)} runs", flush=True)
             futures = {
-                (m, lr): pool.submit(
-                    run_one, server.url, resource(case, o, lr, rounds), f"{m} lr={lr}"
+                (m, k): pool.submit(
+                    run_one, server.url, resource(case, o, k, rounds), f"{m} lr={k[0]} m={k[1]}"
                 )
                 for m, o in methods.items()
-                for lr in grid
+                for k in grid
             }
-            runs = {m: {lr: futures[(m, lr)].result() for lr in grid} for m in methods}
+            runs = {m: {k: futures[(m, k)].result() for k in grid} for m in methods}
             chosen = {m: _best(runs[m]) for m in methods}
-            abl = {
-                m: pool.submit(
-                    run_one, server.url, resource(case, o, chosen["mergesfl"], rounds), m
-                )
-                for m, o in ablations.items()
-            }
-            histories = {m: runs[m][chosen[m]] for m in methods}
-            histories.update({m: f.result() for m, f in abl.items()})
             target = CASES[case]["target_accuracy"]
             results = {}
-            for m, h in histories.items():
-                results[m] = summarise(h, target)
-                results[m]["learning_rate"] = chosen.get(m, chosen["mergesfl"])
-                if m in runs:
-                    results[m]["final_accuracy_by_learning_rate"] = {
-                        str(lr): runs[m][lr][-1]["accuracy"] for lr in grid
-                    }
+            for m in methods:
+                results[m] = summarise(runs[m][chosen[m]], target)
+                results[m]["learning_rate"], results[m]["momentum"] = chosen[m]
+                results[m]["final_accuracy_by_setting"] = {
+                    f"lr={k[0]},momentum={k[1]}": runs[m][k][-1]["accuracy"] for k in grid
+                }
             params = {
                 "workers": sum(g["count"] for g in WORKERS),
                 "seed": 0,
@@ -206,13 +205,13 @@ def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
                 "iterations_per_round": 20,
                 "total_batch_size": 320,
                 "target_accuracy": target,
-                "learning_rate_grid": list(grid),
+                "grid_learning_rate_momentum": [list(k) for k in grid],
                 "dataset": CASES[case]["dataset"],
                 "partition": CASES[case]["partition"],
                 "worker_groups": WORKERS,
             }
             result.add_case(case, params, results)
-            curves[case] = histories
+            curves[case] = {m: runs[m][chosen[m]] for m in methods}
     result.write(out_dir)
     plot(result, curves, out_dir / "splittraining.png")
     return result
