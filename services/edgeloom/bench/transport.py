@@ -130,9 +130,10 @@ def plot(result: BenchResult, path: Path) -> None:
     for x, c in enumerate(result.cases):
         r = c["results"]
         ratio = r["codec"]["throughput_bytes_per_s"] / r["raw"]["throughput_bytes_per_s"]
+        top = r["codec"]["throughput_bytes_per_s"] / MiB
         ax.annotate(
-            f"{ratio:.0%}",
-            (x, 0),
+            f"codec/raw {ratio:.0%}",
+            (x + width / 2, top),
             xytext=(0, 3),
             textcoords="offset points",
             ha="center",
