@@ -146,6 +146,40 @@ class _Progress:
         self.bar.refresh()
 
 
+class _Watcher:
+    """The runner's own bus connection: progress from status reports, the final result."""
+
+    def __init__(self, bus: Bus, show_progress: bool) -> None:
+        self.bus = bus
+        self.progress = _Progress(show_progress)
+        self.results: list[JobResult] = []
+
+    @classmethod
+    async def start(
+        cls, info: KindInfo, resource: Resource[Any], url: str, show_progress: bool
+    ) -> _Watcher:
+        ns, name = resource.metadata.namespace, resource.metadata.name
+        watcher = cls(await Bus.connect(url, f"{name}-runner", **nats_credentials()), show_progress)
+        await watcher.bus.subscribe(
+            subject(ns, info.kind, name, "status"), watcher.progress.on_status
+        )
+        await watcher.bus.subscribe(subject(ns, info.kind, name, "result"), watcher._on_result)
+        return watcher
+
+    async def _on_result(self, message: Message) -> None:
+        self.results.append(message.parse(JobResult))
+
+    async def result(self, coordinator: str) -> JobResult:
+        await self.bus.nc.flush()  # a result published just before the coordinator exited
+        if not self.results:
+            raise RunFailed(f"{coordinator} finished without publishing a result")
+        return self.results[-1]
+
+    async def close(self) -> None:
+        self.progress.bar.close()
+        await self.bus.drain()
+
+
 async def supervise(
     info: KindInfo,
     resource: Resource[Any],
@@ -155,17 +189,7 @@ async def supervise(
     show_progress: bool,
 ) -> JobResult:
     """Spawn every role and wait for the coordinator; raises RunFailed naming a failed role."""
-    ns, name = resource.metadata.namespace, resource.metadata.name
-    bus = await Bus.connect(url, f"{name}-runner", **nats_credentials())
-    progress = _Progress(show_progress)
-    results: list[JobResult] = []
-
-    async def on_result(message: Message) -> None:
-        results.append(message.parse(JobResult))
-
-    await bus.subscribe(subject(ns, info.kind, name, "status"), progress.on_status)
-    await bus.subscribe(subject(ns, info.kind, name, "result"), on_result)
-    await bus.nc.flush()
+    watcher = await _Watcher.start(info, resource, url, show_progress)
     procs = [
         _spawn(path, role.name, i, url, run_dir, str(resource.metadata.uid))
         for role in info.roles
@@ -195,14 +219,10 @@ async def supervise(
                 )
             if all(p.popen.poll() == 0 for p in procs if p.role == coordinator):
                 break
-        await bus.nc.flush()
-        if not results:
-            raise RunFailed(f"{coordinator} exited without publishing a result")
-        return results[-1]
+        return await watcher.result(coordinator)
     finally:
-        progress.bar.close()
         await asyncio.to_thread(stop_all, procs)
-        await bus.drain()
+        await watcher.close()
 
 
 async def run_in_process(
@@ -221,16 +241,7 @@ async def run_in_process(
     import torch
 
     torch.set_num_threads(1)
-    ns, name = resource.metadata.namespace, resource.metadata.name
-    bus = await Bus.connect(url, f"{name}-runner", **nats_credentials())
-    progress = _Progress(show_progress)
-    results: list[JobResult] = []
-
-    async def on_result(message: Message) -> None:
-        results.append(message.parse(JobResult))
-
-    await bus.subscribe(subject(ns, info.kind, name, "status"), progress.on_status)
-    await bus.subscribe(subject(ns, info.kind, name, "result"), on_result)
+    watcher = await _Watcher.start(info, resource, url, show_progress)
     roles = [(role.name, i) for role in info.roles for i in range(role.replicas(resource.spec))]
     stops = {r: asyncio.Event() for r in roles}
     tasks = {
@@ -253,16 +264,12 @@ async def run_in_process(
                     i,
                     task.exception(),
                 )
-        await bus.nc.flush()
-        if not results:
-            raise RunFailed(f"{info.roles[0].name} finished without publishing a result")
-        return results[-1]
+        return await watcher.result(info.roles[0].name)
     finally:
-        progress.bar.close()
         for stop in stops.values():
             stop.set()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
-        await bus.drain()
+        await watcher.close()
 
 
 def run_file(
