@@ -205,3 +205,16 @@ def test_server_restart_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     (result,) = results
     assert result.succeeded
     assert [h["round"] for h in result.history] == list(range(1, 9))
+
+
+def test_mergesfl_selects_workers_per_round_with_regulated_batches(tmp_path: Path) -> None:
+    job = write_split_job(tmp_path, name="select", training={"rounds": 3, "workersPerRound": 2})
+    result = run_file(job, runs_dir=tmp_path / "runs", show_progress=False, in_process=True)
+    assert [h["participants"] for h in result.history] == [2, 2, 2]
+    prom = (tmp_path / "runs" / "select" / "metrics" / "server-0.prom").read_text()
+    batches = [
+        float(line.rsplit(" ", 1)[1])
+        for line in prom.splitlines()
+        if line.startswith("edgeloom_batch_size{")
+    ]
+    assert batches and all(4 <= b <= 32 for b in batches)  # within the spec's bounds
