@@ -11,7 +11,7 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ class RoleContext:
     metrics: MetricFactory
     stop: asyncio.Event
     run_dir: Path | None = None
-    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spec(self) -> Any:
