@@ -20,7 +20,14 @@ def _splittraining(quick: bool, out_dir: Path) -> BenchResult:
     return splittraining.run(quick=quick, out_dir=out_dir)
 
 
+def _prunejob(quick: bool, out_dir: Path) -> BenchResult:
+    from edgeloom.bench import prunejob
+
+    return prunejob.run(quick=quick, out_dir=out_dir)
+
+
 BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "transport": _transport,
     "splittraining": _splittraining,
+    "prunejob": _prunejob,
 }

@@ -15,3 +15,11 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A real nats-server with JetStream on a free port, max_payload 1 MiB to force chunking."""
     with NatsServer(max_payload=1024 * 1024, store_dir=tmp_path / "js") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_quick() -> Path:
+    """edgeloom's quick tiny Llama, trained on first use and cached (about a minute)."""
+    from edgeloom.models.tiny_llama import build_tiny_llama
+
+    return build_tiny_llama("quick", progress=False)

@@ -57,6 +57,10 @@ class LayerStream:
                 for hidden, context in zip(self.hidden, self.contexts, strict=True)
             ]
 
+    def batches(self) -> Iterator[tuple[torch.Tensor, LayerContext, torch.Tensor]]:
+        """``(hidden, context, token mask)`` of each batch, for per-batch work."""
+        yield from zip(self.hidden, self.contexts, self.masks, strict=True)
+
     def advance(self, outputs: list[torch.Tensor]) -> None:
         """Make ``outputs`` the input of the next block."""
         self.hidden = outputs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -129,27 +130,41 @@ def comp_prune(
     return report.finish(view)
 
 
+def _capture_sums(mlp: Mlp) -> AbstractContextManager[list[torch.Tensor]]:
+    """Records the residual-plus-MLP sums of post-norm blocks (nothing for pre-norm ones)."""
+    return capture_inputs(mlp.norm_after) if mlp.norm_after is not None else nullcontext([])
+
+
 def _run_with_sum(
     stream: LayerStream, layer: torch.nn.Module, mlp: Mlp
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Block outputs, and the residual-plus-MLP sums (pre-norm for post-norm encoders)."""
-    if mlp.norm_after is None:
+    with _capture_sums(mlp) as sums:
         outputs = stream.run(layer)
-        return outputs, outputs
-    with capture_inputs(mlp.norm_after) as sums:
-        outputs = stream.run(layer)
-    return sums, outputs
+    return (sums if mlp.norm_after is not None else outputs), outputs
 
 
 def _block_equations(
     student: LayerStream, layer: torch.nn.Module, mlp: Mlp, teacher_sum: list[torch.Tensor]
 ) -> NormalEquations:
-    """The mask problem of one block: student activations, teacher-matching target."""
-    with capture_inputs(mlp.output) as hidden, capture_outputs(mlp.output) as dense:
-        student_sum, _ = _run_with_sum(student, layer, mlp)
+    """The mask problem of one block: student activations, teacher-matching target.
+
+    Accumulated batch by batch, so only one batch's MLP activations exist at a time.
+    """
     bias = mlp.output.bias.detach() if mlp.output.bias is not None else 0.0
-    # What the rescaled dense output should be: the teacher's sum minus the student's residual.
-    targets = [t - (s - d) - bias for t, s, d in zip(teacher_sum, student_sum, dense, strict=True)]
-    return NormalEquations.from_activations(
-        student.tokens(hidden), student.tokens(targets), mlp.output.weight.detach()
-    )
+    weight = mlp.output.weight.detach()
+    total = None
+    for (hidden, context, mask), wanted in zip(student.batches(), teacher_sum, strict=True):
+        with (
+            capture_inputs(mlp.output) as neurons,
+            capture_outputs(mlp.output) as dense,
+            _capture_sums(mlp) as sums,
+            torch.no_grad(),
+        ):
+            output = student.view.run_layer(layer, hidden, context)
+        summed = sums[0] if mlp.norm_after is not None else output
+        # The rescaled dense output should be the teacher's sum minus the student's residual.
+        target = wanted - (summed - dense[0]) - bias
+        part = NormalEquations.from_activations(neurons[0][mask], target[mask], weight)
+        total = part if total is None else total + part
+    return total

@@ -53,6 +53,12 @@ class NormalEquations:
         atb = (hidden * (target @ weight)).sum(dim=0)
         return cls(ata, atb, float((target * target).sum()))
 
+    def __add__(self, other: NormalEquations) -> NormalEquations:
+        """Sum of two batches' equations: the equations of both batches together."""
+        return NormalEquations(
+            self.ata + other.ata, self.atb + other.atb, self.target_energy + other.target_energy
+        )
+
     def residual(self, keep: torch.Tensor, mask: torch.Tensor) -> float:
         """Relative squared error ``‖H_S diag(m) W_Sᵀ - Y‖² / ‖Y‖²`` of a mask."""
         m = mask.double()

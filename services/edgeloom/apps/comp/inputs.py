@@ -1,0 +1,161 @@
+"""What a PruneJob works on: the model, its calibration data and its quality measure.
+
+Shared by the ``pruner`` role and ``edgeloom bench prunejob`` so both prune and measure in
+exactly the same way. Causal LMs are measured by held-out perplexity; sentence encoders by the
+fidelity of their embeddings to the unpruned model and by retrieval accuracy on held-out
+docstring pairs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeloom.algos.comp import Calibration
+from edgeloom.api.kinds.prunejob import BuiltinModel, CalibrationSource, PruneJobSpec
+from edgeloom.data.text_pairs import docstring_pairs
+from edgeloom.data.textcorpus import load_text_corpus, read_texts, stdlib_files
+from edgeloom.models.llm import TransformerView, load_model
+from edgeloom.models.sentence_encoder import (
+    embed,
+    embedding_fidelity,
+    encode_texts,
+    minilm_path,
+    retrieval_accuracy,
+    sentence_embeddings,
+)
+from edgeloom.models.tiny_llama import build_tiny_llama, perplexity, token_blocks
+
+CALIBRATION_BATCH = 8
+"""Sequences per calibration batch (the layer-at-a-time methods hold one tensor per batch)."""
+
+TEXT_HOLDOUT_EVERY = 10
+"""With ``calibration.source: text``, every 10th document is held out for evaluation."""
+
+
+def resolve_builtin(builtin: BuiltinModel) -> Path:
+    """The folder of a built-in model (tiny-llama is trained and cached on first use)."""
+    if builtin == BuiltinModel.TINY_LLAMA:
+        return build_tiny_llama("standard")
+    return minilm_path()
+
+
+@dataclass
+class Quality:
+    """Quality figures of one model; ``headline`` is what status reports."""
+
+    name: str
+    values: dict[str, float]
+
+    @property
+    def headline(self) -> float:
+        return self.values[self.name]
+
+
+@dataclass
+class PruneInputs:
+    """A loaded model with its calibration data, loss and quality measure."""
+
+    model: nn.Module
+    tokenizer: object
+    calibration: Calibration
+    losses: Callable[[], Iterator[torch.Tensor]]
+    measure: Callable[[nn.Module], Quality]
+
+    @property
+    def view(self) -> TransformerView:
+        return TransformerView(self.model)
+
+
+def prepare(spec: PruneJobSpec, folder: Path) -> PruneInputs:
+    """Load the model in ``folder`` and build calibration and evaluation data for ``spec``."""
+    model, tokenizer = load_model(folder)
+    family = TransformerView(model).family
+    if family == "decoder":
+        return _causal_lm_inputs(spec, model, tokenizer)
+    if spec.calibration.source == CalibrationSource.TEXT:
+        raise ValueError(
+            "calibration.source text needs a causal LM; sentence encoders calibrate on "
+            "text pairs (calibration.source stdlib)"
+        )
+    return _encoder_inputs(spec, model, tokenizer)
+
+
+def _causal_lm_inputs(spec: PruneJobSpec, model: nn.Module, tokenizer) -> PruneInputs:
+    cal = spec.calibration
+    if cal.source == CalibrationSource.TEXT:
+        documents = load_text_corpus(Path(cal.path))
+        train = [d for i, d in enumerate(documents) if i % TEXT_HOLDOUT_EVERY]
+        heldout = documents[::TEXT_HOLDOUT_EVERY]
+    else:
+        train, heldout = read_texts(stdlib_files("train")), read_texts(stdlib_files("heldout"))
+    blocks = token_blocks(tokenizer, train, cal.sequence_length)
+    if len(blocks) == 0:
+        raise ValueError(f"calibration data gives no sequence of {cal.sequence_length} tokens")
+    chosen = sorted(
+        random.Random(spec.seed).sample(range(len(blocks)), min(cal.samples, len(blocks)))
+    )
+    calibration = blocks[chosen]
+    evaluation = token_blocks(tokenizer, heldout, cal.sequence_length, spec.evaluation.samples)
+    if len(evaluation) == 0:
+        raise ValueError("held-out data gives no complete sequence")
+    batches = [{"input_ids": b} for b in calibration.split(CALIBRATION_BATCH)]
+
+    def losses() -> Iterator[torch.Tensor]:
+        for batch in batches:
+            yield model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss * (
+                len(batch["input_ids"]) / len(calibration)
+            )
+
+    def measure(candidate: nn.Module) -> Quality:
+        return Quality("perplexity", {"perplexity": perplexity(candidate, evaluation)})
+
+    return PruneInputs(model, tokenizer, Calibration(batches), losses, measure)
+
+
+def _encoder_inputs(spec: PruneJobSpec, model: nn.Module, tokenizer) -> PruneInputs:
+    length = spec.calibration.sequence_length
+    pairs = docstring_pairs("train")
+    chosen = random.Random(spec.seed).sample(pairs, min(spec.calibration.samples, len(pairs)))
+    heldout = docstring_pairs("heldout", limit=spec.evaluation.samples)
+    queries = encode_texts(tokenizer, [q for q, _ in chosen], max_length=length)
+    documents = encode_texts(tokenizer, [d for _, d in chosen], max_length=length)
+    batches = [_rows(queries, s) for s in _spans(len(chosen))]
+    batches += [_rows(documents, s) for s in _spans(len(chosen))]
+
+    eval_queries = encode_texts(tokenizer, [q for q, _ in heldout], max_length=length)
+    eval_documents = encode_texts(tokenizer, [d for _, d in heldout], max_length=length)
+    reference = torch.cat([embed(model, eval_queries), embed(model, eval_documents)])
+
+    def losses() -> Iterator[torch.Tensor]:
+        # In-batch contrastive loss of the pairs, the objective the encoder was trained for.
+        for span in _spans(len(chosen)):
+            q = sentence_embeddings(model, _rows(queries, span))
+            d = sentence_embeddings(model, _rows(documents, span))
+            logits = q @ d.T / 0.05
+            yield nn.functional.cross_entropy(logits, torch.arange(len(q))) * (len(q) / len(chosen))
+
+    def measure(candidate: nn.Module) -> Quality:
+        q, d = embed(candidate, eval_queries), embed(candidate, eval_documents)
+        return Quality(
+            "embedding_fidelity",
+            {
+                "embedding_fidelity": embedding_fidelity(reference, torch.cat([q, d])),
+                "retrieval_accuracy": retrieval_accuracy(q, d),
+            },
+        )
+
+    return PruneInputs(model, tokenizer, Calibration(batches), losses, measure)
+
+
+def _spans(count: int) -> list[slice]:
+    return [slice(s, s + CALIBRATION_BATCH) for s in range(0, count, CALIBRATION_BATCH)]
+
+
+def _rows(batch: dict[str, torch.Tensor], span: slice) -> dict[str, torch.Tensor]:
+    return {name: tensor[span] for name, tensor in batch.items()}
