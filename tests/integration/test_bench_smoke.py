@@ -35,6 +35,7 @@ def _check_shape(path: Path, benchmark: str, methods: set[str], metrics: set[str
             {"mergesfl", "fedavg"},
             {"final_accuracy", "time_to_target_s", "bytes_total"},
         ),
+        ("prunejob", {"comp", "llm-pruner"}, {"params", "wall_s", "peak_memory_bytes"}),
     ],
 )
 def test_quick_benchmark_writes_json_and_png(
@@ -63,3 +64,7 @@ def test_quick_benchmark_writes_json_and_png(
             for metric in metrics:
                 value = figures[metric]
                 assert value is None or value >= 0
+    if name == "prunejob":
+        quality = {c["params"]["model"]: set(c["results"]["comp"]) for c in data["cases"]}
+        assert "perplexity" in quality["tiny-llama"]
+        assert {"embedding_fidelity", "retrieval_accuracy"} <= quality["minilm"]

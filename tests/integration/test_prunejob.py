@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgeloom.api.kinds.prunejob import PruneJobSpec
 from edgeloom.apps.comp.artifacts import get_folder, put_folder
-from edgeloom.data.textcorpus import read_texts, stdlib_files
+from edgeloom.apps.comp.inputs import prepare
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.runner import run_file
-from edgeloom.models.llm import TransformerView, load_model
 from edgeloom.models.sentence_encoder import minilm_path
-from edgeloom.models.tiny_llama import perplexity, token_blocks
 from edgeloom.runtime.bus import Bus
 
 pytestmark = pytest.mark.integration
@@ -66,14 +65,14 @@ def test_comp_prunes_the_tiny_llama_in_its_own_process(tmp_path: Path, tiny_llam
     assert "edgeloom_quality{" in metrics and 'stage="after"' in metrics
 
     # The saved model reloads into an equivalent module: same held-out perplexity as reported.
-    model, tokenizer = load_model(output)
     assert not list(output.glob("*.bin"))
-    widths = TransformerView(model).widths()
-    assert len(widths) < json.loads((tiny_llama_quick / "config.json").read_text())[
-        "num_hidden_layers"
-    ] or any(w.intermediate_size < widths[0].intermediate_size for w in widths)
-    blocks = token_blocks(tokenizer, read_texts(stdlib_files("heldout")), 128, 16)
-    assert perplexity(model, blocks) == pytest.approx(status["qualityAfter"], rel=1e-4)
+    spec = PruneJobSpec.model_validate(yaml.safe_load(job.read_text())["spec"])
+    reloaded = prepare(spec, output)
+    widths = reloaded.view.widths()
+    assert len(widths) < 4 or any(w.intermediate_size < 344 for w in widths)
+    assert reloaded.measure(reloaded.model).headline == pytest.approx(
+        status["qualityAfter"], rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("method", ["llm-pruner", "flap", "magnitude", "shortgpt"])

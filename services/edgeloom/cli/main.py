@@ -1,4 +1,4 @@
-"""The ``edgeloom`` command: run, serve, crds, bench."""
+"""The ``edgeloom`` command: run, serve, crds, bench, models."""
 
 from __future__ import annotations
 
@@ -88,6 +88,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    if args.model == "minilm":
+        from edgeloom.models.sentence_encoder import minilm_path
+
+        print(minilm_path())
+        return 0
+    from edgeloom.models.tiny_llama import build_tiny_llama
+
+    print(build_tiny_llama(args.preset))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeloom", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -151,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small smoke-sized run")
     bench.add_argument("--out", type=Path, default=Path("bench/results"))
     bench.set_defaults(func=_cmd_bench)
+
+    models = sub.add_parser(
+        "models", help="build (tiny-llama, trained offline, cached) or locate a built-in model"
+    )
+    models.add_argument("model", choices=["tiny-llama", "minilm"])
+    models.add_argument("--preset", choices=["quick", "standard"], default="standard")
+    models.set_defaults(func=_cmd_models)
     return parser
 
 

@@ -94,16 +94,12 @@ def _causal_lm_inputs(spec: PruneJobSpec, model: nn.Module, tokenizer) -> PruneI
         heldout = documents[::TEXT_HOLDOUT_EVERY]
     else:
         train, heldout = read_texts(stdlib_files("train")), read_texts(stdlib_files("heldout"))
-    blocks = token_blocks(tokenizer, train, cal.sequence_length)
-    if len(blocks) == 0:
-        raise ValueError(f"calibration data gives no sequence of {cal.sequence_length} tokens")
-    chosen = sorted(
-        random.Random(spec.seed).sample(range(len(blocks)), min(cal.samples, len(blocks)))
+    calibration = _random_blocks(tokenizer, train, cal.samples, cal.sequence_length, spec.seed)
+    evaluation = _spread(
+        token_blocks(tokenizer, heldout, cal.sequence_length), spec.evaluation.samples
     )
-    calibration = blocks[chosen]
-    evaluation = token_blocks(tokenizer, heldout, cal.sequence_length, spec.evaluation.samples)
     if len(evaluation) == 0:
-        raise ValueError("held-out data gives no complete sequence")
+        raise ValueError(f"held-out data gives no sequence of {cal.sequence_length} tokens")
     batches = [{"input_ids": b} for b in calibration.split(CALIBRATION_BATCH)]
 
     def losses() -> Iterator[torch.Tensor]:
@@ -151,6 +147,40 @@ def _encoder_inputs(spec: PruneJobSpec, model: nn.Module, tokenizer) -> PruneInp
         )
 
     return PruneInputs(model, tokenizer, Calibration(batches), losses, measure)
+
+
+def _random_blocks(
+    tokenizer, documents: list[str], samples: int, length: int, seed: int
+) -> torch.Tensor:
+    """``samples`` blocks of ``length`` tokens from randomly ordered documents.
+
+    Only as many documents are tokenised as the blocks need (about 4 characters a token
+    first, twice as many when that falls short), not the whole corpus.
+    """
+    shuffled = list(documents)
+    random.Random(seed).shuffle(shuffled)
+    wanted_chars = 4 * samples * length
+    while True:
+        chosen, chars = [], 0
+        for document in shuffled:
+            if chars >= wanted_chars:
+                break
+            chosen.append(document)
+            chars += len(document)
+        blocks = token_blocks(tokenizer, chosen, length, samples)
+        if len(blocks) == samples or len(chosen) == len(shuffled):
+            break
+        wanted_chars *= 2
+    if len(blocks) == 0:
+        raise ValueError(f"calibration data gives no sequence of {length} tokens")
+    return blocks
+
+
+def _spread(blocks: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` blocks evenly spread over all of them (the whole held-out set is sampled)."""
+    if count >= len(blocks):
+        return blocks
+    return blocks[[i * len(blocks) // count for i in range(count)]]
 
 
 def _spans(count: int) -> list[slice]:
