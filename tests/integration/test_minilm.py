@@ -20,10 +20,10 @@ import torch
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from edgeloom.data.text_pairs import docstring_pairs
+from edgeloom.models.llm import load_model
 from edgeloom.models.sentence_encoder import (
     embed,
     encode_texts,
-    load_sentence_encoder,
     minilm_path,
     retrieval_accuracy,
 )
@@ -41,7 +41,7 @@ Batches = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
 
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
-    return load_sentence_encoder()
+    return load_model(minilm_path())
 
 
 @pytest.fixture(scope="module")

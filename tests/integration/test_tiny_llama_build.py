@@ -14,11 +14,11 @@ from transformers import LlamaForCausalLM
 
 from edgeloom.data.textcorpus import read_texts, stdlib_files
 from edgeloom.models import tiny_llama
+from edgeloom.models.llm import load_model
 from edgeloom.models.tiny_llama import (
     BUILD_INFO,
     PRESETS,
     build_tiny_llama,
-    load_causal_lm,
     perplexity,
     token_blocks,
 )
@@ -49,7 +49,7 @@ def test_quick_build_writes_a_reloadable_model_folder(quick_model: Path) -> None
     assert info["preset"] == "quick" and info["preset_fields"]["steps"] == preset.steps
     assert info["steps"] == preset.steps and len(info["corpus_fingerprint"]) == 64
     assert 0 < info["train_seconds"] <= info["build_seconds"]
-    model, tokenizer = load_causal_lm(quick_model)
+    model, tokenizer = load_model(quick_model)
     assert isinstance(model, LlamaForCausalLM) and not model.training
     assert model.config.num_hidden_layers == preset.num_layers
     assert model.config.tie_word_embeddings is False
@@ -59,7 +59,7 @@ def test_quick_build_writes_a_reloadable_model_folder(quick_model: Path) -> None
 
 
 def test_quick_model_clearly_beats_a_unigram_model(quick_model: Path) -> None:
-    model, tokenizer = load_causal_lm(quick_model)
+    model, tokenizer = load_model(quick_model)
     seq_len = PRESETS["quick"].seq_len
     heldout = token_blocks(tokenizer, read_texts(stdlib_files("heldout")), seq_len)
     train = token_blocks(tokenizer, read_texts(stdlib_files("train")), seq_len)

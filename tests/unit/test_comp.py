@@ -72,7 +72,7 @@ def test_solve_mask_recovers_a_known_mask():
     mask, ridge = solve_mask(equations, keep, variance_bound=10.0)
     torch.testing.assert_close(mask, true_mask, atol=1e-4, rtol=0)
     assert ridge == 0.0
-    assert equations.residual(keep, mask) < 1e-8
+    assert equations.residual(keep, mask) < 1e-6  # float32 batch products
     assert equations.residual(keep, torch.ones(6)) > 1e-3
 
 

@@ -2,9 +2,12 @@
 
 ``python -m edgeloom.bench.prune_case SPEC_JSON MODEL_FOLDER`` loads the model and data the way
 the PruneJob role does, then measures only the pruning step: wall time, and peak resident
-memory above the level reached once the model and calibration data are loaded. Linux's
+memory above the level reached once the model and calibration data are loaded and every kind
+of kernel has run once (:func:`warm_up`). Linux's
 resettable high-water mark (``/proc/self/clear_refs``, value 5) gives the exact peak; freed
-heap is returned to the kernel first (``malloc_trim``) so the baseline is what is really in use.
+heap is returned to the kernel first (``malloc_trim``) so the baseline is what is really in use,
+and the benchmark runs this with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors leave the
+resident set at once.
 The figures go to stdout as one JSON object (no pickle crosses the process boundary).
 """
 
@@ -17,6 +20,8 @@ import re
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from edgeloom.api.kinds.prunejob import PruneJobSpec
 from edgeloom.apps.comp.inputs import prepare
@@ -32,6 +37,19 @@ def _kib(field: str) -> int:
     return int(match.group(1)) * 1024
 
 
+def warm_up(inputs) -> None:
+    """Run every kind of kernel the methods use once (forward, backward, float64 linear
+    algebra), so the library code and thread pools they page in are not counted as any one
+    method's memory."""
+    model = inputs.model
+    with torch.enable_grad():
+        next(iter(inputs.losses())).backward()
+    model.zero_grad(set_to_none=True)
+    square = torch.eye(64, dtype=torch.float64) + 0.1
+    torch.linalg.solve(square, torch.ones(64, dtype=torch.float64))
+    torch.linalg.inv(square)
+
+
 def settle_memory() -> int:
     """Collect garbage, hand freed heap back, reset the peak; returns the resident bytes."""
     gc.collect()
@@ -43,6 +61,7 @@ def settle_memory() -> int:
 def main(argv: list[str]) -> int:
     spec = PruneJobSpec.model_validate_json(argv[0])
     inputs = prepare(spec, Path(argv[1]))
+    warm_up(inputs)
     baseline = settle_memory()
     started = time.perf_counter()
     report = run_method(spec, inputs)

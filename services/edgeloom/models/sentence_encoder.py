@@ -9,7 +9,7 @@ sentence-transformers default is 256 tokens; :func:`encode_texts` defaults to 12
 
 Typical use, e.g. to measure how much pruning damages the encoder::
 
-    model, tokenizer = load_sentence_encoder()
+    model, tokenizer = load_model(minilm_path())  # edgeloom.models.llm.load_model
     batch = encode_texts(tokenizer, texts)
     reference = embed(model, batch)
     ...  # prune the model
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 MEAN_POOLING = "pooling_mode_mean_tokens"
 """The sentence-transformers pooling flag of mean pooling, the only pooling supported."""
@@ -58,37 +58,6 @@ def minilm_path() -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no all-MiniLM-L6-v2 model files in {path}: reinstall the package")
     return path
-
-
-def load_sentence_encoder(
-    path: str | Path | None = None,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a mean-pooling sentence encoder and its tokenizer from a local folder.
-
-    Parameters
-    ----------
-    path
-        A Hugging Face model folder; ``None`` means :func:`minilm_path`. A sentence-transformers
-        pooling config (``1_Pooling/config.json``), if present, must select mean pooling.
-
-    Returns
-    -------
-    tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]
-        The model in eval mode and its tokenizer.
-
-    Raises
-    ------
-    ValueError
-        If the folder asks for a pooling other than mean pooling, or if its weights do not
-        cover the model (which would otherwise leave some layers randomly initialised).
-    """
-    folder = minilm_path() if path is None else Path(path)
-    check_mean_pooling(folder)
-    model, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
-    if info["missing_keys"]:
-        raise ValueError(f"{folder} lacks weights for {sorted(info['missing_keys'])}")
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return model.eval(), tokenizer
 
 
 def check_mean_pooling(folder: Path) -> None:
@@ -146,7 +115,7 @@ def embed(model: nn.Module, batch: dict[str, torch.Tensor], batch_size: int = 64
     ----------
     model
         A transformer whose output has ``last_hidden_state`` of shape ``[n, tokens, d]``, e.g.
-        the model of :func:`load_sentence_encoder`, pruned or not.
+        the encoder loaded by :func:`edgeloom.models.llm.load_model`, pruned or not.
     batch
         Tokenised texts as :func:`encode_texts` returns them.
     batch_size

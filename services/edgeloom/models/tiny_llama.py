@@ -45,8 +45,6 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -243,24 +241,6 @@ def perplexity(model: PreTrainedModel, blocks: torch.Tensor, batch_size: int = 8
             ).item()
             count += targets.numel()
     return math.exp(total / count)
-
-
-def load_causal_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a Hugging Face causal LM and its tokenizer from a local folder.
-
-    Parameters
-    ----------
-    path : str or Path
-        A ``from_pretrained`` folder, for example one returned by :func:`build_tiny_llama`.
-
-    Returns
-    -------
-    model, tokenizer
-        The model in eval mode, and its tokenizer. Nothing is downloaded.
-    """
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return model.eval(), tokenizer
 
 
 def build_tiny_llama(

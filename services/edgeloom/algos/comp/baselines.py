@@ -102,9 +102,8 @@ def flap_prune(view: TransformerView, calibration: Calibration, ratio: float) ->
     for layer in layers:
         attn, mlp = view.attention(layer), view.mlp(layer)
         with capture_inputs(attn.o) as heads, capture_inputs(mlp.output) as neurons:
-            outputs = stream.run(layer)
+            stream.step(layer)
         stats.append((_moments(stream.tokens(heads)), _moments(stream.tokens(neurons))))
-        stream.advance(outputs)
 
     units = []  # (standardised score, cost, layer, kind, index)
     for kind in (0, 1):

@@ -9,7 +9,7 @@ hidden neurons, the attention heads' outputs) while a block runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -49,21 +49,25 @@ class LayerStream:
                 self.hidden.append(hidden)
                 self.contexts.append(context)
 
-    def run(self, layer: nn.Module) -> list[torch.Tensor]:
-        """Outputs of ``layer`` for every batch (the stream itself does not move)."""
-        with torch.no_grad():
-            return [
-                self.view.run_layer(layer, hidden, context)
-                for hidden, context in zip(self.hidden, self.contexts, strict=True)
-            ]
-
     def batches(self) -> Iterator[tuple[torch.Tensor, LayerContext, torch.Tensor]]:
         """``(hidden, context, token mask)`` of each batch, for per-batch work."""
         yield from zip(self.hidden, self.contexts, self.masks, strict=True)
 
-    def advance(self, outputs: list[torch.Tensor]) -> None:
-        """Make ``outputs`` the input of the next block."""
-        self.hidden = outputs
+    def step(
+        self,
+        layer: nn.Module,
+        visit: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    ) -> None:
+        """Move every batch through ``layer``, one batch at a time, replacing it in place.
+
+        ``visit(input, output, token_mask)`` sees each batch before its input is dropped.
+        """
+        for index, (hidden, context, mask) in enumerate(self.batches()):
+            with torch.no_grad():
+                output = self.view.run_layer(layer, hidden, context)
+            if visit is not None:
+                visit(hidden, output, mask)
+            self.hidden[index] = output
 
     def tokens(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Flatten per-batch ``(batch, seq, ...)`` tensors to ``(real tokens, ...)``."""
@@ -92,6 +96,6 @@ def capture_outputs(module: nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def mean_token_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean cosine similarity between matching rows of two ``(tokens, d)`` tensors."""
-    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).mean().item()
+def token_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between matching rows of two ``(tokens, d)`` tensors."""
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)

@@ -107,24 +107,24 @@ def comp_prune(
     teacher = LayerStream(view, calibration)
     student = LayerStream(view, calibration)
     for done, (i, layer) in enumerate(zip(range(len(layers)), layers, strict=True)):
-        teacher_sum, teacher_out = _run_with_sum(teacher, layer, view.mlp(layer))
-        if i in plan:
-            notify("NeuronPruning", done, len(layers))
-            equations = _block_equations(student, layer, mlps[i], teacher_sum)
-            keep = select_neurons(equations, plan[i], options.steps, options.variance_bound)
-            notify("MaskTuning", done, len(layers))
-            mask = (
-                solve_mask(equations, keep, options.variance_bound)[0]
-                if options.mask_tuning
-                else torch.ones(keep.numel())
-            )
-            report.mask_variance.append(float(mask.var()) if mask.numel() > 1 else 0.0)
-            report.fit_error.append(equations.residual(keep, mask))
-            keep_mlp_neurons(mlps[i], keep)
-            with torch.no_grad():
-                mlps[i].output.weight.mul_(mask.to(mlps[i].output.weight.dtype))
-            student.advance(student.run(layer))
-        teacher.advance(teacher_out)
+        if i not in plan:  # removed: only the teacher goes through it
+            teacher.step(layer)
+            continue
+        notify("NeuronPruning", done, len(layers))
+        equations = _block_equations(teacher, student, layer, mlps[i])
+        keep = select_neurons(equations, plan[i], options.steps, options.variance_bound)
+        notify("MaskTuning", done, len(layers))
+        mask = (
+            solve_mask(equations, keep, options.variance_bound)[0]
+            if options.mask_tuning
+            else torch.ones(keep.numel())
+        )
+        report.mask_variance.append(float(mask.var()) if mask.numel() > 1 else 0.0)
+        report.fit_error.append(equations.residual(keep, mask))
+        keep_mlp_neurons(mlps[i], keep)
+        with torch.no_grad():
+            mlps[i].output.weight.mul_(mask.to(mlps[i].output.weight.dtype))
+        student.step(layer)
     drop_layers(view, report.removed_layers)
     notify("MaskTuning", len(layers), len(layers))
     return report.finish(view)
@@ -135,33 +135,33 @@ def _capture_sums(mlp: Mlp) -> AbstractContextManager[list[torch.Tensor]]:
     return capture_inputs(mlp.norm_after) if mlp.norm_after is not None else nullcontext([])
 
 
-def _run_with_sum(
-    stream: LayerStream, layer: torch.nn.Module, mlp: Mlp
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Block outputs, and the residual-plus-MLP sums (pre-norm for post-norm encoders)."""
-    with _capture_sums(mlp) as sums:
-        outputs = stream.run(layer)
-    return (sums if mlp.norm_after is not None else outputs), outputs
-
-
 def _block_equations(
-    student: LayerStream, layer: torch.nn.Module, mlp: Mlp, teacher_sum: list[torch.Tensor]
+    teacher: LayerStream, student: LayerStream, layer: torch.nn.Module, mlp: Mlp
 ) -> NormalEquations:
-    """The mask problem of one block: student activations, teacher-matching target.
+    """The mask problem of one block, and the teacher moved past it.
 
-    Accumulated batch by batch, so only one batch's MLP activations exist at a time.
+    Batch by batch: the unpruned block's residual-plus-MLP sum on the teacher's input is the
+    target; the student's MLP activations on its own input are the regressors. Only one
+    batch's activations exist at a time; each teacher batch is replaced by its output.
     """
     bias = mlp.output.bias.detach() if mlp.output.bias is not None else 0.0
     weight = mlp.output.weight.detach()
+    view = student.view
     total = None
-    for (hidden, context, mask), wanted in zip(student.batches(), teacher_sum, strict=True):
+    for index, ((hidden, context, mask), (taught, t_context, _)) in enumerate(
+        zip(student.batches(), teacher.batches(), strict=True)
+    ):
+        with _capture_sums(mlp) as sums, torch.no_grad():
+            teacher_out = view.run_layer(layer, taught, t_context)
+        wanted = sums[0] if mlp.norm_after is not None else teacher_out
+        teacher.hidden[index] = teacher_out
         with (
             capture_inputs(mlp.output) as neurons,
             capture_outputs(mlp.output) as dense,
             _capture_sums(mlp) as sums,
             torch.no_grad(),
         ):
-            output = student.view.run_layer(layer, hidden, context)
+            output = view.run_layer(layer, hidden, context)
         summed = sums[0] if mlp.norm_after is not None else output
         # The rescaled dense output should be the teacher's sum minus the student's residual.
         target = wanted - (summed - dense[0]) - bias

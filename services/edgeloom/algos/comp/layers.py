@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from edgeloom.algos.comp.calibration import Calibration, LayerStream, mean_token_cosine
+import torch
+
+from edgeloom.algos.comp.calibration import Calibration, LayerStream, token_cosines
 from edgeloom.models.llm import TransformerView
 
 
@@ -15,7 +17,14 @@ def block_influence(view: TransformerView, calibration: Calibration) -> list[flo
     stream = LayerStream(view, calibration)
     scores = []
     for layer in view.layers:
-        outputs = stream.run(layer)
-        scores.append(1.0 - mean_token_cosine(stream.tokens(stream.hidden), stream.tokens(outputs)))
-        stream.advance(outputs)
+        total, count = 0.0, 0
+
+        def accumulate(hidden: torch.Tensor, output: torch.Tensor, mask: torch.Tensor) -> None:
+            nonlocal total, count
+            cosines = token_cosines(hidden[mask], output[mask])
+            total += float(cosines.sum())
+            count += cosines.numel()
+
+        stream.step(layer, accumulate)
+        scores.append(1.0 - total / count)
     return scores

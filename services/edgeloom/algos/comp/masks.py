@@ -45,13 +45,14 @@ class NormalEquations:
     def from_activations(
         cls, hidden: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     ) -> NormalEquations:
-        """Build from ``hidden`` (tokens x n), ``target`` (tokens x d), ``weight`` (d x n)."""
-        hidden = hidden.double()
-        weight = weight.double()
-        target = target.double()
+        """Build from ``hidden`` (tokens x n), ``target`` (tokens x d), ``weight`` (d x n).
+
+        One batch's products are formed in the inputs' precision and returned in float64, in
+        which batches are summed (``+``); a batch is small, the sum over batches is not.
+        """
         ata = (weight.T @ weight) * (hidden.T @ hidden)
         atb = (hidden * (target @ weight)).sum(dim=0)
-        return cls(ata, atb, float((target * target).sum()))
+        return cls(ata.double(), atb.double(), float(target.double().square().sum()))
 
     def __add__(self, other: NormalEquations) -> NormalEquations:
         """Sum of two batches' equations: the equations of both batches together."""
@@ -62,7 +63,7 @@ class NormalEquations:
     def residual(self, keep: torch.Tensor, mask: torch.Tensor) -> float:
         """Relative squared error ``‖H_S diag(m) W_Sᵀ - Y‖² / ‖Y‖²`` of a mask."""
         m = mask.double()
-        sub = self.ata[keep][:, keep]
+        sub = self.ata[keep.unsqueeze(1), keep]
         error = m @ sub @ m - 2 * m @ self.atb[keep] + self.target_energy
         return max(float(error), 0.0) / max(self.target_energy, 1e-30)
 
@@ -74,17 +75,16 @@ def solve_mask(
 
     ``ridge`` is the regularisation that was needed, relative to the mean diagonal of ``AᵀA``.
     """
-    sub = equations.ata[keep][:, keep]
+    system, scale = _system(equations, keep)
     rhs = equations.atb[keep]
-    scale = float(sub.diagonal().mean()) or 1.0
-    identity = torch.eye(len(keep), dtype=sub.dtype)
-    ones = torch.ones(len(keep), dtype=sub.dtype)
+    diagonal = system.diagonal().clone()
     for ridge in _RIDGES:
         damping = (ridge + _JITTER) * scale
-        mask = torch.linalg.solve(sub + damping * identity, rhs + damping * ones)
+        system.diagonal().copy_(diagonal + damping)
+        mask = torch.linalg.solve(system, rhs + damping)
         if len(keep) < 2 or float(mask.var()) <= variance_bound:
             return mask.float(), ridge
-    return ones.float(), math.inf
+    return torch.ones(len(keep)), math.inf
 
 
 def neuron_scores(
@@ -92,11 +92,15 @@ def neuron_scores(
 ) -> torch.Tensor:
     """OBS error of removing each kept neuron with the others re-solved (higher = keep)."""
     mask, ridge = solve_mask(equations, keep, variance_bound)
-    sub = equations.ata[keep][:, keep]
-    scale = float(sub.diagonal().mean()) or 1.0
-    damping = (min(ridge, _RIDGES[-1]) + 1e-6) * scale
-    inverse = torch.linalg.inv(sub + damping * torch.eye(len(keep), dtype=sub.dtype))
-    return mask.double() ** 2 / inverse.diagonal()
+    system, scale = _system(equations, keep)
+    system.diagonal().add_((min(ridge, _RIDGES[-1]) + 1e-6) * scale)
+    return mask.double() ** 2 / torch.linalg.inv(system).diagonal()
+
+
+def _system(equations: NormalEquations, keep: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A copy of ``AᵀA`` restricted to ``keep``, and its mean diagonal (the ridge scale)."""
+    system = equations.ata[keep.unsqueeze(1), keep]
+    return system, float(system.diagonal().mean()) or 1.0
 
 
 def select_neurons(
