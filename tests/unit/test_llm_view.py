@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from edgeloom.models.llm import (
     TransformerView,
@@ -118,4 +119,13 @@ def test_load_model_errors_name_the_problem(tmp_path):
         load_model(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="'gpt2' is not supported"):
+        load_model(tmp_path)
+
+
+def test_incomplete_weights_are_refused_not_left_random(tmp_path):
+    save_model(tiny_llama(layers=2), word_tokenizer(), tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["model.layers.1.mlp.down_proj.weight"]
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"no weights for \['model\.layers\.1\.mlp\.down_proj"):
         load_model(tmp_path)

@@ -290,7 +290,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, object]:
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     widths = getattr(config, WIDTHS_KEY, None)
     if widths is None:
-        model = auto.from_pretrained(folder, local_files_only=True, attn_implementation="sdpa")
+        model, info = auto.from_pretrained(
+            folder, local_files_only=True, attn_implementation="sdpa", output_loading_info=True
+        )
+        _check_complete(folder, info["missing_keys"], model)
     else:
         model = auto.from_config(config, attn_implementation="sdpa")
         _reshape(TransformerView(model), [LayerWidths(**w) for w in widths])
@@ -327,12 +330,16 @@ def _reshape(view: TransformerView, widths: list[LayerWidths]) -> None:
 def _load_weights(model: nn.Module, weights: Path) -> None:
     state = load_file(weights)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or ())
-    missing = [key for key in missing if key not in tied]
-    if missing or unexpected:
-        raise ValueError(
-            f"{weights}: weights do not match config.json "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
+    if unexpected:
+        raise ValueError(f"{weights}: weights not in config.json's model: {unexpected[:5]}")
+    _check_complete(weights, missing, model)
     if getattr(model.config, "tie_word_embeddings", False):
         model.tie_weights()
+
+
+def _check_complete(source: Path, missing, model: nn.Module) -> None:
+    """Refuse weights that leave part of the model randomly initialised (tied ones aside)."""
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    untied = sorted(key for key in missing if key not in tied)
+    if untied:
+        raise ValueError(f"{source}: no weights for {untied[:5]}")

@@ -22,6 +22,7 @@ from edgeloom.data.text_pairs import docstring_pairs
 from edgeloom.data.textcorpus import load_text_corpus, read_texts, stdlib_files
 from edgeloom.models.llm import TransformerView, load_model
 from edgeloom.models.sentence_encoder import (
+    check_mean_pooling,
     embed,
     embedding_fidelity,
     encode_texts,
@@ -83,6 +84,7 @@ def prepare(spec: PruneJobSpec, folder: Path) -> PruneInputs:
             "calibration.source text needs a causal LM; sentence encoders calibrate on "
             "text pairs (calibration.source stdlib)"
         )
+    check_mean_pooling(folder)
     return _encoder_inputs(spec, model, tokenizer)
 
 
