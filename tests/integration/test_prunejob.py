@@ -19,7 +19,7 @@ from edgeloom.local.runner import run_file
 from edgeloom.models.sentence_encoder import minilm_path
 from edgeloom.runtime.bus import Bus
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 EDGELOOM = [sys.executable, "-m", "edgeloom.cli.main"]
 
 
