@@ -57,7 +57,8 @@ def test_comp_prunes_the_tiny_llama_in_its_own_process(tmp_path: Path, tiny_llam
     assert 0.2 < 1 - summary["block_params_after"] / summary["block_params_before"] < 0.3
     assert status["paramsAfter"] < status["paramsBefore"]
     assert status["qualityMetric"] == "perplexity"
-    assert status["qualityBefore"] < status["qualityAfter"] < 10 * status["qualityBefore"]
+    # COMP refits each block to the unpruned model, so quality may even improve slightly.
+    assert 0.9 * status["qualityBefore"] < status["qualityAfter"] < 1.5 * status["qualityBefore"]
     assert status["peakMemoryBytes"] > 0
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert ready["status"] == "True" and ready["reason"] == "Completed"
