@@ -17,7 +17,13 @@ from edgeloom.models.llm import (
     load_model,
     save_model,
 )
-from edgeloom.testing.tiny_llms import tiny_bert, tiny_llama, token_batch, word_tokenizer
+from edgeloom.testing.tiny_llms import (
+    tiny_bert,
+    tiny_decoder,
+    tiny_llama,
+    token_batch,
+    word_tokenizer,
+)
 
 
 def output_of(model, batch):
@@ -129,3 +135,19 @@ def test_incomplete_weights_are_refused_not_left_random(tmp_path):
     save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"no weights for \['model\.layers\.1\.mlp\.down_proj"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("model_type", ["mistral", "qwen2"])
+def test_other_llama_family_decoders_prune_and_reload(model_type, tmp_path):
+    model = tiny_decoder(model_type)
+    view = TransformerView(model)
+    batch = {"input_ids": token_batch()["input_ids"]}
+    torch.testing.assert_close(blockwise(model, batch), output_of(model, batch))
+    keep_head_groups(view.attention(view.layers[0]), torch.tensor([0]))  # Qwen2: q/k/v biases
+    keep_mlp_neurons(view.mlp(view.layers[1]), torch.arange(40))
+    drop_layers(view, [2])
+    expected = output_of(model, batch)
+    save_model(model, word_tokenizer(), tmp_path)
+    reloaded, _ = load_model(tmp_path)
+    assert type(reloaded).__name__ == type(model).__name__
+    torch.testing.assert_close(output_of(reloaded, batch), expected)

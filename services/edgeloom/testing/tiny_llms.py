@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     BertConfig,
     BertModel,
     LlamaConfig,
@@ -27,6 +29,22 @@ def tiny_llama(layers: int = 4, kv_heads: int = 2, seed: int = 0) -> LlamaForCau
         attn_implementation="sdpa",
     )
     return LlamaForCausalLM(config).eval()
+
+
+def tiny_decoder(model_type: str, layers: int = 3, seed: int = 0):
+    """A tiny Mistral or Qwen2 causal LM (same layout as Llama; Qwen2 has q/k/v biases)."""
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        model_type,
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        vocab_size=VOCAB,
+        attn_implementation="sdpa",
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def tiny_bert(layers: int = 3, seed: int = 0) -> BertModel:
