@@ -154,7 +154,9 @@ def test_killed_worker_is_dropped_a_replacement_rejoins_and_ctrl_c_stops_all(
         )
         assert healed["phase"] == "Running"
         run.send_signal(signal.SIGINT)  # Ctrl-C
-        _, err = run.communicate(timeout=60)
+        # Usually 5 s; once under a full suite a server mid-round took far longer (see the
+        # session note of issue 4), so allow two minutes before calling it a hang.
+        _, err = run.communicate(timeout=120)
         stop_all([replacement])
     assert run.returncode == 130, err
     assert "worker-1" in err  # the runner said which role died
