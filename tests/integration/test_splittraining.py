@@ -158,7 +158,12 @@ def test_killed_worker_is_dropped_a_replacement_rejoins_and_ctrl_c_stops_all(
         )
         assert healed["phase"] == "Running"
         run.send_signal(signal.SIGINT)  # Ctrl-C
-        _, err = run.communicate(timeout=60)  # usually 5 s
+        try:
+            _, err = run.communicate(timeout=60)  # usually 5 s
+        except subprocess.TimeoutExpired:
+            run.kill()  # its roles die with it (PR_SET_PDEATHSIG)
+            stop_all([replacement])
+            raise
         stop_all([replacement])
     assert run.returncode == 130, err
     assert "worker-1" in err  # the runner said which role died
