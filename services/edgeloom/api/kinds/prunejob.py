@@ -7,8 +7,16 @@ from enum import StrEnum
 from pydantic import Field, model_validator
 
 from edgeloom.api.base import ApiModel
-from edgeloom.api.registry import KindInfo, PrinterColumn, RoleInfo, register_kind
+from edgeloom.api.registry import (
+    DEFAULT_PRINTER_COLUMNS,
+    KindInfo,
+    PrinterColumn,
+    RoleInfo,
+    register_kind,
+)
 from edgeloom.api.status import Status
+
+PHASE_COLUMN, *_, AGE_COLUMN = DEFAULT_PRINTER_COLUMNS
 
 
 class PruneMethod(StrEnum):
@@ -195,7 +203,7 @@ KIND = register_kind(
             PrinterColumn(
                 "Ratio", ".spec.ratio", type="number", description="Target pruning ratio."
             ),
-            PrinterColumn("Phase", ".status.phase", description="Summary of the job's state."),
+            PHASE_COLUMN,
             PrinterColumn("Stage", ".status.progress.stage", description="Current stage."),
             PrinterColumn(
                 "Metric",
@@ -203,7 +211,7 @@ KIND = register_kind(
                 type="number",
                 description="Quality after pruning (perplexity or embedding fidelity).",
             ),
-            PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
+            AGE_COLUMN,
         ),
         cel_rules=(
             (
