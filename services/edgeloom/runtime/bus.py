@@ -199,7 +199,12 @@ class Bus:
             pending_msgs_limit=-1,
             pending_bytes_limit=2 * self.limits.max_bytes,
         )
-        await self.nc.flush()  # the subscription is live on the server when this returns
+        # nats-py writes flush()'s PING straight to the socket, ahead of a SUB still queued for
+        # its flusher task, so one PONG does not prove the server has the subscription. The
+        # flusher runs while the first PONG is awaited, so the second PING follows the SUB:
+        # after it the subscription is live on the server.
+        await self.nc.flush()
+        await self.nc.flush()
         return sub
 
     async def request(
