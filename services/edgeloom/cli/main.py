@@ -36,6 +36,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.succeeded else 1
 
 
+def _default_index() -> int:
+    if "EDGELOOM_INDEX" in os.environ:
+        return int(os.environ["EDGELOOM_INDEX"])
+    offset = int(os.environ.get("EDGELOOM_INDEX_OFFSET", "0"))
+    return offset + int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edgeloom.api.resource import InvalidResource
     from edgeloom.runtime.role import serve
@@ -138,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--index",
         type=int,
-        default=int(os.environ.get("EDGELOOM_INDEX", os.environ.get("JOB_COMPLETION_INDEX", "0"))),
+        default=_default_index(),
+        help="replica index; default EDGELOOM_INDEX, or JOB_COMPLETION_INDEX (an Indexed Job) "
+        "plus EDGELOOM_INDEX_OFFSET (where that Job's replicas start)",
     )
     serve.add_argument(
         "--nats", default=os.environ.get("EDGELOOM_NATS_URL", "nats://127.0.0.1:4222")

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from edgeloom.runtime.framing import ENVELOPE_KEY, CodecError, envelope_of, parse_header
+
 # safetensors dtype names <-> torch dtypes; the allow-list for decoding.
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -33,12 +35,7 @@ DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
 }
 _NAMES = {v: k for k, v in DTYPES.items()}
-_ENVELOPE_KEY = "envelope"
 _MAX_DIM = 2**48  # any real tensor is far smaller; keeps torch's size arithmetic in range
-
-
-class CodecError(ValueError):
-    """A payload that cannot be encoded or fails validation on decode."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ def encode(envelope_json: str, tensors: dict[str, torch.Tensor] | None = None) -
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise CodecError(f"tensor {name!r}: expected a torch.Tensor, got {type(t).__name__}")
-    header: dict[str, object] = {"__metadata__": {_ENVELOPE_KEY: envelope_json}}
+    header: dict[str, object] = {"__metadata__": {ENVELOPE_KEY: envelope_json}}
     order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
     segments: list[memoryview] = []
     offset = 0
@@ -144,23 +141,6 @@ def encode(envelope_json: str, tensors: dict[str, torch.Tensor] | None = None) -
     raw += b" " * (-(8 + len(raw)) % 8)  # data starts 8-byte aligned
     head = memoryview(struct.pack("<Q", len(raw)) + raw)
     return Encoded((head, *segments))
-
-
-def _parse_header(data: np.ndarray, limits: Limits) -> tuple[dict, int]:
-    if len(data) < 8:
-        raise CodecError("payload truncated: shorter than the 8-byte header length")
-    (hlen,) = struct.unpack("<Q", bytes(data[:8]))
-    if hlen > limits.max_header_bytes:
-        raise CodecError(f"header of {hlen} bytes exceeds the limit of {limits.max_header_bytes}")
-    if 8 + hlen > len(data):
-        raise CodecError("payload truncated: header runs past the end")
-    try:
-        header = json.loads(bytes(data[8 : 8 + hlen]))
-    except (ValueError, RecursionError) as err:  # bad JSON, huge integers, deep nesting
-        raise CodecError(f"header is not valid JSON: {err}") from None
-    if not isinstance(header, dict):
-        raise CodecError("header must be a JSON object")
-    return header, 8 + hlen
 
 
 def _check_entry(
@@ -209,10 +189,9 @@ def decode(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dict[str
     if len(data) > limits.max_bytes:  # before any copy
         raise CodecError(f"payload of {len(data)} bytes exceeds the limit of {limits.max_bytes}")
     arr = np.frombuffer(data, dtype=np.uint8)
-    header, start = _parse_header(arr, limits)
-    meta = header.pop("__metadata__", None)
-    if not isinstance(meta, dict) or not isinstance(meta.get(_ENVELOPE_KEY), str):
-        raise CodecError("header has no envelope in __metadata__")
+    header, start = parse_header(arr, limits.max_header_bytes)
+    envelope = envelope_of(header)
+    del header["__metadata__"]
     if len(header) > limits.max_tensors:
         raise CodecError(f"{len(header)} tensors exceed the limit of {limits.max_tensors}")
     entries = sorted(
@@ -237,4 +216,4 @@ def decode(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dict[str
         count = (end - begin) // torch.empty((), dtype=dtype).element_size()
         view = torch.frombuffer(buf, dtype=dtype, count=count, offset=start + begin)
         tensors[name] = view.reshape(shape)
-    return meta[_ENVELOPE_KEY], tensors
+    return envelope, tensors

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,16 @@ import yaml
 
 from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import Resource, parse_resource
+from edgeloom.api.status import Status
 from edgeloom.runtime.bus import Bus, nats_credentials, stop_on_signals
 from edgeloom.runtime.metrics import MetricFactory
 from edgeloom.runtime.subjects import subject
 
 log = logging.getLogger(__name__)
+
+TERMINATION_MESSAGE_ENV = "EDGELOOM_TERMINATION_MESSAGE_PATH"
+"""Set by the operator to the container's terminationMessagePath."""
+TERMINATION_MESSAGE_BYTES = 4096
 
 
 @dataclass
@@ -38,6 +45,7 @@ class RoleContext:
     metrics: MetricFactory
     stop: asyncio.Event
     run_dir: Path | None = None
+    last_status: Status | None = None
 
     @property
     def spec(self) -> Any:
@@ -58,6 +66,12 @@ class RoleContext:
     def subject(self, *channel: str) -> str:
         """A subject of this job: ``edgeloom.<ns>.<kind>.<name>.<channel...>``."""
         return subject(self.namespace, self.info.kind, self.name, *channel)
+
+    async def report(self, status: Status) -> None:
+        """Publish a status report on the job's ``status`` subject (what operators copy into
+        ``.status``); the last one is also written as the pod's termination message."""
+        self.last_status = status
+        await self.bus.publish(self.subject("status"), status)
 
 
 RoleMain = Callable[[RoleContext], Awaitable[None]]
@@ -113,7 +127,26 @@ async def run_role(
     finally:
         if run_dir is not None:
             metrics.write(run_dir / "metrics" / f"{ctx.identity}.prom")
+        if ctx.last_status is not None and TERMINATION_MESSAGE_ENV in os.environ:
+            write_termination_message(Path(os.environ[TERMINATION_MESSAGE_ENV]), ctx.last_status)
         await bus.drain()
+
+
+def write_termination_message(path: Path, status: Status) -> None:
+    """Write ``status`` as compact JSON within the kubelet's 4096-byte termination message.
+
+    The operator reads it from the finished pod, so a job's final status survives an operator
+    that was down when the last report went over NATS. Long condition messages are shortened
+    to fit.
+    """
+    for limit in (None, 512, 64):
+        shown = status.model_copy(deep=True)
+        for condition in shown.conditions:
+            condition.message = condition.message[:limit]
+        text = json.dumps(shown.to_wire(), separators=(",", ":"))
+        if len(text.encode()) <= TERMINATION_MESSAGE_BYTES:
+            break
+    path.write_text(text)
 
 
 async def serve(

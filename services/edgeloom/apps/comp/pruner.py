@@ -67,7 +67,7 @@ class Reporter:
         self.metrics.stage(stage)
         if done is not None:
             self.metrics.layers_done.set(done)
-        await self.ctx.bus.publish(self.ctx.subject("status"), self.status)
+        await self.ctx.report(self.status)
 
 
 async def run(ctx: RoleContext) -> None:

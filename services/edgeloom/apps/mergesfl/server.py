@@ -273,7 +273,6 @@ async def run(ctx: RoleContext) -> None:
         ctx, job, ServerMetrics(ctx.metrics), state_key=key, checkpoint_name=key.replace(".", "/")
     )
     await server.restore()
-    publish = ctx.subject("status")
     train_round = ROUNDS[spec.method]
     message, succeeded = "", True
     try:
@@ -286,7 +285,7 @@ async def run(ctx: RoleContext) -> None:
                 await server.checkpoint(r + 1)
             phase = Phase.DEGRADED if outcome.dropped else Phase.RUNNING
             note = f"round {r + 1}: accuracy {ev.accuracy:.4f}"
-            await ctx.bus.publish(publish, server.status(phase, "RoundCompleted", note))
+            await ctx.report(server.status(phase, "RoundCompleted", note))
             log.info(
                 "round %d: accuracy %.4f, virtual %.1f s", r + 1, ev.accuracy, server.virtual_time_s
             )
@@ -302,7 +301,7 @@ async def run(ctx: RoleContext) -> None:
         "Completed" if succeeded else "Failed",
         message,
     )
-    await ctx.bus.publish(publish, status)
+    await ctx.report(status)
     await ctx.bus.publish(ctx.subject("result"), server.result(succeeded, message, status))
     await job.broadcast(Stop())
     if not succeeded:

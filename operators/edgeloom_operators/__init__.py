@@ -1,0 +1,6 @@
+"""kopf operators that reconcile edgeloom resources into Jobs, ConfigMaps and Secrets.
+
+Run with ``kopf run --standalone --all-namespaces -m edgeloom_operators.main``. This package
+imports ``edgeloom.api`` but never torch or ``edgeloom.algos``, so the operator image stays
+small; only :mod:`edgeloom_operators.kube` talks to the Kubernetes API.
+"""

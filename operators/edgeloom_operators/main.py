@@ -1,0 +1,44 @@
+"""Operator entrypoint: ``kopf run --standalone --all-namespaces -m edgeloom_operators.main``.
+
+Only wiring: one line per kind, plus start-up settings. Adding a kind is a new package with a
+``KIND`` and a ``render`` and one entry in ``KIND_PACKAGES``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from edgeloom_operators import handlers, prunejob, splittraining
+from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.kube import Kube, connect
+from edgeloom_operators.reports import ReportListener
+
+KIND_PACKAGES = (splittraining, prunejob)
+
+for _package in KIND_PACKAGES:
+    handlers.register(_package.KIND, _package.render)
+
+_listener: ReportListener | None = None
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _listener
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeloom.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="edgeloom.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # the operator records its own phase events
+    config = OperatorConfig.from_env()
+    handlers.OPERATOR = handlers.Operator(Kube(connect()), config)
+    _listener = ReportListener(handlers.OPERATOR, config)
+    await _listener.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if _listener is not None:
+        await _listener.stop()

@@ -1,0 +1,99 @@
+"""Status reports from running jobs, over NATS, into ``.status``.
+
+Every job's coordinator publishes its status on ``edgeloom.<ns>.<kind>.<name>.status`` (see
+:mod:`edgeloom.runtime.subjects`). The operator subscribes to all of them, validates each
+frame (size, framing, the kind's status model), keeps the latest per resource and refreshes
+those resources at most every ``interval`` seconds, so a chatty job costs one status patch
+per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import nats
+from nats.aio.msg import Msg
+
+from edgeloom.runtime.framing import CodecError, read_envelope
+from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.handlers import KINDS, Key, Operator
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "edgeloom.*.*.*.status"
+MAX_REPORT_BYTES = 256 * 1024
+
+
+def parse_report(subject: str, data: bytes) -> tuple[Key, dict[str, Any]] | None:
+    """(resource key, status dict) of a report; None (logged) for anything else."""
+    _, namespace, kind, name, _ = subject.split(".")
+    info = KINDS.get(kind)
+    if info is None:
+        return None
+    try:
+        report = json.loads(read_envelope(data, MAX_REPORT_BYTES))
+        info.status_model.model_validate(report)
+    except (CodecError, ValueError) as err:
+        log.warning("dropping a malformed status report on %s: %s", subject, str(err)[:200])
+        return None
+    return (namespace, info.kind, name), report
+
+
+class ReportListener:
+    """Subscribes to every job's status subject and refreshes the resources that reported."""
+
+    def __init__(self, operator: Operator, config: OperatorConfig, interval: float = 0.5):
+        self.operator = operator
+        self.config = config
+        self.interval = interval
+        self._dirty: set[Key] = set()
+        self._wake = asyncio.Event()
+        self._nc: nats.NATS | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._nc = await nats.connect(
+            self.config.nats_url,
+            name="edgeloom-operator",
+            user=self.config.nats_user,
+            password=self.config.nats_password,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+        )
+        await self._nc.subscribe(SUBJECT, cb=self._on_report)
+        await self._nc.flush()
+        self._task = asyncio.create_task(self._flush_loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._nc is not None:
+            await self._nc.drain()
+
+    async def _on_report(self, msg: Msg) -> None:
+        if msg.headers:  # chunked transfers and errors are not status reports
+            return
+        parsed = parse_report(msg.subject, msg.data)
+        if parsed is None:
+            return
+        key, report = parsed
+        self.operator.reports[key] = report
+        self._dirty.add(key)
+        self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            for namespace, kind, name in dirty:
+                info = next(i for i in KINDS.values() if i.kind == kind)
+                try:
+                    await asyncio.to_thread(self.operator.refresh, info, namespace, name)
+                except Exception:  # one resource's trouble must not stop the others
+                    log.exception("status refresh of %s %s/%s failed", kind, namespace, name)
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,64 @@
+"""The message frame without tensors: safetensors' length-prefixed JSON header.
+
+Torch-free, so the operator can read the status reports jobs publish (messages with an
+envelope and no tensors) without importing torch; :mod:`edgeloom.runtime.codec` parses every
+header through :func:`parse_header` too.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+ENVELOPE_KEY = "envelope"
+
+
+class CodecError(ValueError):
+    """A payload that cannot be encoded or fails validation on decode."""
+
+
+def parse_header(data: Any, max_header_bytes: int) -> tuple[dict, int]:
+    """Parse the JSON header of a frame; returns (header, offset of the tensor data).
+
+    ``data`` is any sliceable byte buffer (bytes, memoryview, uint8 array).
+    """
+    if len(data) < 8:
+        raise CodecError("payload truncated: shorter than the 8-byte header length")
+    (hlen,) = struct.unpack("<Q", bytes(data[:8]))
+    if hlen > max_header_bytes:
+        raise CodecError(f"header of {hlen} bytes exceeds the limit of {max_header_bytes}")
+    if 8 + hlen > len(data):
+        raise CodecError("payload truncated: header runs past the end")
+    try:
+        header = json.loads(bytes(data[8 : 8 + hlen]))
+    except (ValueError, RecursionError) as err:  # bad JSON, huge integers, deep nesting
+        raise CodecError(f"header is not valid JSON: {err}") from None
+    if not isinstance(header, dict):
+        raise CodecError("header must be a JSON object")
+    return header, 8 + hlen
+
+
+def envelope_of(header: dict) -> str:
+    """The envelope JSON stored in a parsed header's ``__metadata__``."""
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or not isinstance(meta.get(ENVELOPE_KEY), str):
+        raise CodecError("header has no envelope in __metadata__")
+    return meta[ENVELOPE_KEY]
+
+
+def read_envelope(data: bytes, max_bytes: int = 1024 * 1024) -> str:
+    """The envelope of a frame that carries no tensors (a status report, a result).
+
+    Raises
+    ------
+    CodecError
+        On a malformed, oversized or truncated frame, or one that carries tensors.
+    """
+    if len(data) > max_bytes:
+        raise CodecError(f"payload of {len(data)} bytes exceeds the limit of {max_bytes}")
+    header, start = parse_header(data, max_bytes)
+    envelope = envelope_of(header)
+    if len(header) != 1 or start != len(data):
+        raise CodecError("expected a message without tensors")
+    return envelope
