@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/splittraining-mnist1d.yaml
 
-.PHONY: setup run test test-fast lint crds bench clean
+.PHONY: setup run test test-fast lint crds bench clean controlplane
 
 setup:
 	@./scripts/setup-venv.sh
@@ -12,11 +12,16 @@ run: setup
 	$(BIN)/edgeloom run $(EXAMPLE)
 
 lint: setup
-	$(BIN)/ruff check services tests
+	$(BIN)/ruff check services operators tests
 	$(BIN)/lint-imports
 	$(BIN)/edgeloom crds --check
 
-test: lint
+# The e2e tier's kube-apiserver, etcd, controller-manager, scheduler and helm, built from Go
+# modules into ~/.cache/edgeloom/controlplane the first time (tens of minutes), then reused.
+controlplane:
+	@./controlplane/build.sh >/dev/null
+
+test: lint controlplane
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

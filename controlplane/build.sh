@@ -42,6 +42,7 @@ if [[ "${1:-}" == "--gomod" ]]; then
   exit 0
 fi
 
+command -v go >/dev/null || { echo "error: Go >= 1.26 is needed to build the e2e control plane" >&2; exit 1; }
 grep -q "k8s.io/kubernetes $KUBE_VERSION" "$here/kubernetes/go.mod" ||
   { echo "kubernetes/go.mod is not for $KUBE_VERSION: run $0 --gomod" >&2; exit 2; }
 

@@ -26,8 +26,15 @@ def _prunejob(quick: bool, out_dir: Path) -> BenchResult:
     return prunejob.run(quick=quick, out_dir=out_dir)
 
 
+def _operator(quick: bool, out_dir: Path) -> BenchResult:
+    from edgeloom.bench import operator
+
+    return operator.run(quick=quick, out_dir=out_dir)
+
+
 BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "transport": _transport,
     "splittraining": _splittraining,
     "prunejob": _prunejob,
+    "operator": _operator,
 }

@@ -1,0 +1,304 @@
+"""``edgeloom bench operator``: reconcile latency of the operator on a real control plane.
+
+Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+(:mod:`edgeloom.testing.controlplane`), registers the fake nodes, installs the CRDs, runs the
+operator as its own process (``kopf run``, as the chart's Deployment does) against a real
+nats-server, then applies N resources in one ``kubectl apply``. Watches in this process time,
+per resource, creation → every child Job exists and creation → first status written. No node
+agent runs, so pods stay scheduled but not started: the figures are the operator's own work.
+The operator's CPU time and peak RSS come from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeloom.bench.results import RESULTS_DIR, BenchResult
+from edgeloom.local.nats_server import NatsServer
+from edgeloom.testing.controlplane import (
+    ControlPlane,
+    free_port,
+    register_nodes,
+    start_control_plane,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = {
+    "SplitTrainingJob": ROOT / "examples" / "splittraining-mnist1d.yaml",
+    "PruneJob": ROOT / "examples" / "prunejob-minilm.yaml",
+}
+PLURALS = {"SplitTrainingJob": "splittrainingjobs", "PruneJob": "prunejobs"}
+NAMESPACE = "bench"
+
+
+def resources(kind: str, count: int) -> list[dict[str, Any]]:
+    base = yaml.safe_load(EXAMPLES[kind].read_text())
+    out = []
+    for i in range(count):
+        obj = yaml.safe_load(yaml.safe_dump(base))
+        obj["metadata"] = {"name": f"{base['metadata']['name']}-{i:03d}", "namespace": NAMESPACE}
+        out.append(obj)
+    return out
+
+
+class Timeline:
+    """First-seen times (this process's monotonic clock) of resources, statuses and Jobs."""
+
+    def __init__(self) -> None:
+        self.created: dict[str, float] = {}
+        self.status: dict[str, float] = {}
+        self.jobs: dict[str, dict[str, float]] = defaultdict(dict)
+        self.lock = threading.Lock()
+
+    def watch_resources(self, plane: ControlPlane, plural: str, stop: threading.Event) -> None:
+        from kubernetes import client, watch
+
+        api = client.CustomObjectsApi(plane.api_client())
+        w = watch.Watch()
+        while not stop.is_set():
+            for event in w.stream(
+                api.list_namespaced_custom_object,
+                "edgeloom.io",
+                "v1alpha1",
+                NAMESPACE,
+                plural,
+                timeout_seconds=2,
+            ):
+                now, obj = time.monotonic(), event["object"]
+                name = obj["metadata"]["name"]
+                with self.lock:
+                    self.created.setdefault(name, now)
+                    if (obj.get("status") or {}).get("phase"):
+                        self.status.setdefault(name, now)
+
+    def watch_jobs(self, plane: ControlPlane, stop: threading.Event) -> None:
+        from kubernetes import client, watch
+
+        api = client.BatchV1Api(plane.api_client())
+        w = watch.Watch()
+        while not stop.is_set():
+            for event in w.stream(api.list_namespaced_job, NAMESPACE, timeout_seconds=2):
+                now, job = time.monotonic(), event["object"]
+                owner = (job.metadata.labels or {}).get("edgeloom.io/job")
+                if owner:
+                    with self.lock:
+                        self.jobs[owner].setdefault(job.metadata.name, now)
+
+
+class ProcessSampler:
+    """CPU seconds and peak RSS of one process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory(self, field: str) -> int:
+        text = Path(f"/proc/{self.pid}/status").read_text()
+        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) * 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def start_operator(plane: ControlPlane, nats_url: str, log_path: Path) -> subprocess.Popen:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(plane.kubeconfig),
+        "EDGELOOM_NATS_URL": nats_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    kopf = Path(sys.executable).parent / "kopf"
+    proc = subprocess.Popen(
+        [
+            str(kopf),
+            "run",
+            "--standalone",
+            "--all-namespaces",
+            f"--liveness=http://127.0.0.1:{port}/healthz",
+            "-m",
+            "edgeloom_operators.main",
+        ],
+        env=env,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def healthy() -> bool:
+        import urllib.request
+
+        if proc.poll() is not None:
+            raise RuntimeError(f"the operator exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except OSError:
+            return False
+        return True
+
+    wait_for(healthy, 120, "the operator's liveness endpoint")
+    return proc
+
+
+def measure(plane: ControlPlane, kind: str, count: int, operator_pid: int) -> dict[str, Any]:
+    """Apply ``count`` resources of ``kind`` at once and time the operator's reconciles."""
+    objs = resources(kind, count)
+    expected_jobs = len(_jobs_of(kind, objs[0]))
+    timeline, stop = Timeline(), threading.Event()
+    watchers = [
+        threading.Thread(
+            target=timeline.watch_resources, args=(plane, PLURALS[kind], stop), daemon=True
+        ),
+        threading.Thread(target=timeline.watch_jobs, args=(plane, stop), daemon=True),
+    ]
+    for t in watchers:
+        t.start()
+    time.sleep(1.0)  # the watches are open before the burst
+    sampler = ProcessSampler(operator_pid)
+    cpu_before = sampler.cpu_seconds()
+    started = time.monotonic()
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs), timeout=300)
+
+    def done() -> bool:
+        with timeline.lock:
+            return len(timeline.status) == count and all(
+                len(timeline.jobs[o["metadata"]["name"]]) == expected_jobs for o in objs
+            )
+
+    wait_for(done, 600, f"{count} {kind} resources reconciled")
+    elapsed = time.monotonic() - started
+    cpu = sampler.cpu_seconds() - cpu_before
+    stop.set()
+    children, status = [], []
+    with timeline.lock:
+        for o in objs:
+            name = o["metadata"]["name"]
+            created = timeline.created[name]
+            children.append(max(timeline.jobs[name].values()) - created)
+            status.append(timeline.status[name] - created)
+    plane.kubectl("delete", PLURALS[kind], "--all", "-n", NAMESPACE, "--wait=true", timeout=600)
+    return {
+        **{f"children_p{q}_s": round(percentile(children, q), 4) for q in (50, 95, 99)},
+        **{f"status_p{q}_s": round(percentile(status, q), 4) for q in (50, 95, 99)},
+        "children_max_s": round(max(children), 4),
+        "status_max_s": round(max(status), 4),
+        "burst_s": round(elapsed, 3),
+        "operator_cpu_s": round(cpu, 3),
+        "operator_cpu_ratio": round(cpu / elapsed, 4),
+        "rss_bytes": sampler.memory("VmRSS"),
+        "peak_memory_bytes": sampler.memory("VmHWM"),
+        "children_latencies_s": [round(v, 4) for v in children],
+        "status_latencies_s": [round(v, 4) for v in status],
+    }
+
+
+def _jobs_of(kind: str, obj: dict[str, Any]) -> list[str]:
+    if kind == "SplitTrainingJob":
+        return ["server", *(g["name"] for g in obj["spec"]["workers"])]
+    return ["pruner"]
+
+
+def _log_counts(log_text: str) -> dict[str, int]:
+    return {
+        "errors": len(re.findall(r"\bERROR\b|Traceback", log_text)),
+        "retries": len(re.findall(r"will retry|Retrying", log_text)),
+        "conflicts": len(re.findall(r"\b409\b|Conflict", log_text)),
+    }
+
+
+def _first_errors(log_text: str, lines: int = 30) -> str:
+    start = re.search(r"\bERROR\b|Traceback", log_text)
+    return "\n".join(log_text[start.start() :].splitlines()[:lines]) if start else ""
+
+
+def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
+    count = 10 if quick else 100
+    result = BenchResult("operator", "edgeloom bench operator" + (" --quick" if quick else ""))
+    with tempfile.TemporaryDirectory(prefix="edgeloom-bench-operator-") as tmp:
+        work = Path(tmp)
+        with start_control_plane(work / "cluster") as plane, NatsServer() as nats:
+            register_nodes(plane)
+            plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+            plane.kubectl("wait", "--for=condition=Established", "crd", "--all", timeout=120)
+            for plural in PLURALS.values():  # served, not just established
+                wait_for(lambda p=plural: plane.kubectl("get", p, "-A").returncode == 0, 60, plural)
+            plane.kubectl("create", "namespace", NAMESPACE)
+            log_path = work / "operator.log"
+            operator = start_operator(plane, nats.url, log_path)
+            try:
+                for kind in EXAMPLES:
+                    print(f"applying {count} {kind} resources at once", file=sys.stderr)
+                    log_start = log_path.stat().st_size
+                    figures = measure(plane, kind, count, operator.pid)
+                    burst_log = log_path.read_bytes()[log_start:].decode(errors="replace")
+                    figures |= _log_counts(burst_log)
+                    if figures["errors"]:
+                        print(_first_errors(burst_log), file=sys.stderr)
+                    print(
+                        f"{kind}: children p99 {figures['children_p99_s']:.3f} s, status p99 "
+                        f"{figures['status_p99_s']:.3f} s, operator CPU "
+                        f"{figures['operator_cpu_s']:.1f} s, peak "
+                        f"{figures['peak_memory_bytes'] / 2**20:.0f} MiB",
+                        file=sys.stderr,
+                    )
+                    result.add_case(
+                        f"{kind.lower()}-{count}",
+                        {
+                            "kind": kind,
+                            "resources": count,
+                            "jobs_per_resource": len(_jobs_of(kind, resources(kind, 1)[0])),
+                            "cores": os.cpu_count(),
+                        },
+                        {"edgeloom-operator": figures},
+                    )
+            finally:
+                operator.terminate()
+                try:
+                    operator.wait(15)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+                    operator.wait()
+    result.write(out_dir)
+    plot(result, out_dir / "operator.png")
+    return result
+
+
+def plot(result: BenchResult, path: Path) -> None:
+    """Latency CDFs: creation → children and creation → status, one line per case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, metric, title in (
+        (axes[0], "children_latencies_s", "create → every child Job exists"),
+        (axes[1], "status_latencies_s", "create → first status written"),
+    ):
+        for case in result.cases:
+            values = sorted(case["results"]["edgeloom-operator"][metric])
+            ax.step(values, [(i + 1) / len(values) for i in range(len(values))], label=case["case"])
+        ax.axvline(2.0, color="grey", ls="--", label="goal: p99 < 2 s")
+        ax.set(title=title, xlabel="seconds", ylabel="fraction of resources")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result.command}: {result.cases[0]['params']['resources']} resources at once")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
