@@ -75,6 +75,11 @@ if [[ ! -x "$bin/etcd" ]]; then
 fi
 if [[ ! -x "$bin/helm" ]]; then
   echo "building helm $HELM_VERSION into $bin" >&2
-  build helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+  # helm's default capabilities (for template and lint) say Kubernetes 1.20 unless stamped
+  stamp="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    stamp+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+  done
+  build helm "$stamp" helm.sh/helm/v3/cmd/helm
 fi
 echo "$bin"
