@@ -36,6 +36,12 @@ def _check_shape(path: Path, benchmark: str, methods: set[str], metrics: set[str
             {"final_accuracy", "time_to_target_s", "bytes_total"},
         ),
         ("prunejob", {"comp", "llm-pruner"}, {"params", "wall_s", "peak_memory_bytes"}),
+        pytest.param(  # starts a real control plane: e2e tier
+            "operator",
+            {"edgeloom-operator"},
+            {"children_p99_s", "status_p99_s", "peak_memory_bytes", "errors"},
+            marks=pytest.mark.e2e,
+        ),
     ],
 )
 def test_quick_benchmark_writes_json_and_png(
@@ -68,3 +74,8 @@ def test_quick_benchmark_writes_json_and_png(
         quality = {c["params"]["model"]: set(c["results"]["comp"]) for c in data["cases"]}
         assert "perplexity" in quality["tiny-llama"]
         assert {"embedding_fidelity", "retrieval_accuracy"} <= quality["minilm"]
+    if name == "operator":
+        for case in data["cases"]:
+            figures = case["results"]["edgeloom-operator"]
+            assert figures["errors"] == 0
+            assert len(figures["children_latencies_s"]) == case["params"]["resources"]

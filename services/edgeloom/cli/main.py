@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 EXIT_INVALID = 2
+EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -56,11 +57,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         run_dir=args.run_dir,
     )
     try:
-        asyncio.run(role)
+        finished = asyncio.run(role)
     except InvalidResource as err:
         print(f"error: {args.resource} is not a valid resource:\n{err}", file=sys.stderr)
         return EXIT_INVALID
-    return 0
+    # stopped before its work was done (an evicted or deleted pod): not a success, so a Job
+    # replaces the pod instead of counting its index as completed
+    return 0 if finished else EXIT_STOPPED
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:

@@ -103,8 +103,9 @@ async def run_role(
     stop: asyncio.Event,
     metrics_port: int | None = None,
     run_dir: Path | None = None,
-) -> None:
-    """Run one role until it finishes or ``stop`` is set; the bus is drained either way."""
+) -> bool:
+    """Run one role until it finishes (True) or ``stop`` is set (False); the bus is drained
+    either way."""
     main = role_main(info, role)
     metrics = MetricFactory(const_labels={"kind": info.kind, "role": role})
     if metrics_port is not None:
@@ -121,9 +122,10 @@ async def run_role(
             log.info("%s: stop requested, shutting down", ctx.identity)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        else:
-            stopper.cancel()
-            task.result()
+            return False
+        stopper.cancel()
+        task.result()
+        return True
     finally:
         if run_dir is not None:
             metrics.write(run_dir / "metrics" / f"{ctx.identity}.prom")
@@ -156,12 +158,15 @@ async def serve(
     nats_url: str,
     metrics_port: int | None = None,
     run_dir: Path | None = None,
-) -> None:
-    """The pod entrypoint: one role process, stopped cleanly by SIGTERM or SIGINT."""
+) -> bool:
+    """The pod entrypoint: one role process, stopped cleanly by SIGTERM or SIGINT.
+
+    Returns whether the role finished its work (False: stopped by a signal first).
+    """
     obj = load_resource_file(resource_path)
     info = kind_info(obj.get("kind", ""))
     info.role(role)  # unknown role: KeyError before connecting
     resource = parse_resource(obj, info.spec_model, info.kind)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await run_role(info, resource, role, index, nats_url, stop, metrics_port, run_dir)
+    return await run_role(info, resource, role, index, nats_url, stop, metrics_port, run_dir)

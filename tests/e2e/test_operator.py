@@ -1,0 +1,303 @@
+"""The operator, installed by the real helm, reconciling real resources on a real control plane.
+
+``kubectl apply`` an example of each kind; the real scheduler places the operator's Jobs on
+the fake cloud and edge nodes, the node agent runs the pods (``edgeloom serve``), the jobs
+report over a real nats-server, and the resources reach Succeeded with their results in
+status. Along the way a worker pod and the operator itself are killed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeloom.local.nats_server import NatsServer
+from edgeloom.testing.controlplane import ControlPlane, wait_for
+from edgeloom.testing.node_agent import NodeAgent
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "edgeloom"
+SYSTEM = "edgeloom-system"
+CLOUD = {"cloud-0", "cloud-1"}
+EDGE = {"edge-0", "edge-1", "edge-2", "edge-3"}
+
+pytestmark = pytest.mark.timeout(1500)
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "examples" / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def nats() -> Iterator[NatsServer]:
+    with NatsServer(user="edgeloom", password=secrets.token_hex(16)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def installed(
+    control_plane: ControlPlane, node_agent: NodeAgent, nats: NatsServer
+) -> Iterator[str]:
+    """``helm install`` of the chart against the test's nats-server; yields the release name."""
+    plane = control_plane
+    plane.kubectl("create", "namespace", SYSTEM)
+    plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "nats-auth",
+        "-n",
+        SYSTEM,
+        f"--from-literal=user={nats.user}",
+        f"--from-literal=password={nats.password}",
+    )
+    plane.helm(
+        "install",
+        "edgeloom",
+        str(CHART),
+        "-n",
+        SYSTEM,
+        "--set",
+        f"nats.url={nats.url}",
+        "--set",
+        "nats.auth.existingSecret=nats-auth",
+        "--wait",
+        "--timeout",
+        "180s",
+        timeout=240,
+    )
+    yield "edgeloom"
+    plane.helm("uninstall", "edgeloom", "-n", SYSTEM, "--wait", check=False, timeout=120)
+
+
+def get(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return plane.kubectl_json("get", kind, name, "-n", namespace)
+
+
+def pods(plane: ControlPlane, namespace: str, selector: str) -> list[dict[str, Any]]:
+    return plane.kubectl_json("get", "pods", "-n", namespace, "-l", selector)["items"]
+
+
+def operator_pod(plane: ControlPlane) -> dict[str, Any] | None:
+    running = [
+        p
+        for p in pods(plane, SYSTEM, "app.kubernetes.io/component=operator")
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
+    return running[0] if running else None
+
+
+def events(plane: ControlPlane, namespace: str, name: str) -> list[str]:
+    items = plane.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    return [e["reason"] for e in items]
+
+
+def test_the_chart_installs_a_running_operator_with_its_crds(
+    control_plane: ControlPlane, installed: str
+) -> None:
+    plane = control_plane
+    assert operator_pod(plane) is not None
+    crds = {c["metadata"]["name"] for c in plane.kubectl_json("get", "crd")["items"]}
+    assert {"splittrainingjobs.edgeloom.io", "prunejobs.edgeloom.io"} <= crds
+    explained = plane.kubectl("explain", "splittrainingjob.spec.workers").stdout
+    assert "Worker groups with device profiles" in explained
+    assert "deviceProfileLabel" in explained
+    assert (
+        "Fraction of the transformer blocks"
+        in plane.kubectl("explain", "prunejob.spec.ratio").stdout
+    )
+    # the operator runs as its own least-privilege ServiceAccount
+    sa = f"system:serviceaccount:{SYSTEM}:{operator_pod(plane)['spec']['serviceAccountName']}"
+    can = plane.kubectl(
+        "auth", "can-i", "patch", "splittrainingjobs", "--subresource=status", "--as", sa, "-A"
+    )
+    assert can.stdout.strip() == "yes"
+    cannot = plane.kubectl("auth", "can-i", "delete", "nodes", "--as", sa, check=False)
+    assert cannot.stdout.strip() == "no"
+
+
+INVALID = [
+    ("splittraining-mnist1d.yaml", ["spec", "method"], "quantum", "spec.method"),
+    ("splittraining-mnist1d.yaml", ["spec", "workers", 0, "count"], -1, "spec.workers[0].count"),
+    ("splittraining-mnist1d.yaml", ["spec", "workers"], None, "spec.workers: Required value"),
+    ("splittraining-mnist1d.yaml", ["spec", "training", "minBatchSize"], 500, "minBatchSize"),
+    ("prunejob-minilm.yaml", ["spec", "ratio"], 1.5, "spec.ratio"),
+    ("prunejob-minilm.yaml", ["spec", "model", "path"], "/models/x", "exactly one"),
+]
+
+
+@pytest.mark.parametrize(("file", "path", "value", "named"), INVALID, ids=[i[3] for i in INVALID])
+def test_the_api_server_refuses_invalid_resources_naming_the_field(
+    control_plane: ControlPlane,
+    installed: str,
+    namespace: str,
+    file: str,
+    path: list[Any],
+    value: Any,
+    named: str,
+) -> None:
+    obj = example(file)
+    *parents, last = path
+    target = obj
+    for key in parents:
+        target = target[key]
+    if value is None:
+        del target[last]
+    else:
+        target[last] = value
+    result = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(obj), check=False
+    )
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr
+    kind = obj["kind"].lower() + "s"
+    assert control_plane.kubectl_json("get", kind, "-n", namespace)["items"] == []
+
+
+def test_a_splittrainingjob_runs_to_succeeded_through_a_killed_worker_and_operator(
+    control_plane: ControlPlane, node_agent: NodeAgent, installed: str, namespace: str
+) -> None:
+    plane = control_plane
+    path = ROOT / "examples" / "splittraining-mnist1d.yaml"
+    name = example("splittraining-mnist1d.yaml")["metadata"]["name"]
+    plane.kubectl("apply", "-n", namespace, "-f", str(path))
+    selector = f"edgeloom.io/job={name}"
+
+    # the scheduler places the server in the cloud and the ten workers on edge nodes
+    def placed() -> list[dict[str, Any]] | None:
+        found = pods(plane, namespace, selector)
+        ok = len(found) == 11 and all(p["spec"].get("nodeName") for p in found)
+        return found if ok else None
+
+    placed_pods = wait_for(placed, 120, "11 pods placed")
+    roles = {
+        p["metadata"]["name"]: p["metadata"]["labels"]["edgeloom.io/role"] for p in placed_pods
+    }
+    nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in placed_pods}
+    assert {nodes[p] for p, r in roles.items() if r == "server"} <= CLOUD
+    assert {nodes[p] for p, r in roles.items() if r == "worker"} <= EDGE
+
+    def round_at_least(n: int) -> dict[str, Any] | None:
+        status = get(plane, "splittrainingjob", name, namespace).get("status") or {}
+        return status if (status.get("progress") or {}).get("round", 0) >= n else None
+
+    running = wait_for(lambda: round_at_least(2), 600, "two rounds reported in status", 1.0)
+    assert running["phase"] in ("Running", "Degraded")
+    assert running["observedGeneration"] == 1
+
+    # kill a worker pod: its Job replaces it and the job goes on
+    victim = next(p for p, r in sorted(roles.items()) if r == "worker")
+    plane.kubectl("delete", "pod", victim, "-n", namespace, "--grace-period=0", "--force")
+
+    def replaced() -> bool:
+        workers = [
+            p
+            for p in pods(plane, namespace, f"{selector},edgeloom.io/role=worker")
+            if p["metadata"]["name"] != victim
+        ]
+        return len(workers) == 10
+
+    wait_for(replaced, 120, "the killed worker replaced")
+
+    # kill the operator mid-job: its Deployment restarts it and it resumes
+    old = operator_pod(plane)
+    assert old is not None
+    plane.kubectl("delete", "pod", old["metadata"]["name"], "-n", SYSTEM, "--wait=false")
+    wait_for(
+        lambda: (
+            (p := operator_pod(plane)) is not None
+            and p["metadata"]["uid"] != old["metadata"]["uid"]
+        ),
+        120,
+        "a new operator pod",
+    )
+
+    plane.kubectl(
+        "wait",
+        f"splittrainingjob/{name}",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        "--timeout=900s",
+        timeout=960,
+    )
+    done = get(plane, "splittrainingjob", name, namespace)
+    status = done["status"]
+    assert status["phase"] == "Succeeded"
+    assert 0.3 < status["finalAccuracy"] <= 1.0  # ten classes: chance is 0.1
+    assert status["observedGeneration"] == 1
+    assert status["progress"]["round"] >= 2
+    jobs = plane.kubectl_json("get", "jobs", "-n", namespace, "-l", selector)["items"]
+    assert sorted(j["metadata"]["name"] for j in jobs) == sorted(
+        [
+            f"{name}-server",
+            f"{name}-worker-jetson-nano",
+            f"{name}-worker-jetson-tx2",
+            f"{name}-worker-jetson-agx",
+        ]
+    )  # the restarted operator created no duplicates
+    reasons = events(plane, namespace, name)
+    assert "Created" in reasons and "Succeeded" in reasons
+
+    # printer columns, and nothing for kubectl diff to change (the operator never writes spec)
+    table = plane.kubectl("get", "splittrainingjob", name, "-n", namespace).stdout
+    assert table.split()[:5] == ["NAME", "PHASE", "PROGRESS", "METRIC", "AGE"]
+    assert "Succeeded" in table
+    diff = plane.kubectl("diff", "-n", namespace, "-f", str(path), check=False)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+
+    # deleting the resource removes every child
+    plane.kubectl("delete", "splittrainingjob", name, "-n", namespace, "--wait=true", timeout=120)
+
+    def children_gone() -> bool:
+        left = plane.kubectl_json(
+            "get", "jobs,pods,configmaps,secrets", "-n", namespace, "-l", selector
+        )
+        return not left["items"]
+
+    wait_for(children_gone, 120, "every child deleted", 1.0)
+
+
+def test_a_prunejob_prunes_minilm_on_a_cloud_node(
+    control_plane: ControlPlane, installed: str, namespace: str
+) -> None:
+    plane = control_plane
+    obj = example("prunejob-minilm.yaml")
+    name = obj["metadata"]["name"]
+    obj["spec"]["calibration"]["samples"] = 32  # keep the e2e tier quick; the bench does more
+    obj["spec"]["evaluation"]["samples"] = 64
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(obj))
+    plane.kubectl(
+        "wait",
+        f"prunejob/{name}",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        "--timeout=600s",
+        timeout=660,
+    )
+    status = get(plane, "prunejob", name, namespace)["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["paramsAfter"] < status["paramsBefore"]
+    assert status["qualityMetric"] == "embedding_fidelity"
+    assert 0.5 < status["qualityAfter"] <= 1.0
+    assert status["progress"]["stage"] == "Done"
+    def finished_pod() -> dict[str, Any] | None:  # the report can beat the pod's exit
+        (pod,) = pods(plane, namespace, f"edgeloom.io/job={name}")
+        return pod if pod["status"].get("phase") == "Succeeded" else None
+
+    pod = wait_for(finished_pod, 60, "the pruner pod to succeed")
+    assert pod["spec"]["nodeName"] in CLOUD
+    # the pod's termination message is the final status, for an operator that missed the report
+    message = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    assert json.loads(message)["phase"] == "Succeeded"
+    table = plane.kubectl("get", "prunejob", name, "-n", namespace).stdout
+    assert "Succeeded" in table and "comp" in table
