@@ -8,6 +8,7 @@ the rendered children; events on the children's Jobs and the job's own status re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -16,20 +17,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
+import nats
 from pydantic import ValidationError
 
 from edgeloom.api.registry import KindInfo
 from edgeloom.api.resource import InvalidResource, parse_resource
 from edgeloom.api.status import Phase, set_condition
+from edgeloom_operators import jetstream
 from edgeloom_operators.config import OperatorConfig
-from edgeloom_operators.kube import Kube
+from edgeloom_operators.kube import ApiError, Kube
 from edgeloom_operators.render import MANAGER, job_selector
 from edgeloom_operators.status import TERMINAL, derive_status, is_essential
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = "edgeloom.io", "v1alpha1"
+FINALIZER = "edgeloom.io/run-state"
+"""Held while a resource's JetStream state is deleted; released after CLEANUP_ATTEMPTS."""
+CLEANUP_ATTEMPTS = 5
 
 Render = Callable[[dict[str, Any], Any, OperatorConfig], list[dict[str, Any]]]
 Key = tuple[str, str, str]
@@ -42,6 +47,7 @@ class Operator:
 
     kube: Kube
     config: OperatorConfig
+    nc: nats.NATS
     reports: dict[Key, dict[str, Any]] = field(default_factory=dict)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
@@ -63,7 +69,7 @@ class Operator:
         for child in render(body, resource.spec, self.config):
             try:
                 self.kube.apply(child)
-            except ApiException as err:
+            except ApiError as err:
                 if err.status != 422 or child["kind"] != "Job":
                     raise
                 # a running Job's pod template is immutable: the change applies to new runs
@@ -121,6 +127,28 @@ class Operator:
                 kind = "Warning" if status["phase"] == Phase.FAILED else "Normal"
                 self.kube.event(body, kind, status["phase"], ready.get("message") or "")
 
+    async def delete_run_state(self, body: dict[str, Any], retry: int) -> None:
+        """Delete the run's KV state and checkpoint; after CLEANUP_ATTEMPTS failures give up
+        (a Warning event says what may be left) so the deletion is never blocked for long."""
+        meta = body["metadata"]
+        try:
+            deleted = await jetstream.delete_run_state(
+                self.nc, meta["namespace"], meta["name"], meta["uid"]
+            )
+        except Exception as err:
+            if retry + 1 < CLEANUP_ATTEMPTS:
+                raise kopf.TemporaryError(f"JetStream cleanup failed: {err}", delay=2) from err
+            await asyncio.to_thread(
+                self.kube.event,
+                body,
+                "Warning",
+                "CleanupAbandoned",
+                f"run state may remain in JetStream after {CLEANUP_ATTEMPTS} attempts: {err}",
+            )
+            return
+        if deleted:
+            log.info("deleted %s", ", ".join(deleted))
+
     def _final_report(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
         """The last status a coordinating pod wrote as its termination message, if any."""
         pods = self.kube.list("v1", "Pod", namespace, job_selector(info, name))
@@ -139,7 +167,7 @@ class Operator:
         return None
 
 
-def _reason(err: ApiException) -> str:
+def _reason(err: ApiError) -> str:
     try:
         return json.loads(err.body).get("message", err.reason)
     except (TypeError, ValueError):
@@ -181,8 +209,9 @@ def operator() -> Operator:
     return OPERATOR
 
 
-def register(info: KindInfo, render: Render) -> None:
-    """Wire kopf handlers for one kind."""
+def register(info: KindInfo, render: Render, keeps_run_state: bool = False) -> None:
+    """Wire kopf handlers for one kind; ``keeps_run_state`` adds the JetStream cleanup on
+    deletion (and with it kopf's finalizer)."""
     KINDS[info.singular] = info
 
     @kopf.on.resume(GROUP, VERSION, info.plural)
@@ -190,6 +219,12 @@ def register(info: KindInfo, render: Render) -> None:
     @kopf.on.update(GROUP, VERSION, info.plural, field="spec")
     def reconcile(body: kopf.Body, **_: Any) -> None:
         operator().reconcile(info, render, _plain(body))
+
+    if keeps_run_state:
+
+        @kopf.on.delete(GROUP, VERSION, info.plural, retries=CLEANUP_ATTEMPTS, backoff=2)
+        async def delete_run_state(body: kopf.Body, retry: int, **_: Any) -> None:
+            await operator().delete_run_state(_plain(body), retry)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGER})

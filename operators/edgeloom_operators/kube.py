@@ -22,6 +22,8 @@ from edgeloom_operators.render import API_VERSION, MANAGER
 log = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 5
+ApiError = ApiException
+"""What every failed API call raises (``status``, ``reason``, ``body``)."""
 
 
 def connect() -> DynamicClient:

@@ -1,7 +1,7 @@
 """Operator entrypoint: ``kopf run --standalone --all-namespaces -m edgeloom_operators.main``.
 
-Only wiring: one line per kind, plus start-up settings. Adding a kind is a new package with a
-``KIND`` and a ``render`` and one entry in ``KIND_PACKAGES``.
+Only wiring: one line per kind, plus start-up settings. Adding a kind is a new package with
+``KIND``, ``render`` and ``KEEPS_RUN_STATE`` and one entry in ``KIND_PACKAGES``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from edgeloom_operators import handlers, prunejob, splittraining
+from edgeloom_operators import handlers, jetstream, prunejob, splittraining
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.kube import Kube, connect
 from edgeloom_operators.reports import ReportListener
@@ -19,7 +19,7 @@ from edgeloom_operators.reports import ReportListener
 KIND_PACKAGES = (splittraining, prunejob)
 
 for _package in KIND_PACKAGES:
-    handlers.register(_package.KIND, _package.render)
+    handlers.register(_package.KIND, _package.render, _package.KEEPS_RUN_STATE)
 
 _listener: ReportListener | None = None
 
@@ -32,9 +32,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="edgeloom.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # the operator records its own phase events
+    settings.persistence.finalizer = handlers.FINALIZER
     config = OperatorConfig.from_env()
-    handlers.OPERATOR = handlers.Operator(Kube(connect()), config)
-    _listener = ReportListener(handlers.OPERATOR, config)
+    nc = await jetstream.connect(config)
+    handlers.OPERATOR = handlers.Operator(Kube(connect()), config, nc)
+    _listener = ReportListener(handlers.OPERATOR, nc)
     await _listener.start()
 
 
@@ -42,3 +44,5 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 async def cleanup(**_: Any) -> None:
     if _listener is not None:
         await _listener.stop()
+    if handlers.OPERATOR is not None:
+        await handlers.OPERATOR.nc.drain()

@@ -18,7 +18,6 @@ import nats
 from nats.aio.msg import Msg
 
 from edgeloom.runtime.framing import CodecError, read_envelope
-from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.handlers import KINDS, Key, Operator
 
 log = logging.getLogger(__name__)
@@ -45,34 +44,23 @@ def parse_report(subject: str, data: bytes) -> tuple[Key, dict[str, Any]] | None
 class ReportListener:
     """Subscribes to every job's status subject and refreshes the resources that reported."""
 
-    def __init__(self, operator: Operator, config: OperatorConfig, interval: float = 0.5):
+    def __init__(self, operator: Operator, nc: nats.NATS, interval: float = 0.5):
         self.operator = operator
-        self.config = config
+        self.nc = nc
         self.interval = interval
         self._dirty: set[Key] = set()
         self._wake = asyncio.Event()
-        self._nc: nats.NATS | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._nc = await nats.connect(
-            self.config.nats_url,
-            name="edgeloom-operator",
-            user=self.config.nats_user,
-            password=self.config.nats_password,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-        )
-        await self._nc.subscribe(SUBJECT, cb=self._on_report)
-        await self._nc.flush()
+        await self.nc.subscribe(SUBJECT, cb=self._on_report)
+        await self.nc.flush()
         self._task = asyncio.create_task(self._flush_loop())
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._nc is not None:
-            await self._nc.drain()
 
     async def _on_report(self, msg: Msg) -> None:
         if msg.headers:  # chunked transfers and errors are not status reports

@@ -8,15 +8,19 @@ status. Along the way a worker pod and the operator itself are killed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats as nats_client
 import pytest
 import yaml
+from nats.js.errors import NotFoundError
 
+from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.testing.controlplane import ControlPlane, wait_for
 from edgeloom.testing.node_agent import NodeAgent
@@ -100,6 +104,31 @@ def events(plane: ControlPlane, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in items]
 
 
+def run_state_exists(server: NatsServer, namespace: str, name: str, uid: str) -> tuple[bool, bool]:
+    """Whether the run's KV state and checkpoint are in JetStream."""
+
+    async def check() -> tuple[bool, bool]:
+        nc = await nats_client.connect(server.url, user=server.user, password=server.password)
+        js = nc.jetstream()
+        found = []
+        try:
+            kv = await js.key_value(STATE_BUCKET)
+            await kv.get(state_key(namespace, name, uid))
+            found.append(True)
+        except NotFoundError:
+            found.append(False)
+        try:
+            store = await js.object_store(CHECKPOINT_BUCKET)
+            await store.get_info(checkpoint_name(namespace, name, uid))
+            found.append(True)
+        except NotFoundError:
+            found.append(False)
+        await nc.close()
+        return found[0], found[1]
+
+    return asyncio.run(check())
+
+
 def test_the_chart_installs_a_running_operator_with_its_crds(
     control_plane: ControlPlane, installed: str
 ) -> None:
@@ -163,7 +192,11 @@ def test_the_api_server_refuses_invalid_resources_naming_the_field(
 
 
 def test_a_splittrainingjob_runs_to_succeeded_through_a_killed_worker_and_operator(
-    control_plane: ControlPlane, node_agent: NodeAgent, installed: str, namespace: str
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    nats: NatsServer,
+    installed: str,
+    namespace: str,
 ) -> None:
     plane = control_plane
     path = ROOT / "examples" / "splittraining-mnist1d.yaml"
@@ -254,8 +287,12 @@ def test_a_splittrainingjob_runs_to_succeeded_through_a_killed_worker_and_operat
     diff = plane.kubectl("diff", "-n", namespace, "-f", str(path), check=False)
     assert diff.returncode == 0, diff.stdout + diff.stderr
 
-    # deleting the resource removes every child
+    # deleting the resource removes every child, and its finalizer the run's JetStream state
+    uid = done["metadata"]["uid"]
+    assert done["metadata"]["finalizers"] == ["edgeloom.io/run-state"]
+    assert run_state_exists(nats, namespace, name, uid) == (True, True)
     plane.kubectl("delete", "splittrainingjob", name, "-n", namespace, "--wait=true", timeout=120)
+    assert run_state_exists(nats, namespace, name, uid) == (False, False)
 
     def children_gone() -> bool:
         left = plane.kubectl_json(
@@ -290,6 +327,7 @@ def test_a_prunejob_prunes_minilm_on_a_cloud_node(
     assert status["qualityMetric"] == "embedding_fidelity"
     assert 0.5 < status["qualityAfter"] <= 1.0
     assert status["progress"]["stage"] == "Done"
+
     def finished_pod() -> dict[str, Any] | None:  # the report can beat the pod's exit
         (pod,) = pods(plane, namespace, f"edgeloom.io/job={name}")
         return pod if pod["status"].get("phase") == "Succeeded" else None

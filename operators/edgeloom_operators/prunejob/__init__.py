@@ -2,4 +2,7 @@
 
 from edgeloom_operators.prunejob.render import KIND, render
 
-__all__ = ["KIND", "render"]
+KEEPS_RUN_STATE = False
+"""Outputs belong to the user; nothing is deleted from JetStream."""
+
+__all__ = ["KEEPS_RUN_STATE", "KIND", "render"]

@@ -2,4 +2,7 @@
 
 from edgeloom_operators.splittraining.render import KIND, render
 
-__all__ = ["KIND", "render"]
+KEEPS_RUN_STATE = True
+"""The server's KV state and checkpoint are deleted with the resource."""
+
+__all__ = ["KEEPS_RUN_STATE", "KIND", "render"]

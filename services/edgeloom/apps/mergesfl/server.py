@@ -19,6 +19,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
+from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
 from edgeloom.api.kinds.splittraining import SplitTrainingJobSpec, SplitTrainingJobStatus
 from edgeloom.api.messages import JobResult
 from edgeloom.api.status import Condition, Phase, Progress, set_condition
@@ -32,8 +33,6 @@ from edgeloom.runtime.role import RoleContext
 log = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 120.0
 EVAL_BATCH = 1024
-STATE_BUCKET = "edgeloom-jobs"
-CHECKPOINT_BUCKET = "edgeloom-checkpoints"
 
 
 class ServerState(BaseModel):
@@ -268,9 +267,13 @@ async def run(ctx: RoleContext) -> None:
     problem = build_problem(spec)
     bottom, top = build_models(spec, problem)
     job = ServerJob(ctx, problem, bottom, top, np.random.default_rng(spec.training.seed))
-    key = f"{ctx.namespace}.{ctx.name}.{run_id(ctx)}"
+    run = (ctx.namespace, ctx.name, run_id(ctx))
     server = Server(
-        ctx, job, ServerMetrics(ctx.metrics), state_key=key, checkpoint_name=key.replace(".", "/")
+        ctx,
+        job,
+        ServerMetrics(ctx.metrics),
+        state_key=state_key(*run),
+        checkpoint_name=checkpoint_name(*run),
     )
     await server.restore()
     train_round = ROUNDS[spec.method]
