@@ -14,6 +14,8 @@ def test_layer_rules_hold() -> None:
     proc = subprocess.run([str(BIN / "lint-imports")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout
+    for contract in ("the operator needs no torch", "only edgeloom_operators.kube talks"):
+        assert contract in proc.stdout, f"contract missing: {contract}"
 
 
 def test_committed_crds_match_the_api_models() -> None:

@@ -1,0 +1,151 @@
+"""Operator renderers against golden files, and the placement rules they encode.
+
+Regenerate the golden files after an intended change with
+``EDGELOOM_UPDATE_GOLDEN=1 pytest tests/unit/test_operator_render.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeloom.api.resource import parse_resource
+from edgeloom_operators import prunejob, splittraining
+from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.render import child_name
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+CONFIG = OperatorConfig(
+    nats_url="nats://edgeloom-nats.edgeloom-system.svc:4222",
+    nats_user="edgeloom",
+    nats_password="s3cret",
+    services_image="registry.example/edgeloom-services:0.1.0",
+)
+
+
+def body_of(example: str, uid: str = "0000-1111") -> dict[str, Any]:
+    body = yaml.safe_load((ROOT / "examples" / example).read_text())
+    body["metadata"] |= {"namespace": "research", "uid": uid, "generation": 1}
+    return body
+
+
+def render(package: Any, body: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = parse_resource(body, package.KIND.spec_model, package.KIND.kind).spec
+    return package.render(body, spec, CONFIG)
+
+
+CASES = [
+    (splittraining, "splittraining-mnist1d.yaml"),
+    (prunejob, "prunejob-tiny-llama.yaml"),
+]
+
+
+@pytest.mark.parametrize(("package", "example"), CASES, ids=[c[1] for c in CASES])
+def test_children_match_the_golden_file(package: Any, example: str) -> None:
+    rendered = yaml.safe_dump_all(render(package, body_of(example)), sort_keys=True)
+    golden = GOLDEN / f"{example.removesuffix('.yaml')}.children.yaml"
+    if os.environ.get("EDGELOOM_UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text(), f"{golden.name} differs: see the module docstring"
+
+
+def test_splittraining_places_the_server_in_the_cloud_and_worker_groups_on_edge_nodes() -> None:
+    body = body_of("splittraining-mnist1d.yaml")
+    body["spec"]["gpu"] = True
+    body["spec"]["workers"][0]["deviceProfileLabel"] = "jetson-nano"
+    kids = render(splittraining, body)
+    jobs = {k["metadata"]["name"]: k for k in kids if k["kind"] == "Job"}
+    assert sorted(jobs) == [
+        "mnist1d-mergesfl-server",
+        "mnist1d-mergesfl-worker-jetson-agx",
+        "mnist1d-mergesfl-worker-jetson-nano",
+        "mnist1d-mergesfl-worker-jetson-tx2",
+    ]
+    server = jobs["mnist1d-mergesfl-server"]["spec"]["template"]["spec"]
+    assert server["nodeSelector"] == {"edgeloom.io/tier": "cloud"}
+    assert server["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    nano = jobs["mnist1d-mergesfl-worker-jetson-nano"]
+    assert nano["spec"]["template"]["spec"]["nodeSelector"] == {
+        "edgeloom.io/tier": "edge",
+        "edgeloom.io/device-profile": "jetson-nano",
+    }
+    # global worker indices: groups of 4, 3, 3 start at 0, 4, 7
+    offsets = {
+        name: next(
+            e["value"]
+            for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+            if e["name"] == "EDGELOOM_INDEX_OFFSET"
+        )
+        for name, job in jobs.items()
+        if "worker" in name
+    }
+    assert offsets == {
+        "mnist1d-mergesfl-worker-jetson-nano": "0",
+        "mnist1d-mergesfl-worker-jetson-tx2": "4",
+        "mnist1d-mergesfl-worker-jetson-agx": "7",
+    }
+    assert nano["spec"]["completionMode"] == "Indexed"
+    assert nano["spec"]["completions"] == nano["spec"]["parallelism"] == 4
+    assert nano["metadata"]["annotations"]["edgeloom.io/essential"] == "false"
+
+
+def test_every_child_is_owned_labelled_and_locked_down() -> None:
+    kids = render(splittraining, body_of("splittraining-mnist1d.yaml", uid="abc"))
+    for kid in kids:
+        meta = kid["metadata"]
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "edgeloom.io/v1alpha1",
+                "kind": "SplitTrainingJob",
+                "name": "mnist1d-mergesfl",
+                "uid": "abc",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"]["edgeloom.io/job"] == "mnist1d-mergesfl"
+        assert meta["namespace"] == "research"
+        if kid["kind"] != "Job":
+            continue
+        pod = kid["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        container = pod["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+        assert {r["name"] for r in refs} == {"mnist1d-mergesfl-nats"}
+        assert "s3cret" not in yaml.safe_dump(kid)  # the password lives in the Secret only
+
+
+def test_the_secret_and_config_map_carry_nats_and_the_resource_without_status() -> None:
+    body = body_of("prunejob-tiny-llama.yaml")
+    body["status"] = {"phase": "Running"}
+    secret, config_map = (
+        next(k for k in render(prunejob, body) if k["kind"] == kind)
+        for kind in ("Secret", "ConfigMap")
+    )
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert decoded == {"url": CONFIG.nats_url, "user": "edgeloom", "password": "s3cret"}
+    resource = yaml.safe_load(config_map["data"]["resource.yaml"])
+    assert resource["metadata"]["uid"] == "0000-1111"
+    assert resource["spec"] == body["spec"]
+    assert "status" not in resource
+
+
+def test_child_names_fit_a_label_value_and_stay_distinct() -> None:
+    long = "a" * 60
+    first, second = child_name(long, "worker", "group-one"), child_name(long, "worker", "group-two")
+    assert len(first) <= 63 and len(second) <= 63
+    assert first != second
+    assert child_name("short", "server") == "short-server"
+
+
+def test_the_config_never_shows_the_password() -> None:
+    assert "s3cret" not in repr(CONFIG)
