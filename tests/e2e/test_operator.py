@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 
 from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
 from edgeloom.local.nats_server import NatsServer
-from edgeloom.testing.controlplane import ControlPlane, wait_for
+from edgeloom.testing.controlplane import ControlPlane, free_port, wait_for
 from edgeloom.testing.node_agent import NodeAgent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,8 @@ def installed(
         f"nats.url={nats.url}",
         "--set",
         "nats.auth.existingSecret=nats-auth",
+        "--set",  # pods share the host's network here: a free port, not 8080
+        f"operator.healthPort={free_port()}",
         "--wait",
         "--timeout",
         "180s",

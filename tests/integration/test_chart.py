@@ -217,7 +217,7 @@ def test_operator_deployment_runs_kopf_in_a_hardened_pod(default_docs: list[dict
     assert {"name": "tmp", "mountPath": "/tmp"} in operator["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
     for probe in ("livenessProbe", "readinessProbe"):
-        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": 8080}, probe
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "http-health"}, probe
     assert operator["resources"]["requests"]["memory"] == "128Mi"
     sa = find(default_docs, "ServiceAccount", f"{FULLNAME}-operator")
     assert sa["metadata"]["namespace"] == NAMESPACE
@@ -381,6 +381,15 @@ def test_nats_values_reach_the_server(helm: Helm) -> None:
     assert routes == [
         f"{FULLNAME}-nats-{i}.{FULLNAME}-nats-headless.{NAMESPACE}.svc" for i in range(3)
     ]
+
+
+def test_the_health_port_moves_kopfs_endpoint_and_the_container_port(helm: Helm) -> None:
+    docs = helm.render("operator.healthPort=18080")
+    operator = container(docs, "Deployment", f"{FULLNAME}-operator")
+    assert "--liveness=http://0.0.0.0:18080/healthz" in operator["command"]
+    assert {"name": "http-health", "containerPort": 18080, "protocol": "TCP"} in operator["ports"]
+    service = find(docs, "Service", f"{FULLNAME}-operator")
+    assert service["spec"]["ports"][0]["targetPort"] == "http-health"
 
 
 def test_external_nats_url_replaces_the_chart_nats(helm: Helm) -> None:

@@ -183,7 +183,7 @@ The operator's kopf command line; watchNamespaces replaces --all-namespaces.
 {{- else }}
 - --all-namespaces
 {{- end }}
-- --liveness=http://0.0.0.0:8080/healthz
+- --liveness=http://0.0.0.0:{{ .Values.operator.healthPort }}/healthz
 - -m
 - edgeloom_operators.main
 {{- end }}

@@ -12,13 +12,10 @@ without failing the run: the job's own participation policy decides, as it does 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -33,6 +30,7 @@ from edgeloom.api.messages import JobResult
 from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import InvalidResource, Resource, parse_resource
 from edgeloom.local.nats_server import NatsServer
+from edgeloom.local.procs import die_with_parent
 from edgeloom.local.report import print_summary, write_plot
 from edgeloom.runtime.bus import Bus, Message, nats_credentials
 from edgeloom.runtime.role import load_resource_file, run_role
@@ -78,12 +76,6 @@ def load_and_validate(path: Path) -> tuple[KindInfo, Resource[Any]]:
     return info, parse_resource(obj, info.spec_model, info.kind)
 
 
-def _die_with_parent() -> None:
-    """Children get SIGTERM if the runner dies, so no role outlives it (Linux)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path, run_id: str) -> RoleProcess:
     log_path = run_dir / "logs" / f"{role}-{index}.log"
     log: TextIO = log_path.open("w")
@@ -108,7 +100,7 @@ def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path, run_id: s
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     log.close()
     return RoleProcess(role, index, popen, log_path)
