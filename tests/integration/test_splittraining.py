@@ -106,6 +106,14 @@ async def _wait_for_round(url: str, name: str, round_: int) -> dict:
     return await _wait_for_status(url, name, lambda s: s["progress"].get("round", 0) >= round_)
 
 
+def _signal_state(pid: int | str = "self") -> dict[str, str]:
+    """Blocked, ignored and caught signal masks of a process, from /proc."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(
+        line.split(":\t") for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt"))
+    )
+
+
 def _start_run(job: Path, url: str, runs: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*EDGELOOM, "run", str(job), "--nats", url, "--runs-dir", str(runs), "--no-progress"],
@@ -157,10 +165,12 @@ def test_killed_worker_is_dropped_a_replacement_rejoins_and_ctrl_c_stops_all(
             )
         )
         assert healed["phase"] == "Running"
+        signals = _signal_state(run.pid)  # diagnoses the rare hang below
         run.send_signal(signal.SIGINT)  # Ctrl-C
         try:
             _, err = run.communicate(timeout=60)  # usually 5 s
         except subprocess.TimeoutExpired:
+            print(f"runner signal state before Ctrl-C: {signals}; pytest's: {_signal_state()}")
             run.kill()  # its roles die with it (PR_SET_PDEATHSIG)
             stop_all([replacement])
             raise
