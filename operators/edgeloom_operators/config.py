@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 
@@ -44,5 +45,6 @@ class OperatorConfig:
             ),
         )
 
-    def __repr__(self) -> str:  # never print the password
-        return f"OperatorConfig(nats_url={self.nats_url!r}, services_image={self.services_image!r})"
+    def __repr__(self) -> str:  # never print a password, nor one inside the URL
+        url = re.sub(r"//[^@/]*@", "//***@", self.nats_url)
+        return f"OperatorConfig(nats_url={url!r}, services_image={self.services_image!r})"

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 import nats
@@ -27,23 +27,25 @@ from edgeloom_operators import jetstream
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.kube import ApiError, Kube
 from edgeloom_operators.render import MANAGER, job_selector
-from edgeloom_operators.status import TERMINAL, derive_status, is_essential
+from edgeloom_operators.status import TERMINAL, derive_status, job_outcome
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = "edgeloom.io", "v1alpha1"
 FINALIZER = "edgeloom.io/run-state"
 """Held while a resource's JetStream state is deleted; released after CLEANUP_ATTEMPTS."""
-CLEANUP_ATTEMPTS = 5
+CLEANUP_ATTEMPTS = 15
+CLEANUP_DELAY_S = 2.0
 
 Render = Callable[[dict[str, Any], Any, OperatorConfig], list[dict[str, Any]]]
 Key = tuple[str, str, str]
 """(namespace, kind, name) of a resource."""
+Cause = Literal["create", "resume", "update"]
 
 
 @dataclass
 class Operator:
-    """State shared by the handlers: the API, the config, the jobs' latest reports."""
+    """State shared by the handlers: the API, the config, NATS, the jobs' latest reports."""
 
     kube: Kube
     config: OperatorConfig
@@ -53,48 +55,61 @@ class Operator:
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def lock(self, key: Key) -> threading.Lock:
+        """The lock that serialises status writes of one resource (handler threads and the
+        report flusher both write)."""
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def reconcile(self, info: KindInfo, render: Render, body: dict[str, Any]) -> None:
-        """Parse the spec, apply every child, then refresh the status."""
+    def reconcile(self, info: KindInfo, render: Render, body: dict[str, Any], cause: Cause) -> None:
+        """Parse the spec, apply every child, then refresh the status.
+
+        Raises
+        ------
+        kopf.PermanentError
+            When the spec is invalid (status says ``InvalidSpec``; nothing is created).
+        """
         meta = body["metadata"]
+        key = (meta["namespace"], info.kind, meta["name"])
         try:
             resource = parse_resource(body, info.spec_model, info.kind)
         except InvalidResource as err:
             self._invalid(info, body, str(err))
             raise kopf.PermanentError(f"invalid spec: {err}") from None
-        first = not (body.get("status") or {}).get("phase")
+        if cause == "create":
+            self.reports.pop(key, None)  # a report of a deleted namesake is not this run's
         applied = []
         for child in render(body, resource.spec, self.config):
             try:
                 self.kube.apply(child)
             except ApiError as err:
-                if err.status != 422 or child["kind"] != "Job":
+                if not (child["kind"] == "Job" and _immutable(err)):
                     raise
-                # a running Job's pod template is immutable: the change applies to new runs
-                self.kube.event(
-                    body,
-                    "Warning",
-                    "SpecChangeNotApplied",
-                    f"Job {child['metadata']['name']} keeps its pods: {_reason(err)}",
-                )
+                # a Job's pod template cannot change: its pods keep the spec they started with
+                if cause == "update":
+                    self.kube.event(
+                        body,
+                        "Warning",
+                        "SpecChangeNotApplied",
+                        f"Job {child['metadata']['name']} keeps its pods; delete and re-create "
+                        "the resource to run the new spec",
+                    )
                 continue
             applied.append(f"{child['kind']}/{child['metadata']['name']}")
-        if first:
+        if cause == "create":
             self.kube.event(body, "Normal", "Created", "created " + ", ".join(applied))
         self.refresh(info, meta["namespace"], meta["name"])
 
     def _invalid(self, info: KindInfo, body: dict[str, Any], message: str) -> None:
         meta = body["metadata"]
         generation = meta.get("generation", 1)
-        status = info.status_model.model_validate(body.get("status") or {})
-        status.phase = Phase.FAILED
-        status.observed_generation = generation
-        status.conditions = set_condition(
-            status.conditions, "Ready", "False", "InvalidSpec", message, generation
-        )
-        self.kube.patch_status(info, meta["namespace"], meta["name"], status.to_wire())
+        with self.lock((meta["namespace"], info.kind, meta["name"])):
+            status = info.status_model.model_validate(body.get("status") or {})
+            status.phase = Phase.FAILED
+            status.observed_generation = generation
+            status.conditions = set_condition(
+                status.conditions, "Ready", "False", "InvalidSpec", message, generation
+            )
+            self.kube.patch_status(info, meta["namespace"], meta["name"], status.to_wire())
         self.kube.event(body, "Warning", "InvalidSpec", message)
 
     def refresh(self, info: KindInfo, namespace: str, name: str) -> None:
@@ -106,11 +121,9 @@ class Operator:
                 self.reports.pop(key, None)
                 return
             current = body.get("status") or {}
-            if (current.get("conditions") or []) and _invalid_spec(current, body):
-                return  # stays failed until the spec changes
             jobs = self.kube.list("batch/v1", "Job", namespace, job_selector(info, name))
             report = self.reports.get(key)
-            if _terminal_jobs(jobs) and (report is None or report.get("phase") not in TERMINAL):
+            if job_outcome(jobs)[0] in TERMINAL and (report or {}).get("phase") not in TERMINAL:
                 report = self._final_report(info, namespace, name) or report
             generation = body["metadata"].get("generation", 1)
             try:
@@ -119,7 +132,7 @@ class Operator:
                 log.warning("ignoring an invalid status report of %s/%s: %s", namespace, name, err)
                 self.reports.pop(key, None)
                 status = derive_status(info, generation, current, jobs)
-            if _same(status, current):
+            if _same(info, status, current):
                 return
             self.kube.patch_status(info, namespace, name, status)
             if status["phase"] != current.get("phase"):
@@ -128,74 +141,74 @@ class Operator:
                 self.kube.event(body, kind, status["phase"], ready.get("message") or "")
 
     async def delete_run_state(self, body: dict[str, Any], retry: int) -> None:
-        """Delete the run's KV state and checkpoint; after CLEANUP_ATTEMPTS failures give up
-        (a Warning event says what may be left) so the deletion is never blocked for long."""
+        """Stop the job's pods, then delete the run's KV state and checkpoint.
+
+        The Jobs go first (foreground), so no pod writes the state again after it is purged.
+        After CLEANUP_ATTEMPTS tries the finalizer is released anyway, with a Warning event
+        saying what may be left, so a NATS outage never blocks a deletion for long.
+        """
         meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        info = KINDS[body["kind"].lower()]
         try:
-            deleted = await jetstream.delete_run_state(
-                self.nc, meta["namespace"], meta["name"], meta["uid"]
-            )
+            pods = await asyncio.to_thread(self.kube.stop_jobs, namespace, job_selector(info, name))
+            if pods:
+                raise kopf.TemporaryError(f"{pods} pods still stopping", delay=CLEANUP_DELAY_S)
+            deleted = await jetstream.delete_run_state(self.nc, namespace, name, meta["uid"])
+        except kopf.TemporaryError:
+            if retry + 1 < CLEANUP_ATTEMPTS:
+                raise
+            err_text = "pods did not stop in time"
         except Exception as err:
             if retry + 1 < CLEANUP_ATTEMPTS:
-                raise kopf.TemporaryError(f"JetStream cleanup failed: {err}", delay=2) from err
-            await asyncio.to_thread(
-                self.kube.event,
-                body,
-                "Warning",
-                "CleanupAbandoned",
-                f"run state may remain in JetStream after {CLEANUP_ATTEMPTS} attempts: {err}",
-            )
+                raise kopf.TemporaryError(f"cleanup failed: {err}", delay=CLEANUP_DELAY_S) from err
+            err_text = str(err)
+        else:
+            if deleted:
+                log.info("deleted %s", ", ".join(deleted))
             return
-        if deleted:
-            log.info("deleted %s", ", ".join(deleted))
+        await asyncio.to_thread(
+            self.kube.event,
+            body,
+            "Warning",
+            "CleanupAbandoned",
+            f"run state may remain in JetStream after {CLEANUP_ATTEMPTS} attempts: {err_text}",
+        )
 
     def _final_report(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
-        """The last status a coordinating pod wrote as its termination message, if any."""
+        """The last status a coordinating pod wrote as its termination message: from the pod
+        that finished last, so an earlier failed attempt does not speak for a retry."""
         pods = self.kube.list("v1", "Pod", namespace, job_selector(info, name))
         essential = {r.name for r in info.roles if r.essential}
+        finished = []
         for pod in pods:
             if pod["metadata"]["labels"].get("edgeloom.io/role") not in essential:
                 continue
             for container in (pod.get("status") or {}).get("containerStatuses") or []:
-                terminated = (container.get("state") or {}).get("terminated") or {}
-                try:
-                    report = json.loads(terminated.get("message") or "")
-                except ValueError:
-                    continue  # logs (FallbackToLogsOnError), not a status
-                if isinstance(report, dict) and report.get("phase") in TERMINAL:
-                    return report
+                terminated = (container.get("state") or {}).get("terminated")
+                if terminated:
+                    finished.append((str(terminated.get("finishedAt") or ""), terminated))
+        for _, terminated in sorted(finished, key=lambda item: item[0], reverse=True):
+            try:
+                report = json.loads(terminated.get("message") or "")
+            except ValueError:
+                continue  # logs (FallbackToLogsOnError), not a status
+            if isinstance(report, dict) and report.get("phase") in TERMINAL:
+                return report
         return None
 
 
-def _reason(err: ApiError) -> str:
+def _immutable(err: ApiError) -> bool:
+    return err.status == 422 and "field is immutable" in str(err.body)
+
+
+def _same(info: KindInfo, new: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether patching ``new`` would change nothing, compared as validated models (the API
+    server may send 1.0 back as 1)."""
     try:
-        return json.loads(err.body).get("message", err.reason)
-    except (TypeError, ValueError):
-        return str(err.reason)
-
-
-def _invalid_spec(current: dict[str, Any], body: dict[str, Any]) -> bool:
-    ready = next((c for c in current["conditions"] if c.get("type") == "Ready"), {})
-    generation = body["metadata"].get("generation", 1)
-    return ready.get("reason") == "InvalidSpec" and current.get("observedGeneration") == generation
-
-
-def _terminal_jobs(jobs: list[dict[str, Any]]) -> bool:
-    essential = [j for j in jobs if is_essential(j)]
-    return bool(essential) and all(
-        any(
-            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-            for c in (j.get("status") or {}).get("conditions") or []
-        )
-        for j in essential
-    )
-
-
-def _same(new: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Whether patching ``new`` would change nothing (the API server drops nulls)."""
-    return json.dumps(new, sort_keys=True, default=str) == json.dumps(
-        current, sort_keys=True, default=str
-    )
+        return info.status_model.model_validate(current) == info.status_model.model_validate(new)
+    except ValidationError:
+        return False
 
 
 OPERATOR: Operator | None = None
@@ -204,6 +217,7 @@ KINDS: dict[str, KindInfo] = {}
 
 
 def operator() -> Operator:
+    """The running operator's state (set by ``main.startup``)."""
     if OPERATOR is None:
         raise RuntimeError("the operator has not started")
     return OPERATOR
@@ -214,25 +228,32 @@ def register(info: KindInfo, render: Render, keeps_run_state: bool = False) -> N
     deletion (and with it kopf's finalizer)."""
     KINDS[info.singular] = info
 
-    @kopf.on.resume(GROUP, VERSION, info.plural)
-    @kopf.on.create(GROUP, VERSION, info.plural)
-    @kopf.on.update(GROUP, VERSION, info.plural, field="spec")
-    def reconcile(body: kopf.Body, **_: Any) -> None:
-        operator().reconcile(info, render, _plain(body))
+    def handler(cause: Cause) -> Callable[..., None]:
+        def reconcile(body: kopf.Body, **_: Any) -> None:
+            operator().reconcile(info, render, _plain(body), cause)
 
+        return reconcile
+
+    kopf.on.create(GROUP, VERSION, info.plural, id="reconcile")(handler("create"))
+    kopf.on.resume(GROUP, VERSION, info.plural, id="reconcile-on-resume")(handler("resume"))
+    kopf.on.update(GROUP, VERSION, info.plural, field="spec", id="reconcile-on-update")(
+        handler("update")
+    )
     if keeps_run_state:
 
-        @kopf.on.delete(GROUP, VERSION, info.plural, retries=CLEANUP_ATTEMPTS, backoff=2)
+        @kopf.on.delete(GROUP, VERSION, info.plural, retries=CLEANUP_ATTEMPTS, id="run-state")
         async def delete_run_state(body: kopf.Body, retry: int, **_: Any) -> None:
             await operator().delete_run_state(_plain(body), retry)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGER})
 def on_job_event(body: kopf.Body, **_: Any) -> None:
+    """A child Job changed: refresh its resource's status."""
     labels = body.metadata.labels
     info = KINDS.get(labels.get("edgeloom.io/kind", ""))
-    if info is not None and OPERATOR is not None:
-        OPERATOR.refresh(info, body.metadata.namespace, labels["edgeloom.io/job"])
+    name = labels.get("edgeloom.io/job")
+    if info is not None and name and OPERATOR is not None:
+        OPERATOR.refresh(info, body.metadata.namespace, name)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

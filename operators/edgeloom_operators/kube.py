@@ -8,7 +8,6 @@ through the status subresource with a merge patch; the operator never writes ``s
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,6 @@ from edgeloom_operators.render import API_VERSION, MANAGER
 
 log = logging.getLogger(__name__)
 
-CONFLICT_RETRIES = 5
 ApiError = ApiException
 """What every failed API call raises (``status``, ``reason``, ``body``)."""
 
@@ -49,23 +47,22 @@ class Kube:
         return self._resources[key]
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``obj`` as the operator's field manager; retried on 409."""
+        """Server-side apply ``obj`` as the operator's field manager.
+
+        Forcing conflicts makes the write conflict-free: no 409 for fields another manager
+        touched, no resourceVersion to race on, and create-or-update in one call, so a
+        restarted operator adopts existing children instead of failing on them.
+        """
         api = self._api(obj["apiVersion"], obj["kind"])
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                return api.server_side_apply(
-                    body=obj,
-                    namespace=obj["metadata"].get("namespace"),
-                    field_manager=MANAGER,
-                    force_conflicts=True,
-                ).to_dict()
-            except ApiException as err:
-                if err.status != 409 or attempt == CONFLICT_RETRIES - 1:
-                    raise
-                time.sleep(0.1 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return api.server_side_apply(
+            body=obj,
+            namespace=obj["metadata"].get("namespace"),
+            field_manager=MANAGER,
+            force_conflicts=True,
+        ).to_dict()
 
     def get_resource(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
+        """The resource, or None when it does not exist."""
         try:
             return self._api(API_VERSION, info.kind).get(name=name, namespace=namespace).to_dict()
         except ApiException as err:
@@ -83,13 +80,33 @@ class Kube:
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
+            field_manager=MANAGER,
         )
 
     def list(
         self, api_version: str, kind: str, namespace: str, selector: str
     ) -> list[dict[str, Any]]:
+        """Objects of ``kind`` in ``namespace`` matching the label ``selector``."""
         items = self._api(api_version, kind).get(namespace=namespace, label_selector=selector)
         return [item.to_dict() for item in items.items]
+
+    def stop_jobs(self, namespace: str, selector: str) -> int:
+        """Delete the matching Jobs with their pods (foreground); returns how many of their
+        pods still exist."""
+        jobs = self._api("batch/v1", "Job")
+        for job in self.list("batch/v1", "Job", namespace, selector):
+            if job["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                jobs.delete(
+                    name=job["metadata"]["name"],
+                    namespace=namespace,
+                    propagation_policy="Foreground",
+                )
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+        return len(self.list("v1", "Pod", namespace, selector))
 
     def event(
         self,

@@ -26,6 +26,7 @@ _listener: ReportListener | None = None
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf settings (annotation storage, our finalizer), the API client and NATS."""
     global _listener
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeloom.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -42,6 +43,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    """Stop the report listener and drain NATS."""
     if _listener is not None:
         await _listener.stop()
     if handlers.OPERATOR is not None:

@@ -126,6 +126,7 @@ class Placement:
     gpus: int = 0
 
     def node_selector(self) -> dict[str, str]:
+        """The pod's nodeSelector: the tier, and the device profile when one is asked for."""
         out = {NODE_TIER_LABEL: self.tier}
         if self.device_profile:
             out[DEVICE_PROFILE_LABEL] = self.device_profile

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 import nats
@@ -23,6 +24,8 @@ from edgeloom_operators.handlers import KINDS, Key, Operator
 log = logging.getLogger(__name__)
 
 SUBJECT = "edgeloom.*.*.*.status"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?")  # no dots: a subject token
 MAX_REPORT_BYTES = 256 * 1024
 
 
@@ -30,8 +33,8 @@ def parse_report(subject: str, data: bytes) -> tuple[Key, dict[str, Any]] | None
     """(resource key, status dict) of a report; None (logged) for anything else."""
     _, namespace, kind, name, _ = subject.split(".")
     info = KINDS.get(kind)
-    if info is None:
-        return None
+    if info is None or not (_DNS_LABEL.fullmatch(namespace) and _DNS_SUBDOMAIN.fullmatch(name)):
+        return None  # not a resource this operator reconciles; never used in an API path
     try:
         report = json.loads(read_envelope(data, MAX_REPORT_BYTES))
         info.status_model.model_validate(report)
@@ -79,7 +82,7 @@ class ReportListener:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             for namespace, kind, name in dirty:
-                info = next(i for i in KINDS.values() if i.kind == kind)
+                info = KINDS[kind.lower()]
                 try:
                     await asyncio.to_thread(self.operator.refresh, info, namespace, name)
                 except Exception:  # one resource's trouble must not stop the others

@@ -27,6 +27,7 @@ def _job_condition(job: dict[str, Any], type: str) -> dict[str, Any] | None:
 
 
 def is_essential(job: dict[str, Any]) -> bool:
+    """Whether a child Job runs a coordinating role (its failure fails the resource)."""
     annotations = job["metadata"].get("annotations") or {}
     return annotations.get("edgeloom.io/essential", "true") == "true"
 
@@ -56,38 +57,56 @@ def derive_status(
     report: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The status to write: the report (or the current status) with phase, Ready and
-    observedGeneration settled.
+    """The status to write: progress and results from the report (else the current status),
+    with phase, ``Ready`` and observedGeneration settled by the rules of the module docstring.
+
+    A terminal phase already written for this generation sticks (a late or retried pod's report
+    cannot turn Succeeded back into Running); a status written for an older generation does not
+    decide the phase of the new one. The operator owns ``Ready``: its lastTransitionTime moves
+    only when its status does.
 
     Raises
     ------
     pydantic.ValidationError
         When ``report`` does not fit the kind's status model.
     """
-    status: Status = info.status_model.model_validate(
-        report if report is not None else (current or {})
-    )
+    kept = info.status_model.model_validate(current or {})
+    same_generation = bool(current) and kept.observed_generation == generation
+    previous = kept.phase if same_generation else None
+    sticky = previous in TERMINAL
+    if report is not None and not sticky:
+        status: Status = info.status_model.model_validate(report)
+        reported: Phase | None = status.phase
+    else:
+        status, reported = kept, None
     proven, reason, message = job_outcome(jobs)
-    reported = status.phase if (report is not None or current) else None
-    if proven == Phase.FAILED:
+    if sticky:
+        phase = previous
+    elif proven == Phase.FAILED:
         phase = Phase.FAILED
     elif proven == Phase.SUCCEEDED:
         phase = Phase.FAILED if reported == Phase.FAILED else Phase.SUCCEEDED
-    elif reported in (*TERMINAL, Phase.RUNNING, Phase.DEGRADED):
-        phase = reported
     else:
-        phase = proven or Phase.PENDING
-    ready = get_condition(status.conditions, "Ready")
-    if phase == proven and (reported != phase or ready is None):
+        phase = reported or previous or proven or Phase.PENDING
+    own = get_condition(kept.conditions, "Ready") if same_generation else None
+    theirs = get_condition(status.conditions, "Ready") if reported is not None else None
+    if sticky and own is not None:
+        ready_reason, ready_message = own.reason, own.message
+    elif reported is not None and reported != phase == proven:  # the Jobs overrule the report
         ready_reason, ready_message = reason, message
-    elif ready is not None:
-        ready_reason, ready_message = ready.reason, ready.message
+    elif theirs is not None:
+        ready_reason, ready_message = theirs.reason, theirs.message
+    elif own is not None and previous == phase:
+        ready_reason, ready_message = own.reason, own.message
+    elif phase == proven:
+        ready_reason, ready_message = reason, message
     else:
-        ready_reason, ready_message = phase.value, "waiting for pods to start"
+        ready_reason, ready_message = phase.value, "waiting for the job's pods"
+    conditions = [c for c in status.conditions if c.type != "Ready"]
     status.phase = phase
     status.observed_generation = generation
     status.conditions = set_condition(
-        status.conditions,
+        [*conditions, *([own] if own is not None else [])],
         "Ready",
         "True" if phase == Phase.SUCCEEDED else "False",
         ready_reason,

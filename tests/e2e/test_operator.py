@@ -281,6 +281,7 @@ def test_a_splittrainingjob_runs_to_succeeded_through_a_killed_worker_and_operat
     )  # the restarted operator created no duplicates
     reasons = events(plane, namespace, name)
     assert "Created" in reasons and "Succeeded" in reasons
+    assert "SpecChangeNotApplied" not in reasons  # the restarted operator re-applied cleanly
 
     # printer columns, and nothing for kubectl diff to change (the operator never writes spec)
     table = plane.kubectl("get", "splittrainingjob", name, "-n", namespace).stdout

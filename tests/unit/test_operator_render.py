@@ -149,3 +149,5 @@ def test_child_names_fit_a_label_value_and_stay_distinct() -> None:
 
 def test_the_config_never_shows_the_password() -> None:
     assert "s3cret" not in repr(CONFIG)
+    in_url = OperatorConfig(nats_url="nats://edgeloom:s3cret@nats:4222")
+    assert "s3cret" not in repr(in_url) and "nats:4222" in repr(in_url)

@@ -118,3 +118,53 @@ def test_reports_are_validated_before_they_count() -> None:
     assert parse_report(subject, frame({"phase": "Running"}, tensors=True)) is None
     assert parse_report(subject, b"\xff" * 12) is None
     assert parse_report("edgeloom.research.unknownkind.demo.status", frame({})) is None
+    good = frame({"phase": "Running"})
+    assert parse_report("edgeloom.research.splittrainingjob.a/status.status", good) is None
+    assert parse_report("edgeloom.Research.splittrainingjob.demo.status", good) is None
+
+
+def test_a_running_jobs_ready_condition_does_not_flap_between_reports() -> None:
+    jobs = [job("s", active=1)]
+    report = {  # the job's own wording, with its own timestamps
+        "phase": "Running",
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "RoundCompleted",
+                "message": "round 3",
+                "lastTransitionTime": "2026-11-25T11:00:00Z",
+            }
+        ],
+    }
+    first = derive_status(SPLIT, 1, {}, jobs, report, now=T0)
+    again = derive_status(SPLIT, 1, first, jobs, report, now=T1)
+    assert again == first
+    assert ready(first)["lastTransitionTime"] == "2026-11-25T12:00:00Z"  # the operator's own
+
+
+def test_a_terminal_phase_sticks_within_its_generation() -> None:
+    done = derive_status(PRUNE, 1, {}, [job("p", condition="Complete")], {"phase": "Succeeded"})
+    late = derive_status(PRUNE, 1, done, [job("p", active=1)], {"phase": "Running"}, now=T1)
+    assert late["phase"] == "Succeeded" and ready(late)["status"] == "True"
+
+
+def test_a_new_generation_is_not_decided_by_the_old_ones_status() -> None:
+    invalid = {
+        "observedGeneration": 1,
+        "phase": "Failed",
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "InvalidSpec",
+                "message": "bad",
+                "lastTransitionTime": "2026-11-25T11:00:00Z",
+                "observedGeneration": 1,
+            }
+        ],
+    }
+    fixed = derive_status(SPLIT, 2, invalid, [], now=T0)
+    assert fixed["phase"] == "Pending"
+    assert ready(fixed)["reason"] == "Pending"
+    assert fixed["observedGeneration"] == 2

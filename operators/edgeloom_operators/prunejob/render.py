@@ -16,6 +16,7 @@ from edgeloom_operators.render import Placement, RoleJob, children
 def render(
     body: dict[str, Any], spec: PruneJobSpec, config: OperatorConfig
 ) -> list[dict[str, Any]]:
+    """Every child of the PruneJob ``body`` (pure)."""
     pruner = KIND.roles[0]
     job = RoleJob(
         pruner.name,

@@ -15,6 +15,7 @@ from edgeloom_operators.render import Placement, RoleJob, children
 
 
 def role_jobs(spec: SplitTrainingJobSpec) -> list[RoleJob]:
+    """The server's Job and one Indexed Job per worker group, indices global across groups."""
     server, worker = KIND.role("server"), KIND.role("worker")
     jobs = [RoleJob(server.name, Placement(server.tier, gpus=1 if spec.gpu else 0))]
     offset = 0
@@ -37,6 +38,7 @@ def role_jobs(spec: SplitTrainingJobSpec) -> list[RoleJob]:
 def render(
     body: dict[str, Any], spec: SplitTrainingJobSpec, config: OperatorConfig
 ) -> list[dict[str, Any]]:
+    """Every child of the SplitTrainingJob ``body`` (pure)."""
     return children(body, KIND, role_jobs(spec), config)
 
 

@@ -130,7 +130,12 @@ async def run_role(
         if run_dir is not None:
             metrics.write(run_dir / "metrics" / f"{ctx.identity}.prom")
         if ctx.last_status is not None and TERMINATION_MESSAGE_ENV in os.environ:
-            write_termination_message(Path(os.environ[TERMINATION_MESSAGE_ENV]), ctx.last_status)
+            try:
+                write_termination_message(
+                    Path(os.environ[TERMINATION_MESSAGE_ENV]), ctx.last_status
+                )
+            except OSError as err:  # the bus must still drain
+                log.warning("could not write the termination message: %s", err)
         await bus.drain()
 
 
@@ -141,10 +146,12 @@ def write_termination_message(path: Path, status: Status) -> None:
     that was down when the last report went over NATS. Long condition messages are shortened
     to fit.
     """
-    for limit in (None, 512, 64):
+    for limit in (None, 512, 64, 0):
         shown = status.model_copy(deep=True)
         for condition in shown.conditions:
             condition.message = condition.message[:limit]
+        if limit == 0:  # still too long: phase and results matter most
+            shown.conditions = []
         text = json.dumps(shown.to_wire(), separators=(",", ":"))
         if len(text.encode()) <= TERMINATION_MESSAGE_BYTES:
             break

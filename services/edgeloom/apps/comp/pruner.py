@@ -49,7 +49,7 @@ class Reporter:
         done: int | None = None,
         total: int | None = None,
     ) -> None:
-        ready = "False" if phase in (Phase.PENDING, Phase.FAILED) else "True"
+        ready = "True" if phase == Phase.SUCCEEDED else "False"  # Ready: finished with a result
         reason = {Phase.SUCCEEDED: "Completed", Phase.FAILED: "Failed"}.get(phase, stage)
         self.conditions = set_condition(
             self.conditions, "Ready", ready, reason, message, self.ctx.resource.metadata.generation

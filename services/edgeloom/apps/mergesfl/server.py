@@ -154,7 +154,7 @@ class Server:
         message: str,
     ) -> SplitTrainingJobStatus:
         last = self.history[-1] if self.history else {}
-        ready = "True" if phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.DEGRADED) else "False"
+        ready = "True" if phase == Phase.SUCCEEDED else "False"  # Ready: finished with a result
         self.conditions = set_condition(
             self.conditions, "Ready", ready, reason, message, self.ctx.resource.metadata.generation
         )
