@@ -26,6 +26,7 @@ from edgeloom.api.status import Phase, set_condition
 from edgeloom_operators import jetstream
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.kube import ApiError, Kube
+from edgeloom_operators.refresher import Key, Refresher
 from edgeloom_operators.render import MANAGER, job_selector
 from edgeloom_operators.status import TERMINAL, derive_status, job_outcome
 
@@ -38,8 +39,6 @@ CLEANUP_ATTEMPTS = 15
 CLEANUP_DELAY_S = 2.0
 
 Render = Callable[[dict[str, Any], Any, OperatorConfig], list[dict[str, Any]]]
-Key = tuple[str, str, str]
-"""(namespace, kind, name) of a resource."""
 Cause = Literal["create", "resume", "update"]
 
 
@@ -51,8 +50,16 @@ class Operator:
     config: OperatorConfig
     nc: nats.NATS
     reports: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    refresher: Refresher = field(init=False)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.refresher = Refresher(self._refresh_key)
+
+    def _refresh_key(self, key: Key) -> None:
+        namespace, kind, name = key
+        self.refresh(KINDS[kind.lower()], namespace, name)
 
     def lock(self, key: Key) -> threading.Lock:
         """The lock that serialises status writes of one resource (handler threads and the
@@ -77,10 +84,10 @@ class Operator:
             raise kopf.PermanentError(f"invalid spec: {err}") from None
         if cause == "create":
             self.reports.pop(key, None)  # a report of a deleted namesake is not this run's
-        applied = []
+        applied, jobs = [], []
         for child in render(body, resource.spec, self.config):
             try:
-                self.kube.apply(child)
+                written = self.kube.apply(child)
             except ApiError as err:
                 if not (child["kind"] == "Job" and _immutable(err)):
                     raise
@@ -95,9 +102,14 @@ class Operator:
                     )
                 continue
             applied.append(f"{child['kind']}/{child['metadata']['name']}")
+            if child["kind"] == "Job":
+                jobs.append(written)
         if cause == "create":
+            # nothing but this reconcile has written the new resource: no need to read it back
+            self.refresh(info, meta["namespace"], meta["name"], body=body, jobs=jobs)
             self.kube.event(body, "Normal", "Created", "created " + ", ".join(applied))
-        self.refresh(info, meta["namespace"], meta["name"])
+        else:
+            self.refresh(info, meta["namespace"], meta["name"])
 
     def _invalid(self, info: KindInfo, body: dict[str, Any], message: str) -> None:
         meta = body["metadata"]
@@ -112,16 +124,28 @@ class Operator:
             self.kube.patch_status(info, meta["namespace"], meta["name"], status.to_wire())
         self.kube.event(body, "Warning", "InvalidSpec", message)
 
-    def refresh(self, info: KindInfo, namespace: str, name: str) -> None:
-        """Recompute ``.status`` from the Jobs and the latest report; patch only on change."""
+    def refresh(
+        self,
+        info: KindInfo,
+        namespace: str,
+        name: str,
+        body: dict[str, Any] | None = None,
+        jobs: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Recompute ``.status`` from the Jobs and the latest report; patch only on change.
+
+        ``body`` and ``jobs`` skip reading them when the caller has just written them.
+        """
         key = (namespace, info.kind, name)
         with self.lock(key):
-            body = self.kube.get_resource(info, namespace, name)
+            if body is None:
+                body = self.kube.get_resource(info, namespace, name)
             if body is None:
                 self.reports.pop(key, None)
                 return
             current = body.get("status") or {}
-            jobs = self.kube.list("batch/v1", "Job", namespace, job_selector(info, name))
+            if jobs is None:
+                jobs = self.kube.list("batch/v1", "Job", namespace, job_selector(info, name))
             report = self.reports.get(key)
             if job_outcome(jobs)[0] in TERMINAL and (report or {}).get("phase") not in TERMINAL:
                 report = self._final_report(info, namespace, name) or report
@@ -247,13 +271,13 @@ def register(info: KindInfo, render: Render, keeps_run_state: bool = False) -> N
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGER})
-def on_job_event(body: kopf.Body, **_: Any) -> None:
-    """A child Job changed: refresh its resource's status."""
+async def on_job_event(body: kopf.Body, **_: Any) -> None:
+    """A child Job changed: ask for a (coalesced) refresh of its resource's status."""
     labels = body.metadata.labels
     info = KINDS.get(labels.get("edgeloom.io/kind", ""))
     name = labels.get("edgeloom.io/job")
     if info is not None and name and OPERATOR is not None:
-        OPERATOR.refresh(info, body.metadata.namespace, name)
+        OPERATOR.refresher.request((body.metadata.namespace, info.kind, name))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -21,30 +21,28 @@ KIND_PACKAGES = (splittraining, prunejob)
 for _package in KIND_PACKAGES:
     handlers.register(_package.KIND, _package.render, _package.KEEPS_RUN_STATE)
 
-_listener: ReportListener | None = None
-
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     """kopf settings (annotation storage, our finalizer), the API client and NATS."""
-    global _listener
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeloom.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="edgeloom.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # the operator records its own phase events
     settings.persistence.finalizer = handlers.FINALIZER
+    # reconciles mostly wait on the API server: run many at once (kopf's default is 5 + CPUs)
+    settings.execution.max_workers = 32
     config = OperatorConfig.from_env()
     nc = await jetstream.connect(config)
     handlers.OPERATOR = handlers.Operator(Kube(connect()), config, nc)
-    _listener = ReportListener(handlers.OPERATOR, nc)
-    await _listener.start()
+    handlers.OPERATOR.refresher.start()
+    await ReportListener(handlers.OPERATOR, nc).start()
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    """Stop the report listener and drain NATS."""
-    if _listener is not None:
-        await _listener.stop()
+    """Stop refreshing and drain NATS."""
     if handlers.OPERATOR is not None:
+        await handlers.OPERATOR.refresher.stop()
         await handlers.OPERATOR.nc.drain()

@@ -3,13 +3,12 @@
 Every job's coordinator publishes its status on ``edgeloom.<ns>.<kind>.<name>.status`` (see
 :mod:`edgeloom.runtime.subjects`). The operator subscribes to all of them, validates each
 frame (size, framing, the kind's status model), keeps the latest per resource and refreshes
-those resources at most every ``interval`` seconds, so a chatty job costs one status patch
-per interval.
+those resources through :class:`edgeloom_operators.refresher.Refresher`, so a chatty job
+costs at most one status patch per interval.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -19,7 +18,8 @@ import nats
 from nats.aio.msg import Msg
 
 from edgeloom.runtime.framing import CodecError, read_envelope
-from edgeloom_operators.handlers import KINDS, Key, Operator
+from edgeloom_operators.handlers import KINDS, Operator
+from edgeloom_operators.refresher import Key
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +45,16 @@ def parse_report(subject: str, data: bytes) -> tuple[Key, dict[str, Any]] | None
 
 
 class ReportListener:
-    """Subscribes to every job's status subject and refreshes the resources that reported."""
+    """Subscribes to every job's status subject, keeps the latest report per resource and
+    asks for a (coalesced) refresh of the resources that reported."""
 
-    def __init__(self, operator: Operator, nc: nats.NATS, interval: float = 0.5):
+    def __init__(self, operator: Operator, nc: nats.NATS) -> None:
         self.operator = operator
         self.nc = nc
-        self.interval = interval
-        self._dirty: set[Key] = set()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.nc.subscribe(SUBJECT, cb=self._on_report)
         await self.nc.flush()
-        self._task = asyncio.create_task(self._flush_loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _on_report(self, msg: Msg) -> None:
         if msg.headers:  # chunked transfers and errors are not status reports
@@ -73,18 +64,4 @@ class ReportListener:
             return
         key, report = parsed
         self.operator.reports[key] = report
-        self._dirty.add(key)
-        self._wake.set()
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            dirty, self._dirty = self._dirty, set()
-            for namespace, kind, name in dirty:
-                info = KINDS[kind.lower()]
-                try:
-                    await asyncio.to_thread(self.operator.refresh, info, namespace, name)
-                except Exception:  # one resource's trouble must not stop the others
-                    log.exception("status refresh of %s %s/%s failed", kind, namespace, name)
-            await asyncio.sleep(self.interval)
+        self.operator.refresher.request(key)

@@ -40,7 +40,11 @@ EXAMPLES = {
     "PruneJob": ROOT / "examples" / "prunejob-minilm.yaml",
 }
 PLURALS = {"SplitTrainingJob": "splittrainingjobs", "PruneJob": "prunejobs"}
-NAMESPACE = "bench"
+
+
+def namespace_of(kind: str) -> str:
+    """Each case in its own namespace, so one case's resources never touch the next's."""
+    return f"bench-{kind.lower()}"
 
 
 def resources(kind: str, count: int) -> list[dict[str, Any]]:
@@ -48,7 +52,10 @@ def resources(kind: str, count: int) -> list[dict[str, Any]]:
     out = []
     for i in range(count):
         obj = yaml.safe_load(yaml.safe_dump(base))
-        obj["metadata"] = {"name": f"{base['metadata']['name']}-{i:03d}", "namespace": NAMESPACE}
+        obj["metadata"] = {
+            "name": f"{base['metadata']['name']}-{i:03d}",
+            "namespace": namespace_of(kind),
+        }
         out.append(obj)
     return out
 
@@ -56,7 +63,8 @@ def resources(kind: str, count: int) -> list[dict[str, Any]]:
 class Timeline:
     """First-seen times (this process's monotonic clock) of resources, statuses and Jobs."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
         self.created: dict[str, float] = {}
         self.status: dict[str, float] = {}
         self.jobs: dict[str, dict[str, float]] = defaultdict(dict)
@@ -72,7 +80,7 @@ class Timeline:
                 api.list_namespaced_custom_object,
                 "edgeloom.io",
                 "v1alpha1",
-                NAMESPACE,
+                self.namespace,
                 plural,
                 timeout_seconds=2,
             ):
@@ -89,7 +97,7 @@ class Timeline:
         api = client.BatchV1Api(plane.api_client())
         w = watch.Watch()
         while not stop.is_set():
-            for event in w.stream(api.list_namespaced_job, NAMESPACE, timeout_seconds=2):
+            for event in w.stream(api.list_namespaced_job, self.namespace, timeout_seconds=2):
                 now, job = time.monotonic(), event["object"]
                 owner = (job.metadata.labels or {}).get("edgeloom.io/job")
                 if owner:
@@ -161,7 +169,7 @@ def measure(plane: ControlPlane, kind: str, count: int, operator_pid: int) -> di
     """Apply ``count`` resources of ``kind`` at once and time the operator's reconciles."""
     objs = resources(kind, count)
     expected_jobs = len(_jobs_of(kind, objs[0]))
-    timeline, stop = Timeline(), threading.Event()
+    timeline, stop = Timeline(namespace_of(kind)), threading.Event()
     watchers = [
         threading.Thread(
             target=timeline.watch_resources, args=(plane, PLURALS[kind], stop), daemon=True
@@ -193,7 +201,6 @@ def measure(plane: ControlPlane, kind: str, count: int, operator_pid: int) -> di
             created = timeline.created[name]
             children.append(max(timeline.jobs[name].values()) - created)
             status.append(timeline.status[name] - created)
-    plane.kubectl("delete", PLURALS[kind], "--all", "-n", NAMESPACE, "--wait=true", timeout=600)
     return {
         **{f"children_p{q}_s": round(percentile(children, q), 4) for q in (50, 95, 99)},
         **{f"status_p{q}_s": round(percentile(status, q), 4) for q in (50, 95, 99)},
@@ -239,7 +246,8 @@ def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
             plane.kubectl("wait", "--for=condition=Established", "crd", "--all", timeout=120)
             for plural in PLURALS.values():  # served, not just established
                 wait_for(lambda p=plural: plane.kubectl("get", p, "-A").returncode == 0, 60, plural)
-            plane.kubectl("create", "namespace", NAMESPACE)
+            for kind in EXAMPLES:
+                plane.kubectl("create", "namespace", namespace_of(kind))
             log_path = work / "operator.log"
             operator = start_operator(plane, nats.url, log_path)
             try:
