@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/splittraining-mnist1d.yaml
 
-.PHONY: setup run test test-fast lint crds bench clean controlplane
+.PHONY: setup run test test-fast lint crds bench clean controlplane test-tools
 
 setup:
 	@./scripts/setup-venv.sh
@@ -21,7 +21,11 @@ lint: setup
 controlplane:
 	@./controlplane/build.sh >/dev/null
 
-test: lint controlplane
+# Prometheus, promtool and shellcheck from Debian's packages, installed when missing.
+test-tools:
+	@./scripts/install-test-tools.sh
+
+test: lint controlplane test-tools
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

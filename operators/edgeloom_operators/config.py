@@ -19,6 +19,12 @@ class OperatorConfig:
         NATS credentials; copied into each job's Secret, never logged.
     services_image, image_pull_policy
         Image of the role pods (``edgeloom serve``) and its pull policy.
+    prometheus_url
+        Prometheus HTTP API the slow loops read (worker health); None skips them.
+    health_interval_s
+        Seconds between two worker-health checks of one resource.
+    metrics_port, metrics_addr
+        Where the operator serves its own ``/metrics``; no endpoint when the port is None.
     """
 
     nats_url: str
@@ -26,11 +32,16 @@ class OperatorConfig:
     nats_password: str | None = None
     services_image: str = "ghcr.io/edgeloom/edgeloom-services:0.1.0"
     image_pull_policy: str = "IfNotPresent"
+    prometheus_url: str | None = None
+    health_interval_s: float = 15.0
+    metrics_port: int | None = None
+    metrics_addr: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
         """Read EDGELOOM_NATS_URL (required), EDGELOOM_NATS_USER / _PASSWORD,
-        EDGELOOM_SERVICES_IMAGE and EDGELOOM_SERVICES_IMAGE_PULL_POLICY."""
+        EDGELOOM_SERVICES_IMAGE, EDGELOOM_SERVICES_IMAGE_PULL_POLICY, EDGELOOM_PROMETHEUS_URL,
+        EDGELOOM_HEALTH_INTERVAL_SECONDS, EDGELOOM_METRICS_PORT and EDGELOOM_METRICS_ADDR."""
         url = os.environ.get("EDGELOOM_NATS_URL")
         if not url:
             raise RuntimeError("EDGELOOM_NATS_URL is not set: the operator needs a NATS server")
@@ -43,8 +54,34 @@ class OperatorConfig:
             image_pull_policy=os.environ.get(
                 "EDGELOOM_SERVICES_IMAGE_PULL_POLICY", defaults.image_pull_policy
             ),
+            prometheus_url=os.environ.get("EDGELOOM_PROMETHEUS_URL") or None,
+            health_interval_s=_number(
+                "EDGELOOM_HEALTH_INTERVAL_SECONDS", defaults.health_interval_s
+            ),
+            metrics_port=int(port) if (port := os.environ.get("EDGELOOM_METRICS_PORT")) else None,
+            metrics_addr=os.environ.get("EDGELOOM_METRICS_ADDR") or defaults.metrics_addr,
         )
 
     def __repr__(self) -> str:  # never print a password, nor one inside the URL
-        url = re.sub(r"//[^@/]*@", "//***@", self.nats_url)
-        return f"OperatorConfig(nats_url={url!r}, services_image={self.services_image!r})"
+        return (
+            f"OperatorConfig(nats_url={_redact(self.nats_url)!r}, "
+            f"services_image={self.services_image!r}, "
+            f"prometheus_url={_redact(self.prometheus_url or '')!r})"
+        )
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def _number(env: str, default: float) -> float:
+    text = os.environ.get(env)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise RuntimeError(f"{env} must be a number of seconds, not {text!r}") from None
+    if value <= 0:
+        raise RuntimeError(f"{env} must be positive, not {text!r}")
+    return value

@@ -12,23 +12,38 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import kopf
 import nats
 from pydantic import ValidationError
 
+from edgeloom.api.kinds.splittraining import DropWorkers, UnhealthyWorkerPolicy, WorkersDropped
 from edgeloom.api.registry import KindInfo
 from edgeloom.api.resource import InvalidResource, parse_resource
 from edgeloom.api.status import Phase, set_condition
+from edgeloom.runtime.framing import H_ERROR, frame_envelope, read_envelope
+from edgeloom.runtime.subjects import subject
 from edgeloom_operators import jetstream
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.kube import ApiError, Kube
+from edgeloom_operators.metrics import OperatorMetrics
+from edgeloom_operators.prometheus import Prometheus, PrometheusError
 from edgeloom_operators.refresher import Key, Refresher
 from edgeloom_operators.render import MANAGER, job_selector
-from edgeloom_operators.status import TERMINAL, derive_status, job_outcome
+from edgeloom_operators.status import TERMINAL, Health, derive_status, job_outcome
+from edgeloom_operators.workers import (
+    UNHEALTHY_ANNOTATION,
+    Unhealthy,
+    find_unhealthy,
+    round_time_query,
+    stale_query,
+    worker_pods,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +52,9 @@ FINALIZER = "edgeloom.io/run-state"
 """Held while a resource's JetStream state is deleted; released after CLEANUP_ATTEMPTS."""
 CLEANUP_ATTEMPTS = 15
 CLEANUP_DELAY_S = 2.0
+HEALTH_TICK_S = 5.0
+"""How often each running resource's health timer wakes; it checks every health interval."""
+CONTROL_TIMEOUT_S = 10.0
 
 Render = Callable[[dict[str, Any], Any, OperatorConfig], list[dict[str, Any]]]
 Cause = Literal["create", "resume", "update"]
@@ -49,13 +67,20 @@ class Operator:
     kube: Kube
     config: OperatorConfig
     nc: nats.NATS
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reports: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    health: dict[Key, Health] = field(default_factory=dict)
+    """The latest worker-health verdict per resource (the WorkersHealthy condition)."""
     refresher: Refresher = field(init=False)
+    prometheus: Prometheus | None = field(init=False)
+    _checked: dict[Key, float] = field(default_factory=dict)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.refresher = Refresher(self._refresh_key)
+        url = self.config.prometheus_url
+        self.prometheus = Prometheus(url) if url else None
 
     def _refresh_key(self, key: Key) -> None:
         namespace, kind, name = key
@@ -75,17 +100,24 @@ class Operator:
         kopf.PermanentError
             When the spec is invalid (status says ``InvalidSpec``; nothing is created).
         """
+        with self.metrics.reconcile(info.kind) as outcome:
+            try:
+                resource = parse_resource(body, info.spec_model, info.kind)
+            except InvalidResource as err:
+                outcome.value = "invalid"
+                self._invalid(info, body, str(err))
+                raise kopf.PermanentError(f"invalid spec: {err}") from None
+            self._apply(info, render, body, resource.spec, cause)
+
+    def _apply(
+        self, info: KindInfo, render: Render, body: dict[str, Any], spec: Any, cause: Cause
+    ) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], info.kind, meta["name"])
-        try:
-            resource = parse_resource(body, info.spec_model, info.kind)
-        except InvalidResource as err:
-            self._invalid(info, body, str(err))
-            raise kopf.PermanentError(f"invalid spec: {err}") from None
         if cause == "create":
             self.reports.pop(key, None)  # a report of a deleted namesake is not this run's
         applied, jobs = [], []
-        for child in render(body, resource.spec, self.config):
+        for child in render(body, spec, self.config):
             try:
                 written = self.kube.apply(child)
             except ApiError as err:
@@ -142,6 +174,8 @@ class Operator:
                 body = self.kube.get_resource(info, namespace, name)
             if body is None:
                 self.reports.pop(key, None)
+                self.health.pop(key, None)
+                self.metrics.phase(key, None)
                 return
             current = body.get("status") or {}
             if jobs is None:
@@ -150,12 +184,14 @@ class Operator:
             if job_outcome(jobs)[0] in TERMINAL and (report or {}).get("phase") not in TERMINAL:
                 report = self._final_report(info, namespace, name) or report
             generation = body["metadata"].get("generation", 1)
+            health = self.health.get(key)
             try:
-                status = derive_status(info, generation, current, jobs, report)
+                status = derive_status(info, generation, current, jobs, report, health=health)
             except ValidationError as err:
                 log.warning("ignoring an invalid status report of %s/%s: %s", namespace, name, err)
                 self.reports.pop(key, None)
-                status = derive_status(info, generation, current, jobs)
+                status = derive_status(info, generation, current, jobs, health=health)
+            self.metrics.phase(key, status["phase"])
             if _same(info, status, current):
                 return
             self.kube.patch_status(info, namespace, name, status)
@@ -198,6 +234,105 @@ class Operator:
             "CleanupAbandoned",
             f"run state may remain in JetStream after {CLEANUP_ATTEMPTS} attempts: {err_text}",
         )
+
+    async def check_workers(self, info: KindInfo, body: dict[str, Any]) -> None:
+        """The worker-health loop of one running resource (:mod:`edgeloom_operators.workers`):
+        at most once per health interval, find unhealthy workers on Prometheus data and handle
+        each per ``participation.onUnhealthyWorker``; the verdict goes into WorkersHealthy."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        key = (namespace, info.kind, name)
+        if (body.get("status") or {}).get("phase") not in (Phase.RUNNING, Phase.DEGRADED):
+            return
+        now = time.monotonic()
+        if now - self._checked.get(key, -self.config.health_interval_s) < (
+            self.config.health_interval_s
+        ):
+            return
+        self._checked[key] = now
+        if self.prometheus is None:
+            self.metrics.health_checks.labels(kind=info.kind, outcome="skipped").inc()
+            message = "no Prometheus is configured (chart value prometheus.url): not checked"
+            self._set_health(key, ("Unknown", "PrometheusNotConfigured", message))
+            return
+        participation = parse_resource(body, info.spec_model, info.kind).spec.participation
+        window = participation.unhealthy_after_seconds
+        selector = job_selector(info, name) + ",edgeloom.io/role=worker"
+        pods = await asyncio.to_thread(self.kube.list, "v1", "Pod", namespace, selector)
+        workers = worker_pods(pods, datetime.now(UTC))
+        if not workers:
+            return
+        try:
+            stale = await asyncio.to_thread(
+                self.prometheus.query, stale_query(namespace, workers, window)
+            )
+            times = await asyncio.to_thread(
+                self.prometheus.query, round_time_query(namespace, name, window)
+            )
+        except PrometheusError as err:
+            self.metrics.health_checks.labels(kind=info.kind, outcome="error").inc()
+            self._set_health(key, ("Unknown", "PrometheusUnavailable", str(err)))
+            return
+        verdicts = find_unhealthy(workers, stale, times, window, participation.straggler_factor)
+        outcome = "unhealthy" if verdicts else "healthy"
+        self.metrics.health_checks.labels(kind=info.kind, outcome=outcome).inc()
+        if not verdicts:
+            message = f"{len(workers)} running workers checked"
+            self._set_health(key, ("True", "WorkersHealthy", message))
+            return
+        policy = participation.on_unhealthy_worker
+        done = [await self._handle_unhealthy(info, body, v, policy) for v in verdicts]
+        self._set_health(key, ("False", verdicts[0].reason, "; ".join(done)))
+
+    async def _handle_unhealthy(
+        self, info: KindInfo, body: dict[str, Any], verdict: Unhealthy, policy: str
+    ) -> str:
+        """Mark, report and replace or drop one unhealthy worker; returns what was done."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        pod = verdict.worker.name
+        what = f"worker {verdict.worker.index} (pod {pod}): {verdict.detail}"
+        if verdict.worker.marked:  # reported before and kept (policy report)
+            return f"{what}; reported"
+        await asyncio.to_thread(
+            self.kube.annotate_pod,
+            namespace,
+            pod,
+            {UNHEALTHY_ANNOTATION: f"{verdict.reason}: {verdict.detail}"},
+        )
+        if policy == UnhealthyWorkerPolicy.DROP:
+            dropped = await self._drop(namespace, info, name, verdict)
+            action = f"dropped from the job (dropped so far: {dropped})"
+        if policy in (UnhealthyWorkerPolicy.REPLACE, UnhealthyWorkerPolicy.DROP):
+            await asyncio.to_thread(self.kube.delete_pod, namespace, pod)
+        if policy == UnhealthyWorkerPolicy.REPLACE:
+            action = "pod deleted, its Job starts a replacement"
+        elif policy == UnhealthyWorkerPolicy.REPORT:
+            action = "reported only (participation.onUnhealthyWorker: report)"
+        outcome = {"replace": "replaced", "drop": "dropped", "report": "reported"}[policy]
+        self.metrics.worker_actions.labels(kind=info.kind, outcome=outcome).inc()
+        await asyncio.to_thread(
+            self.kube.event, body, "Warning", "WorkerUnhealthy", f"{what}; {action}"
+        )
+        return f"{what}; {action}"
+
+    async def _drop(self, namespace: str, info: KindInfo, name: str, verdict: Unhealthy) -> str:
+        """Ask the job's server to stop using the worker; returns every worker it has dropped."""
+        request = DropWorkers(workers=[verdict.worker.index], reason=verdict.detail)
+        reply = await self.nc.request(
+            subject(namespace, info.singular, name, "control"),
+            frame_envelope(request.model_dump_json(by_alias=True)),
+            timeout=CONTROL_TIMEOUT_S,
+        )
+        error = (reply.headers or {}).get(H_ERROR)
+        if error:
+            raise RuntimeError(f"the server refused to drop worker {verdict.worker.index}: {error}")
+        answer = WorkersDropped.model_validate_json(read_envelope(reply.data))
+        return ", ".join(map(str, answer.dropped))
+
+    def _set_health(self, key: Key, health: Health) -> None:
+        if self.health.get(key) != health:
+            self.health[key] = health
+            self.refresher.request(key)
 
     def _final_report(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
         """The last status a coordinating pod wrote as its termination message: from the pod
@@ -247,9 +382,11 @@ def operator() -> Operator:
     return OPERATOR
 
 
-def register(info: KindInfo, render: Render, keeps_run_state: bool = False) -> None:
+def register(
+    info: KindInfo, render: Render, keeps_run_state: bool = False, has_workers: bool = False
+) -> None:
     """Wire kopf handlers for one kind; ``keeps_run_state`` adds the JetStream cleanup on
-    deletion (and with it kopf's finalizer)."""
+    deletion (and with it kopf's finalizer), ``has_workers`` the worker-health timer."""
     KINDS[info.singular] = info
 
     def handler(cause: Cause) -> Callable[..., None]:
@@ -268,6 +405,12 @@ def register(info: KindInfo, render: Render, keeps_run_state: bool = False) -> N
         @kopf.on.delete(GROUP, VERSION, info.plural, retries=CLEANUP_ATTEMPTS, id="run-state")
         async def delete_run_state(body: kopf.Body, retry: int, **_: Any) -> None:
             await operator().delete_run_state(_plain(body), retry)
+
+    if has_workers:
+
+        @kopf.timer(GROUP, VERSION, info.plural, interval=HEALTH_TICK_S, id="worker-health")
+        async def check_workers(body: kopf.Body, **_: Any) -> None:
+            await operator().check_workers(info, _plain(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGER})

@@ -108,6 +108,24 @@ class Kube:
                     raise
         return len(self.list("v1", "Pod", namespace, selector))
 
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge ``annotations`` into a pod's."""
+        self._api("v1", "Pod").patch(
+            body={"metadata": {"annotations": annotations}},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+            field_manager=MANAGER,
+        )
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod (its Job, if any, starts a replacement); a pod already gone is fine."""
+        try:
+            self._api("v1", "Pod").delete(name=name, namespace=namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
     def event(
         self,
         body: dict[str, Any],

@@ -1,7 +1,7 @@
 """Operator entrypoint: ``kopf run --standalone --all-namespaces -m edgeloom_operators.main``.
 
 Only wiring: one line per kind, plus start-up settings. Adding a kind is a new package with
-``KIND``, ``render`` and ``KEEPS_RUN_STATE`` and one entry in ``KIND_PACKAGES``.
+``KIND``, ``render``, ``KEEPS_RUN_STATE`` and ``HAS_WORKERS`` and one entry in ``KIND_PACKAGES``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from edgeloom_operators.reports import ReportListener
 KIND_PACKAGES = (splittraining, prunejob)
 
 for _package in KIND_PACKAGES:
-    handlers.register(_package.KIND, _package.render, _package.KEEPS_RUN_STATE)
+    handlers.register(
+        _package.KIND, _package.render, _package.KEEPS_RUN_STATE, _package.HAS_WORKERS
+    )
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """kopf settings (annotation storage, our finalizer), the API client and NATS."""
+    """kopf settings (annotation storage, our finalizer), the API client, NATS and the
+    operator's /metrics."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeloom.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="edgeloom.io", key="last-handled-configuration"
@@ -36,6 +39,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
     nc = await jetstream.connect(config)
     handlers.OPERATOR = handlers.Operator(Kube(connect()), config, nc)
+    if config.metrics_port is not None:
+        handlers.OPERATOR.metrics.factory.serve(config.metrics_port, config.metrics_addr)
     handlers.OPERATOR.refresher.start()
     await ReportListener(handlers.OPERATOR, nc).start()
 

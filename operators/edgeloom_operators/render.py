@@ -26,6 +26,9 @@ TERMINATION_LOG = "/dev/termination-log"
 NODE_TIER_LABEL = "edgeloom.io/tier"
 DEVICE_PROFILE_LABEL = "edgeloom.io/device-profile"
 GPU_RESOURCE = "nvidia.com/gpu"
+METRICS_PORT = 9400
+"""Port of every role pod's ``/metrics``, served on the pod IP and announced by the
+``prometheus.io/*`` annotations."""
 MAX_NAME = 63
 
 
@@ -174,6 +177,8 @@ def role_job(
         _env_from_secret("EDGELOOM_NATS_URL", secret, "url"),
         _env_from_secret("EDGELOOM_NATS_USER", secret, "user", optional=True),
         _env_from_secret("EDGELOOM_NATS_PASSWORD", secret, "password", optional=True),
+        {"name": "EDGELOOM_METRICS_PORT", "value": str(METRICS_PORT)},
+        {"name": "EDGELOOM_METRICS_ADDR", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
     if job.replicas > 1 or job.offset:
         env.append({"name": "EDGELOOM_INDEX_OFFSET", "value": str(job.offset)})
@@ -186,6 +191,7 @@ def role_job(
         "imagePullPolicy": config.image_pull_policy,
         "command": ["edgeloom", "serve"],
         "env": env,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -226,7 +232,14 @@ def role_job(
     job_spec: dict[str, Any] = {
         "backoffLimit": 2 if job.essential else 2 * job.replicas,
         "template": {
-            "metadata": {"labels": labels(info, name, job.role)},
+            "metadata": {
+                "labels": labels(info, name, job.role),
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(METRICS_PORT),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
             "spec": pod_spec,
         },
     }

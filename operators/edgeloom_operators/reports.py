@@ -61,7 +61,15 @@ class ReportListener:
             return
         parsed = parse_report(msg.subject, msg.data)
         if parsed is None:
+            self.operator.metrics.reports.labels(kind=_kind(msg.subject), outcome="rejected").inc()
             return
         key, report = parsed
+        self.operator.metrics.reports.labels(kind=key[1], outcome="accepted").inc()
         self.operator.reports[key] = report
         self.operator.refresher.request(key)
+
+
+def _kind(subject: str) -> str:
+    """The kind named by a report's subject, or ``unknown`` (keeps the label bounded)."""
+    info = KINDS.get(subject.split(".")[2])
+    return info.kind if info is not None else "unknown"

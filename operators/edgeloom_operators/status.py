@@ -11,12 +11,16 @@ down). ``Ready`` is True exactly when the resource has Succeeded, so ``kubectl w
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from edgeloom.api.registry import KindInfo
 from edgeloom.api.status import Phase, Status, get_condition, set_condition
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+HEALTH = "WorkersHealthy"
+"""Condition the worker-health loop owns (:mod:`edgeloom_operators.workers`)."""
+Health = tuple[Literal["True", "False", "Unknown"], str, str]
+"""(status, reason, message) of the WorkersHealthy condition."""
 
 
 def _job_condition(job: dict[str, Any], type: str) -> dict[str, Any] | None:
@@ -56,14 +60,16 @@ def derive_status(
     jobs: list[dict[str, Any]],
     report: dict[str, Any] | None = None,
     now: datetime | None = None,
+    health: Health | None = None,
 ) -> dict[str, Any]:
     """The status to write: progress and results from the report (else the current status),
     with phase, ``Ready`` and observedGeneration settled by the rules of the module docstring.
 
     A terminal phase already written for this generation sticks (a late or retried pod's report
     cannot turn Succeeded back into Running); a status written for an older generation does not
-    decide the phase of the new one. The operator owns ``Ready``: its lastTransitionTime moves
-    only when its status does.
+    decide the phase of the new one. The operator owns ``Ready`` and ``WorkersHealthy``
+    (``health``, else the one already written): their lastTransitionTime moves only when
+    their status does.
 
     Raises
     ------
@@ -102,7 +108,12 @@ def derive_status(
         ready_reason, ready_message = reason, message
     else:
         ready_reason, ready_message = phase.value, "waiting for the job's pods"
-    conditions = [c for c in status.conditions if c.type != "Ready"]
+    conditions = [c for c in status.conditions if c.type not in ("Ready", HEALTH)]
+    kept_health = get_condition(kept.conditions, HEALTH)
+    if kept_health is not None:
+        conditions.append(kept_health)
+    if health is not None:
+        conditions = set_condition(conditions, HEALTH, *health, generation, now)
     status.phase = phase
     status.observed_generation = generation
     status.conditions = set_condition(

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeloom.runtime.codec import DTYPES, CodecError, Encoded, Limits, decode, encode
+from edgeloom.runtime.framing import frame_envelope
 
 ENVELOPE = json.dumps({"type": "features", "round": 3})
 FUZZ = settings(max_examples=200, deadline=None)
@@ -93,6 +94,11 @@ def test_envelope_without_tensors_round_trips() -> None:
 
     assert envelope == ENVELOPE
     assert tensors == {}
+
+
+def test_the_torch_free_frame_is_the_codecs_frame() -> None:
+    for envelope in (ENVELOPE, '{"text": "é"}', "{}"):
+        assert frame_envelope(envelope) == encode(envelope).tobytes()
 
 
 def test_non_contiguous_tensors_round_trip_by_value() -> None:

@@ -119,8 +119,14 @@ def test_every_child_is_owned_labelled_and_locked_down() -> None:
         container = pod["containers"][0]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-        refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
-        assert {r["name"] for r in refs} == {"mnist1d-mergesfl-nats"}
+        refs = [e["valueFrom"] for e in container["env"] if "valueFrom" in e]
+        secrets = {r["secretKeyRef"]["name"] for r in refs if "secretKeyRef" in r}
+        assert secrets == {"mnist1d-mergesfl-nats"}
+        fields = {r["fieldRef"]["fieldPath"] for r in refs if "fieldRef" in r}
+        assert fields == {"status.podIP"}  # /metrics listens on the pod IP
+        annotations = kid["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
         assert "s3cret" not in yaml.safe_dump(kid)  # the password lives in the Secret only
 
 

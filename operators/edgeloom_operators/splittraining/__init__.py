@@ -4,5 +4,7 @@ from edgeloom_operators.splittraining.render import KIND, render
 
 KEEPS_RUN_STATE = True
 """The server's KV state and checkpoint are deleted with the resource."""
+HAS_WORKERS = True
+"""Worker pods are checked on Prometheus data (:mod:`edgeloom_operators.workers`)."""
 
-__all__ = ["KEEPS_RUN_STATE", "KIND", "render"]
+__all__ = ["HAS_WORKERS", "KEEPS_RUN_STATE", "KIND", "render"]

@@ -54,6 +54,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.index,
         args.nats,
         metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
         run_dir=args.run_dir,
     )
     try:
@@ -161,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(os.environ["EDGELOOM_METRICS_PORT"])
         if "EDGELOOM_METRICS_PORT" in os.environ
         else None,
+        help="serve /metrics on this port; default EDGELOOM_METRICS_PORT, else no endpoint",
+    )
+    serve.add_argument(
+        "--metrics-addr",
+        default=os.environ.get("EDGELOOM_METRICS_ADDR") or "0.0.0.0",
+        help="address /metrics listens on; default EDGELOOM_METRICS_ADDR (in a pod: its IP)",
     )
     serve.add_argument("--run-dir", type=Path, default=None)
     serve.set_defaults(func=_cmd_serve)

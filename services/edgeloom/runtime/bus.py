@@ -26,7 +26,8 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
 from edgeloom.runtime.codec import DEFAULT_LIMITS, CodecError, Limits, decode, encode
-from edgeloom.runtime.transfer import H_ERROR, Reassembler, send
+from edgeloom.runtime.framing import H_ERROR
+from edgeloom.runtime.transfer import Reassembler, send
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ import struct
 from typing import Any
 
 ENVELOPE_KEY = "envelope"
+H_ERROR = "Edgeloom-Error"
+"""NATS header of a reply that carries an error instead of an answer."""
 
 
 class CodecError(ValueError):
@@ -37,6 +39,13 @@ def parse_header(data: Any, max_header_bytes: int) -> tuple[dict, int]:
     if not isinstance(header, dict):
         raise CodecError("header must be a JSON object")
     return header, 8 + hlen
+
+
+def frame_envelope(envelope_json: str) -> bytes:
+    """A frame that carries ``envelope_json`` and no tensors, as :func:`codec.encode` writes it."""
+    raw = json.dumps({"__metadata__": {ENVELOPE_KEY: envelope_json}}, separators=(",", ":"))
+    raw += " " * (-(8 + len(raw.encode())) % 8)  # data starts 8-byte aligned
+    return struct.pack("<Q", len(raw.encode())) + raw.encode()
 
 
 def envelope_of(header: dict) -> str:

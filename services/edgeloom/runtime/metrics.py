@@ -33,7 +33,7 @@ ALLOWED_LABELS = frozenset(
         "channel",
         "phase",
         "namespace",
-        "job",
+        "name",
     }
 )
 _UNITS = ("_seconds", "_bytes", "_ratio", "_total", "_info")

@@ -103,13 +103,16 @@ async def run_role(
     stop: asyncio.Event,
     metrics_port: int | None = None,
     run_dir: Path | None = None,
+    metrics_addr: str = "0.0.0.0",
 ) -> bool:
     """Run one role until it finishes (True) or ``stop`` is set (False); the bus is drained
     either way."""
     main = role_main(info, role)
-    metrics = MetricFactory(const_labels={"kind": info.kind, "role": role})
+    metrics = MetricFactory(
+        const_labels={"kind": info.kind, "role": role, "name": resource.metadata.name}
+    )
     if metrics_port is not None:
-        metrics.serve(metrics_port)
+        metrics.serve(metrics_port, metrics_addr)
     bus = await Bus.connect(
         nats_url, f"{resource.metadata.name}-{role}-{index}", **nats_credentials()
     )
@@ -164,6 +167,7 @@ async def serve(
     index: int,
     nats_url: str,
     metrics_port: int | None = None,
+    metrics_addr: str = "0.0.0.0",
     run_dir: Path | None = None,
 ) -> bool:
     """The pod entrypoint: one role process, stopped cleanly by SIGTERM or SIGINT.
@@ -176,4 +180,6 @@ async def serve(
     resource = parse_resource(obj, info.spec_model, info.kind)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    return await run_role(info, resource, role, index, nats_url, stop, metrics_port, run_dir)
+    return await run_role(
+        info, resource, role, index, nats_url, stop, metrics_port, run_dir, metrics_addr
+    )

@@ -26,7 +26,6 @@ H_TRANSFER = "Edgeloom-Transfer"
 H_CHUNK = "Edgeloom-Chunk"
 H_SIZE = "Edgeloom-Size"
 H_CRC = "Edgeloom-Crc32"
-H_ERROR = "Edgeloom-Error"
 HEADER_ALLOWANCE = 512  # bytes of max_payload left for NATS headers
 CHUNK_BYTES = 1024 * 1024
 """Chunks stay this small even when the server allows more: nats-py moves 1 MiB messages

@@ -169,6 +169,14 @@ class StopCondition(ApiModel):
     )
 
 
+class UnhealthyWorkerPolicy(StrEnum):
+    """What the operator does with a worker its Prometheus checks find unhealthy."""
+
+    REPLACE = "replace"
+    DROP = "drop"
+    REPORT = "report"
+
+
 class Participation(ApiModel):
     """What happens when workers are slow or die."""
 
@@ -180,6 +188,25 @@ class Participation(ApiModel):
         gt=0,
         description="Wall seconds a worker may take to answer one request (load, forward, "
         "backward, upload) before it is dropped from the round.",
+    )
+    on_unhealthy_worker: UnhealthyWorkerPolicy = Field(
+        default=UnhealthyWorkerPolicy.REPLACE,
+        description="What the operator does with a worker whose metrics went stale or whose "
+        "round time stays far above its peers' (checked on Prometheus data): replace (delete "
+        "the pod; its Job starts a new one, which rejoins), drop (the server stops using the "
+        "worker for the rest of the job) or report (a condition and an event only).",
+    )
+    unhealthy_after_seconds: float = Field(
+        default=60.0,
+        ge=5,
+        description="A worker is unhealthy when Prometheus could not scrape it for this long, "
+        "or when its round time averaged over this long exceeds stragglerFactor times its "
+        "peers' median.",
+    )
+    straggler_factor: float = Field(
+        default=3.0,
+        gt=1,
+        description="How many times its peers' median round time makes a worker a straggler.",
     )
 
 
@@ -231,6 +258,19 @@ class SplitTrainingJobSpec(ApiModel):
         if self.model.split_point is not None and self.model.split_point >= BLOCKS[arch]:
             raise ValueError(f"model.splitPoint must be below {BLOCKS[arch]} for {arch.value}")
         return self
+
+
+class DropWorkers(ApiModel):
+    """Operator -> server on the job's ``control`` subject: stop using these workers."""
+
+    workers: list[int] = Field(min_length=1, description="Global worker indices to drop.")
+    reason: str = Field(default="", max_length=1024, description="Why, for the server's log.")
+
+
+class WorkersDropped(ApiModel):
+    """Server -> operator: the workers now excluded from every later round."""
+
+    dropped: list[int] = Field(description="Every worker the job has dropped so far.")
 
 
 class SplitTrainingJobStatus(Status):

@@ -29,6 +29,8 @@ class Join(_Msg):
 class JoinAck(_Msg):
     accepted: bool
     reason: str = ""
+    retire: bool = False
+    """The job has dropped this worker for good: it should exit successfully."""
 
 
 class Load(_Msg):

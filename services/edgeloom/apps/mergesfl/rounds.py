@@ -107,6 +107,8 @@ class ServerJob:
     workers: dict[int, Join] = field(default_factory=dict)
     estimates: dict[int, tuple[float, float]] = field(default_factory=dict)
     """worker -> (per-sample compute s, per-sample transfer s), smoothed over rounds."""
+    excluded: set[int] = field(default_factory=set)
+    """Workers dropped for the rest of the job (by the operator); they may not rejoin."""
     bytes_offset: int = 0
 
     @property
@@ -146,6 +148,13 @@ class ServerJob:
             else:
                 replies[i] = result
         return replies, lost
+
+    def drop(self, indices: list[int]) -> None:
+        """Stop using these workers for the rest of the job."""
+        self.excluded.update(indices)
+        for i in indices:
+            self.workers.pop(i, None)
+            self.estimates.pop(i, None)
 
     async def broadcast(self, command: BaseModel) -> None:
         """Best effort: send ``command`` to every worker that joined."""

@@ -20,7 +20,12 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
-from edgeloom.api.kinds.splittraining import SplitTrainingJobSpec, SplitTrainingJobStatus
+from edgeloom.api.kinds.splittraining import (
+    DropWorkers,
+    SplitTrainingJobSpec,
+    SplitTrainingJobStatus,
+    WorkersDropped,
+)
 from edgeloom.api.messages import JobResult
 from edgeloom.api.status import Condition, Phase, Progress, set_condition
 from edgeloom.apps.mergesfl.messages import Join, JoinAck, Stop
@@ -47,6 +52,7 @@ class ServerState(BaseModel):
     history: list[dict[str, float | int | None]]
     workers: dict[int, Join]
     estimates: dict[int, tuple[float, float]]
+    excluded: list[int] = Field(default_factory=list)
 
 
 @dataclass
@@ -114,10 +120,12 @@ class Server:
             {k[4:]: v for k, v in ckpt.tensors.items() if k.startswith("top.")}
         )
         self.start_round = state.round
+        self.metrics.round.set(state.round)
         self.virtual_time_s, self.best_accuracy = state.virtual_time_s, state.best_accuracy
         self.time_to_target_s, self.dropped_total = state.time_to_target_s, state.dropped_total
         self.history = state.history
         self.job.workers.update(state.workers)
+        self.job.drop(state.excluded)
         self.job.estimates.update(state.estimates)
         self.job.bytes_offset = state.bytes_total
         self.last_checkpoint = checkpoint_ref(self.checkpoint_name, state.round)
@@ -143,6 +151,7 @@ class Server:
                 history=self.history,
                 workers=self.job.workers,
                 estimates=self.job.estimates,
+                excluded=sorted(self.job.excluded),
             ),
         )
         self.last_checkpoint = checkpoint_ref(self.checkpoint_name, completed_rounds)
@@ -238,18 +247,24 @@ async def wait_for_workers(ctx: RoleContext, job: ServerJob) -> None:
     """Accept joins (also later ones: a restarted worker rejoins); wait for everyone at start."""
     everyone = asyncio.Event()
 
+    expected = ctx.spec.worker_count - len(job.excluded)
+
     async def on_join(msg: Message) -> None:
         hello = msg.parse(Join)
         if hello.index >= ctx.spec.worker_count:
             await ctx.bus.respond(msg, JoinAck(accepted=False, reason="index out of range"))
             return
+        if hello.index in job.excluded:
+            reason = "the operator dropped this worker from the job"
+            await ctx.bus.respond(msg, JoinAck(accepted=False, reason=reason, retire=True))
+            return
         job.workers[hello.index] = hello
         await ctx.bus.respond(msg, JoinAck(accepted=True))
-        if len(job.workers) == ctx.spec.worker_count:
+        if len(job.workers) >= expected:
             everyone.set()
 
     await ctx.bus.subscribe(ctx.subject("join"), on_join)
-    if len(job.workers) == ctx.spec.worker_count:
+    if len(job.workers) >= expected:
         return
     try:
         await asyncio.wait_for(everyone.wait(), JOIN_TIMEOUT_S)
@@ -275,7 +290,19 @@ async def run(ctx: RoleContext) -> None:
         state_key=state_key(*run),
         checkpoint_name=checkpoint_name(*run),
     )
+    server.metrics.planned_rounds.set(spec.training.rounds)
     await server.restore()
+
+    async def on_control(msg: Message) -> None:
+        cmd = msg.parse(DropWorkers)
+        unknown = [i for i in cmd.workers if not 0 <= i < spec.worker_count]
+        if unknown:
+            raise ValueError(f"workers {unknown} are not in this job")
+        log.warning("dropping workers %s for the rest of the job: %s", cmd.workers, cmd.reason)
+        job.drop(cmd.workers)
+        await ctx.bus.respond(msg, WorkersDropped(dropped=sorted(job.excluded)))
+
+    await ctx.bus.subscribe(ctx.subject("control"), on_control)
     train_round = ROUNDS[spec.method]
     message, succeeded = "", True
     try:

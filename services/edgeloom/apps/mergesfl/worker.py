@@ -165,8 +165,11 @@ class Worker:
             raise RuntimeError(f"command for round {round_}, but round {self.round} is loaded")
 
 
-async def join(ctx: RoleContext, worker: Worker) -> None:
-    """Announce this worker until the server accepts it (the server may start later)."""
+async def join(ctx: RoleContext, worker: Worker) -> bool:
+    """Announce this worker until the server accepts it (the server may start later).
+
+    Returns False when the server has dropped this worker for good.
+    """
     hello = Join(
         index=ctx.index,
         samples=len(worker.data),
@@ -180,9 +183,13 @@ async def join(ctx: RoleContext, worker: Worker) -> None:
             await asyncio.sleep(JOIN_RETRY_S)
             continue
         ack = reply.parse(JoinAck)
+        if ack.retire:
+            log.warning("worker %d is no longer needed: %s", ctx.index, ack.reason)
+            return False
         if not ack.accepted:
             raise RuntimeError(f"server refused worker {ctx.index}: {ack.reason}")
-        return
+        return True
+    return False
 
 
 async def run(ctx: RoleContext) -> None:
@@ -216,6 +223,7 @@ async def run(ctx: RoleContext) -> None:
             ctx.stop.set()
 
     await ctx.bus.subscribe(ctx.subject("worker", str(ctx.index)), on_command)
-    await join(ctx, worker)
+    if not await join(ctx, worker):
+        return
     log.info("worker %d joined with %d samples", ctx.index, len(worker.data))
     await ctx.stop.wait()

@@ -1,0 +1,87 @@
+"""The operator's own Prometheus metrics, declared once (naming rules of
+:class:`edgeloom.runtime.metrics.MetricFactory`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from edgeloom.runtime.metrics import MetricFactory
+
+RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass
+class Outcome:
+    """How a reconcile ended; a reconcile may mark itself ``invalid`` before raising."""
+
+    value: str = "success"
+
+
+class OperatorMetrics:
+    """Reconciles, resources per phase, status reports and the worker-health loop."""
+
+    def __init__(self, m: MetricFactory | None = None) -> None:
+        self.factory = m = m or MetricFactory()
+        self.reconciles = m.counter(
+            "operator_reconciles_total", "Reconciles by kind and outcome.", ("kind", "outcome")
+        )
+        self.reconcile_duration = m.histogram(
+            "operator_reconcile_duration_seconds",
+            "Wall time of one reconcile (parse, render, apply, status).",
+            ("kind",),
+            buckets=RECONCILE_BUCKETS,
+        )
+        self.resources = m.gauge(
+            "operator_resources", "Resources by kind and phase.", ("kind", "phase")
+        )
+        self.reports = m.counter(
+            "operator_status_reports_total",
+            "Status reports received over NATS, by kind and outcome (accepted, rejected).",
+            ("kind", "outcome"),
+        )
+        self.health_checks = m.counter(
+            "operator_health_checks_total",
+            "Worker-health checks on Prometheus data, by kind and outcome.",
+            ("kind", "outcome"),
+        )
+        self.worker_actions = m.counter(
+            "operator_worker_actions_total",
+            "Unhealthy workers handled, by kind and outcome (replaced, dropped, reported).",
+            ("kind", "outcome"),
+        )
+        self._phases: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def reconcile(self, kind: str) -> Iterator[Outcome]:
+        """Count and time one reconcile; it is an ``error`` when it raises unless it said
+        otherwise."""
+        start = time.perf_counter()
+        outcome = Outcome()
+        try:
+            yield outcome
+        except BaseException:
+            if outcome.value == "success":
+                outcome.value = "error"
+            raise
+        finally:
+            self.reconciles.labels(kind=kind, outcome=outcome.value).inc()
+            self.reconcile_duration.labels(kind=kind).observe(time.perf_counter() - start)
+
+    def phase(self, key: tuple[str, str, str], phase: str | None) -> None:
+        """Record the phase of one resource (None: it is gone) and update the per-phase
+        counts of its kind."""
+        kind = key[1]
+        with self._lock:
+            if phase is None:
+                self._phases.pop(key, None)
+            else:
+                self._phases[key] = (kind, phase)
+            counts = Counter(p for k, p in self._phases.values() if k == kind)
+        for name in ("Pending", "Running", "Degraded", "Succeeded", "Failed"):
+            self.resources.labels(kind=kind, phase=name).set(counts.get(name, 0))
