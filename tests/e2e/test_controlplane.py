@@ -23,7 +23,7 @@ from edgeloom.testing.controlplane import (
     start_control_plane,
     wait_for,
 )
-from edgeloom.testing.node_agent import NodeAgent, PathMap, expand_vars
+from edgeloom.testing.node_agent import NodeAgent, PathMap, expand_vars, pod_ip
 
 pytestmark = pytest.mark.e2e
 
@@ -227,7 +227,8 @@ def test_deleting_a_running_pod_kills_its_process(
     pod = wait_phase(control_plane, namespace, "sleeper", {"Running"})
     ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
-    assert pod["status"]["podIP"] == "127.0.0.1"
+    assert pod["status"]["podIP"] == pod_ip(pod) != "127.0.0.1"  # an address of its own
+    assert pod["status"]["hostIP"] == "127.0.0.1"
     pid = node_agent.container_pid(namespace, "sleeper")
     assert pid is not None and pid_alive(pid)
     wait_for(lambda: "up" in node_agent.pod_log(namespace, "sleeper"), 30, "the handler")

@@ -2,12 +2,15 @@
 
 Rendered manifests are parsed and checked for what the operator and its users rely on: the kopf
 command line, a hardened pod, NATS wiring through a Secret, least-privilege RBAC, aggregated
-user roles, the NATS JetStream server, ``helm test`` pods and the values schema.
+user roles, the NATS JetStream server, ``helm test`` pods, monitoring (metrics port, scrape
+annotations, PodMonitor, ServiceMonitor, PrometheusRule, Grafana dashboard ConfigMaps) and the
+values schema.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -36,6 +39,13 @@ KOPF_COMMAND = [
     "-m",
     "edgeloom_operators.main",
 ]
+MONITORING_ON = (
+    "monitoring.podMonitor.enabled=true",
+    "monitoring.serviceMonitor.enabled=true",
+    "monitoring.prometheusRule.enabled=true",
+)
+MONITORING_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
+DASHBOARDS = CHART / "dashboards"
 CRUD = ("get", "list", "watch", "create", "patch", "update", "delete")
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
 
@@ -150,7 +160,7 @@ def namespaced_operator_rules(plurals: set[str]) -> set[Rule]:
         rules.add(("edgeloom.io", f"{p}/finalizers", "update"))
     rules |= {("batch", "jobs", v) for v in CRUD}
     rules |= {("", r, v) for r in ("configmaps", "secrets") for v in CRUD}
-    rules |= {("", "pods", v) for v in ("get", "list", "watch")}
+    rules |= {("", "pods", v) for v in ("get", "list", "watch", "patch", "delete")}
     rules |= {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
     return rules
 
@@ -172,8 +182,13 @@ def test_chart_crds_are_the_generated_crds() -> None:
 
 @pytest.mark.parametrize(
     "sets",
-    [(), ("nats.url=nats://nats.example:4222",), ("operator.watchNamespaces={team-a,team-b}",)],
-    ids=["defaults", "external-nats", "watch-namespaces"],
+    [
+        (),
+        ("nats.url=nats://nats.example:4222",),
+        ("operator.watchNamespaces={team-a,team-b}",),
+        MONITORING_ON,
+    ],
+    ids=["defaults", "external-nats", "watch-namespaces", "monitoring"],
 )
 def test_lint_strict_is_clean(helm: Helm, sets: tuple[str, ...]) -> None:
     args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
@@ -436,7 +451,8 @@ def test_helm_test_pods_probe_the_operator_and_nats(default_docs: list[dict]) ->
     assert f"http://{FULLNAME}-operator.{NAMESPACE}.svc:8080/healthz" in probe["command"][2]
     service = find(default_docs, "Service", f"{FULLNAME}-operator")
     assert service["spec"]["ports"] == [
-        {"name": "http-health", "port": 8080, "targetPort": "http-health", "protocol": "TCP"}
+        {"name": "http-health", "port": 8080, "targetPort": "http-health", "protocol": "TCP"},
+        {"name": "metrics", "port": 9400, "targetPort": "metrics", "protocol": "TCP"},
     ]
     operator = container(default_docs, "Deployment", f"{FULLNAME}-operator")
     assert {"name": "http-health", "containerPort": 8080, "protocol": "TCP"} in operator["ports"]
@@ -474,8 +490,26 @@ def test_names_and_common_labels_follow_values(helm: Helm) -> None:
         (("opertor.replicas=1",), "opertor"),
         (("nats.image.pullPolicy=Sometimes",), "pullPolicy"),
         (("operator.watchNamespaces={Team_A}",), "watchNamespaces"),
+        (("operator.metricsPort=80",), "metricsPort"),
+        (("prometheus.url=prometheus:9090",), "url"),
+        (("prometheus.checkIntervalSeconds=0",), "checkIntervalSeconds"),
+        (("monitoring.podMonitor.interval=30",), "interval"),
+        (("monitoring.prometheusRule.staleFor=five minutes",), "staleFor"),
+        (("monitoring.dashbords.enabled=true",), "dashbords"),
     ],
-    ids=["negative-replicas", "two-operators", "unknown-top-level-key", "pull-policy", "namespace"],
+    ids=[
+        "negative-replicas",
+        "two-operators",
+        "unknown-top-level-key",
+        "pull-policy",
+        "namespace",
+        "privileged-metrics-port",
+        "prometheus-url-scheme",
+        "zero-check-interval",
+        "interval-without-unit",
+        "duration",
+        "unknown-monitoring-key",
+    ],
 )
 def test_schema_rejects_bad_values_naming_the_field(
     helm: Helm, sets: tuple[str, ...], field: str
@@ -484,3 +518,138 @@ def test_schema_rejects_bad_values_naming_the_field(
     assert proc.returncode != 0, f"{sets} rendered"
     assert "schema" in proc.stderr
     assert field in proc.stderr, proc.stderr
+
+
+def test_operator_exports_metrics_on_its_pod_ip_by_default(default_docs: list[dict]) -> None:
+    deployment = find(default_docs, "Deployment", f"{FULLNAME}-operator")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9400",
+        "prometheus.io/path": "/metrics",
+    }
+    operator = container(default_docs, "Deployment", f"{FULLNAME}-operator")
+    assert {"name": "metrics", "containerPort": 9400, "protocol": "TCP"} in operator["ports"]
+    env = env_of(operator)
+    assert env["EDGELOOM_METRICS_PORT"]["value"] == "9400"
+    assert env["EDGELOOM_METRICS_ADDR"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["EDGELOOM_HEALTH_INTERVAL_SECONDS"]["value"] == "15"
+    assert "EDGELOOM_PROMETHEUS_URL" not in env  # the Prometheus-driven loops stay off
+    assert not MONITORING_KINDS & {d["kind"] for d in default_docs}
+
+
+def test_metrics_and_prometheus_values_reach_the_operator(helm: Helm) -> None:
+    docs = helm.render(
+        "operator.metricsPort=9500",
+        "prometheus.url=http://prometheus.monitoring.svc:9090",
+        "prometheus.checkIntervalSeconds=30",
+        "monitoring.scrapeAnnotations=false",
+        "operator.podAnnotations.team=ml",
+    )
+    deployment = find(docs, "Deployment", f"{FULLNAME}-operator")
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {"team": "ml"}
+    operator = container(docs, "Deployment", f"{FULLNAME}-operator")
+    assert {"name": "metrics", "containerPort": 9500, "protocol": "TCP"} in operator["ports"]
+    env = env_of(operator)
+    assert env["EDGELOOM_METRICS_PORT"]["value"] == "9500"
+    assert env["EDGELOOM_PROMETHEUS_URL"]["value"] == "http://prometheus.monitoring.svc:9090"
+    assert env["EDGELOOM_HEALTH_INTERVAL_SECONDS"]["value"] == "30"
+    service = find(docs, "Service", f"{FULLNAME}-operator")
+    assert {"name": "metrics", "port": 9500, "targetPort": "metrics", "protocol": "TCP"} in service[
+        "spec"
+    ]["ports"]
+
+
+def test_the_health_and_metrics_ports_must_differ(helm: Helm) -> None:
+    proc = helm.template("operator.metricsPort=8080")
+    assert proc.returncode != 0
+    assert "operator.healthPort and operator.metricsPort must differ" in proc.stderr
+
+
+def test_pod_and_service_monitors_scrape_the_metrics_ports(helm: Helm) -> None:
+    docs = helm.render(
+        *MONITORING_ON,
+        "monitoring.podMonitor.interval=15s",
+        "monitoring.podMonitor.labels.release=kps",
+        "monitoring.serviceMonitor.labels.release=kps",
+    )
+    pod_monitor = find(docs, "PodMonitor", FULLNAME)
+    assert pod_monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert pod_monitor["metadata"]["labels"]["release"] == "kps"
+    spec = pod_monitor["spec"]
+    assert spec["namespaceSelector"] == {"any": True}
+    # Job pods (rendered by the operator) are labelled app.kubernetes.io/name=edgeloom.
+    assert spec["selector"] == {
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/name", "operator": "In", "values": ["edgeloom"]}
+        ]
+    }
+    assert spec["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    ]
+    # The dashboards and alerts select `up` by these target labels.
+    assert {"app.kubernetes.io/name", "app.kubernetes.io/component"} <= set(spec["podTargetLabels"])
+    operator_pod = find(docs, "Deployment", f"{FULLNAME}-operator")["spec"]["template"]
+    assert operator_pod["metadata"]["labels"]["app.kubernetes.io/name"] == "edgeloom"
+
+    service_monitor = find(docs, "ServiceMonitor", f"{FULLNAME}-operator")
+    assert service_monitor["metadata"]["labels"]["release"] == "kps"
+    spec = service_monitor["spec"]
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert spec["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    service = find(docs, "Service", f"{FULLNAME}-operator")
+    assert spec["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_name_override_keeps_the_operator_pod_monitored(helm: Helm) -> None:
+    docs = helm.render("nameOverride=loom", *MONITORING_ON)
+    (expression,) = find(docs, "PodMonitor", f"{RELEASE}-loom")["spec"]["selector"][
+        "matchExpressions"
+    ]
+    assert expression["values"] == ["edgeloom", "loom"]
+    rule = find(docs, "PrometheusRule", f"{RELEASE}-loom")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert 'up{app_kubernetes_io_name=~"edgeloom|loom"} == 0' in exprs
+
+
+def test_prometheus_rule_is_a_rule_file_with_labelled_alerts(helm: Helm) -> None:
+    docs = helm.render(*MONITORING_ON, "monitoring.prometheusRule.labels.release=kps")
+    rule = find(docs, "PrometheusRule", FULLNAME)
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert set(rule["spec"]) == {"groups"}
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(alerts) == 5
+    for alert in alerts:
+        assert alert["alert"].startswith("Edgeloom")
+        assert alert["labels"]["severity"] in ("info", "warning", "critical")
+        assert {"summary", "description"} <= alert["annotations"].keys()
+        assert "{{ $labels." in alert["annotations"]["summary"]  # Prometheus templates survive helm
+
+
+def test_dashboards_are_config_maps_for_the_grafana_sidecar(default_docs: list[dict]) -> None:
+    files = sorted(DASHBOARDS.glob("*.json"))
+    assert len(files) == 3
+    for path in files:
+        config_map = find(default_docs, "ConfigMap", f"{FULLNAME}-dashboard-{path.stem}")
+        assert config_map["metadata"]["namespace"] == NAMESPACE
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert "annotations" not in config_map["metadata"]
+        assert config_map["data"].keys() == {path.name}
+        assert json.loads(config_map["data"][path.name]) == json.loads(path.read_text())
+
+
+def test_dashboard_values_move_and_label_the_config_maps(helm: Helm) -> None:
+    docs = helm.render(
+        "monitoring.dashboards.label=dashboards.grafana.com/load",
+        "monitoring.dashboards.labelValue=yes",
+        "monitoring.dashboards.namespace=monitoring",
+        "monitoring.dashboards.annotations.grafana_folder=edgeloom",
+    )
+    config_map = find(docs, "ConfigMap", f"{FULLNAME}-dashboard-operator")
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["dashboards.grafana.com/load"] == "yes"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "edgeloom"}
+
+    docs = helm.render("monitoring.dashboards.enabled=false")
+    assert not [d for d in docs if "-dashboard-" in d["metadata"]["name"]]

@@ -187,3 +187,22 @@ The operator's kopf command line; watchNamespaces replaces --all-namespaces.
 - -m
 - edgeloom_operators.main
 {{- end }}
+
+{{/*
+Values of app.kubernetes.io/name that mark pods to scrape: job pods always carry "edgeloom",
+the operator pod carries the chart name (nameOverride). Renders a JSON list.
+*/}}
+{{- define "edgeloom.monitoredNames" -}}
+{{- uniq (list "edgeloom" (include "edgeloom.name" .)) | toJson }}
+{{- end }}
+
+{{/*
+Pod labels copied onto the scrape targets (as app_kubernetes_io_name, ...), as the usual
+annotation-based `kubernetes-pods` job does with labelmap: the dashboards and alerts select
+`up` by them.
+*/}}
+{{- define "edgeloom.podTargetLabels" -}}
+- app.kubernetes.io/name
+- app.kubernetes.io/instance
+- app.kubernetes.io/component
+{{- end }}

@@ -25,7 +25,7 @@ process standing in for each container (the container image would hold this same
 - **Environment.** This process's environment (minus ``KUBECONFIG`` and ``KUBERNETES_*``) plus
   ``HOSTNAME``, ``PYTHONUNBUFFERED=1`` and the virtualenv's bin first on ``PATH``; then
   ``envFrom`` and ``env`` (``value`` with expansion, ``secretKeyRef``, ``configMapKeyRef``,
-  ``fieldRef`` with every IP reported as 127.0.0.1, ``resourceFieldRef``). No service-link
+  ``fieldRef`` with the pod's own loopback IP, ``resourceFieldRef``). No service-link
   variables and, on purpose, no ``KUBERNETES_SERVICE_HOST``.
 - **Service account.** When the pod has a ``serviceAccountName`` and automounting is not off
   (pod first, then service account), a TokenRequest token bound to the pod goes into a
@@ -36,7 +36,7 @@ process standing in for each container (the container image would hold this same
   in its own session (its process group is signalled as a whole) with ``PR_SET_PDEATHSIG``: if
   pytest dies, each container's main process dies too (its own children only if they arrange
   it, as ``edgeloom run`` does for its roles). Status is reported
-  as a kubelet does (Pending, Running with podIP 127.0.0.1 and Ready conditions, then Succeeded
+  as a kubelet does (Pending, Running with its podIP and Ready conditions, then Succeeded
   or Failed with ``state.terminated`` exit code, reason and termination message: the file, at
   most 4096 bytes, or with ``FallbackToLogsOnError`` the log tail). ``restartPolicy``
   Always/OnFailure restart containers with a short back-off (0.5 s doubling to 10 s) and count
@@ -44,9 +44,11 @@ process standing in for each container (the container image would hold this same
 - **Deletion.** A ``deletionTimestamp`` sends SIGTERM to the container process groups, SIGKILL
   after the grace period (capped at 10 s), then deletes the pod with grace 0 as a kubelet does;
   a pod deleted outright is killed at once. :meth:`NodeAgent.stop` kills every process.
-- **Network.** Every pod shares this machine's network: its IP is reported as 127.0.0.1, two
-  pods listening on one port collide, and with no kube-proxy or cluster DNS a Service name or
-  ClusterIP does not reach anything; clients must be pointed at ``127.0.0.1:<port>``.
+- **Network.** Every pod shares this machine's network. Its IP is an address of its own in
+  127.0.0.0/8 (:func:`pod_ip`, hostIP 127.0.0.1): a server that listens on the pod IP (from the
+  downward API) is reachable there and does not collide with other pods, but two pods listening
+  on 0.0.0.0 and one port do. With no kube-proxy or cluster DNS a Service name or ClusterIP
+  does not reach anything; clients must be pointed at a loopback address.
 - **Logs.** stdout+stderr of each container go to ``<pod dir>/logs/<container>.log`` (restarts
   append); ``kubectl logs`` cannot work without a kubelet, use :meth:`NodeAgent.pod_log`.
 """
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -79,7 +82,14 @@ from edgeloom.testing.controlplane import ControlPlane, render_kubeconfig, signa
 
 log = logging.getLogger(__name__)
 
-POD_IP = "127.0.0.1"
+HOST_IP = "127.0.0.1"
+
+
+def pod_ip(pod: Mapping[str, Any]) -> str:
+    """The pod's own loopback address (127.a.b.c from its uid): servers that listen on their
+    pod IP (``/metrics``) do not collide, and Prometheus scrapes each pod at its own IP."""
+    digest = hashlib.sha256(pod["metadata"].get("uid", "").encode()).digest()
+    return f"127.{1 + digest[0] % 254}.{digest[1]}.{1 + digest[2] % 254}"
 MAX_GRACE_S = 10.0
 MESSAGE_LIMIT = 4096
 FALLBACK_LOG_BYTES = 2048
@@ -165,7 +175,7 @@ class PathMap:
 
 
 def field_ref_value(pod: Mapping[str, Any], field_path: str) -> str:
-    """The downward-API value of ``field_path`` for ``pod``; IPs are all 127.0.0.1."""
+    """The downward-API value of ``field_path`` for ``pod`` (its IP from :func:`pod_ip`)."""
     meta = pod["metadata"]
     simple = {
         "metadata.name": meta.get("name", ""),
@@ -173,10 +183,10 @@ def field_ref_value(pod: Mapping[str, Any], field_path: str) -> str:
         "metadata.uid": meta.get("uid", ""),
         "spec.nodeName": pod["spec"].get("nodeName", ""),
         "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-        "status.podIP": POD_IP,
-        "status.podIPs": POD_IP,
-        "status.hostIP": POD_IP,
-        "status.hostIPs": POD_IP,
+        "status.podIP": pod_ip(pod),
+        "status.podIPs": pod_ip(pod),
+        "status.hostIP": HOST_IP,
+        "status.hostIPs": HOST_IP,
     }
     if field_path in simple:
         return str(simple[field_path])
@@ -592,10 +602,10 @@ class _PodWorker:
 
         return {
             "phase": phase,
-            "hostIP": POD_IP,
-            "hostIPs": [{"ip": POD_IP}],
-            "podIP": POD_IP,
-            "podIPs": [{"ip": POD_IP}],
+            "hostIP": HOST_IP,
+            "hostIPs": [{"ip": HOST_IP}],
+            "podIP": pod_ip(self.pod),
+            "podIPs": [{"ip": pod_ip(self.pod)}],
             "startTime": self.started_at,
             "initContainerStatuses": init_statuses,
             "containerStatuses": statuses,
