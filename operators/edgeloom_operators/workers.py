@@ -19,7 +19,6 @@ operator (:mod:`edgeloom_operators.handlers`) runs the queries and acts on the v
 
 from __future__ import annotations
 
-import re
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,7 +86,9 @@ def worker_pods(pods: list[dict[str, Any]], now: datetime) -> list[WorkerPod]:
 
 
 def _pods_matcher(namespace: str, pods: list[WorkerPod]) -> str:
-    names = "|".join(re.escape(w.name) for w in pods)
+    # pod names are DNS subdomains: only "." is special in a regex; in a PromQL string its
+    # escaping backslash is itself escaped
+    names = "|".join(w.name.replace(".", "\\\\.") for w in pods)
     return f'namespace="{namespace}",pod=~"{names}"'
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from edgeloom.api.kinds.splittraining import DropWorkers, WorkersDropped
 from edgeloom.api.messages import JobResult
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.runner import _spawn, run_file, stop_all
-from edgeloom.runtime.bus import Bus, Message
+from edgeloom.runtime.bus import Bus, Message, RemoteError
 from edgeloom.testing.jobs import role_pids, write_split_job
 
 pytestmark = pytest.mark.integration
@@ -239,3 +240,47 @@ def test_mergesfl_selects_workers_per_round_with_regulated_batches(tmp_path: Pat
         if line.startswith("edgeloom_batch_size{")
     ]
     assert batches and all(4 <= b <= 32 for b in batches)  # within the spec's bounds
+
+
+def test_a_dropped_worker_leaves_the_job_and_its_replacement_retires(tmp_path: Path) -> None:
+    job = write_split_job(tmp_path, name="drop", training={"rounds": 12})
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True)
+    with NatsServer() as nats:
+        results: list[JobResult] = []
+
+        async def scenario() -> None:
+            bus = await Bus.connect(nats.url, "operator")
+
+            async def on_result(msg: Message) -> None:
+                results.append(msg.parse(JobResult))
+
+            await bus.subscribe("edgeloom.default.splittrainingjob.drop.result", on_result)
+            procs = [_spawn(job, "worker", i, nats.url, run_dir, "r") for i in range(3)]
+            server = _spawn(job, "server", 0, nats.url, run_dir, "r")
+            control = "edgeloom.default.splittrainingjob.drop.control"
+            try:
+                await _wait_for_round(nats.url, "drop", 2)
+                with pytest.raises(RemoteError, match="not in this job"):
+                    await bus.request(control, DropWorkers(workers=[7]), timeout=10)
+                reply = await bus.request(
+                    control, DropWorkers(workers=[2], reason="straggler"), timeout=10
+                )
+                assert reply.parse(WorkersDropped).dropped == [2]
+                procs[2].popen.kill()  # as the operator deletes the pod
+                procs[2].popen.wait()
+                procs[2].log_path.rename(run_dir / "logs" / "worker-2.first.log")
+                replacement = _spawn(job, "worker", 2, nats.url, run_dir, "r")
+                assert replacement.popen.wait(timeout=120) == 0  # told to retire, exits cleanly
+                assert "no longer needed" in replacement.log_path.read_text()
+                assert server.popen.wait(timeout=240) == 0, server.log_tail()
+                await bus.nc.flush()
+            finally:
+                stop_all([*procs, server])
+                await bus.drain()
+
+        asyncio.run(scenario())
+    (result,) = results
+    assert result.succeeded
+    participants = [h["participants"] for h in result.history]
+    assert participants[-1] == 2 and participants[0] == 3  # it ran on without worker 2

@@ -168,3 +168,28 @@ def test_a_new_generation_is_not_decided_by_the_old_ones_status() -> None:
     assert fixed["phase"] == "Pending"
     assert ready(fixed)["reason"] == "Pending"
     assert fixed["observedGeneration"] == 2
+
+
+def health(status: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in status["conditions"] if c["type"] == "WorkersHealthy"), None)
+
+
+def test_the_worker_health_verdict_is_kept_across_reports_and_moves_only_on_change() -> None:
+    jobs = [job("s", active=1)]
+    report = {"phase": "Running", "progress": {"round": 1}}
+    assert health(derive_status(SPLIT, 1, {}, jobs, report, now=T0)) is None
+    unhealthy = ("False", "MetricsStale", "worker 2 (pod w-2): not scraped for 60 s")
+    first = derive_status(SPLIT, 1, {}, jobs, report, now=T0, health=unhealthy)
+    assert health(first) is not None
+    assert (health(first)["status"], health(first)["reason"]) == ("False", "MetricsStale")
+    # a later report (which knows nothing of worker health) keeps the operator's condition
+    later = derive_status(SPLIT, 1, first, jobs, {"phase": "Running"}, now=T1)
+    assert health(later) == health(first)
+    same = derive_status(SPLIT, 1, later, jobs, report, now=T1, health=unhealthy)
+    assert health(same)["lastTransitionTime"] == health(first)["lastTransitionTime"]
+    healed = derive_status(
+        SPLIT, 1, same, jobs, report, now=T1, health=("True", "WorkersHealthy", "")
+    )
+    assert health(healed)["status"] == "True"
+    assert health(healed)["lastTransitionTime"] != health(first)["lastTransitionTime"]
+    assert ready(healed)["status"] == "False"  # health does not decide Ready

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -53,6 +54,7 @@ class MetricFactory:
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
     const_labels: dict[str, str] = field(default_factory=dict)
+    _http: WSGIServer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._check_labels(self.const_labels)
@@ -104,8 +106,15 @@ class MetricFactory:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
         """Serve ``/metrics`` on ``port`` (0 picks a free one); returns the bound port."""
-        server, _ = start_http_server(port, addr=addr, registry=self.registry)
-        return int(server.server_port)
+        self._http, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return int(self._http.server_port)
+
+    def close(self) -> None:
+        """Stop serving ``/metrics``."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -90,6 +90,8 @@ def pod_ip(pod: Mapping[str, Any]) -> str:
     pod IP (``/metrics``) do not collide, and Prometheus scrapes each pod at its own IP."""
     digest = hashlib.sha256(pod["metadata"].get("uid", "").encode()).digest()
     return f"127.{1 + digest[0] % 254}.{digest[1]}.{1 + digest[2] % 254}"
+
+
 MAX_GRACE_S = 10.0
 MESSAGE_LIMIT = 4096
 FALLBACK_LOG_BYTES = 2048

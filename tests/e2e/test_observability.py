@@ -1,0 +1,259 @@
+"""Metrics, dashboards, alerts and the operator's worker-health loop with a real Prometheus.
+
+The chart is installed with ``prometheus.url`` pointing at a real Prometheus that scrapes the
+pods the real API server lists (the annotation-based ``kubernetes-pods`` job) and loads the
+chart's alert rules with short thresholds. A SplitTrainingJob runs; one worker process is
+stopped (SIGSTOP): its metrics go stale, the operator marks and replaces it within a bounded
+time, the alerts fire, and the job still succeeds. A PruneJob runs after it. Then every
+dashboard panel's query must return series over the test's time range.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeloom.local.nats_server import NatsServer
+from edgeloom.testing.controlplane import ControlPlane, free_port, wait_for
+from edgeloom.testing.dashboards import alert_rules, dashboard_queries
+from edgeloom.testing.node_agent import NodeAgent
+from edgeloom.testing.prometheus import PodDiscovery, Prometheus, kubernetes_pods_job
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEM = "edgeloom-observability"
+REACTION_BOUND_S = 60.0
+"""unhealthyAfterSeconds (6) + check interval (2) + scrape interval and reconcile slack."""
+
+pytestmark = pytest.mark.timeout(1500)
+
+JOB = {
+    "apiVersion": "edgeloom.io/v1alpha1",
+    "kind": "SplitTrainingJob",
+    "metadata": {"name": "watched"},
+    "spec": {
+        "method": "mergesfl",
+        "model": {"architecture": "cnn1d"},
+        "dataset": {"name": "mnist1d", "samples": 2000},
+        "workers": [{"name": "edge", "count": 4}],
+        "training": {"rounds": 40, "iterationsPerRound": 5, "totalBatchSize": 128},
+        "participation": {
+            "minWorkers": 2,
+            "roundDeadlineSeconds": 15,
+            "onUnhealthyWorker": "replace",
+            "unhealthyAfterSeconds": 6,
+        },
+    },
+}
+ALERT_VALUES = {
+    "monitoring": {
+        "prometheusRule": {
+            "splitTrainingStalledFor": "5s",
+            "staleFor": "2s",
+            "workersDroppedWindow": "10m",
+        }
+    }
+}
+EXPECTED_ALERTS = {
+    "EdgeloomSplitTrainingJobStalled",
+    "EdgeloomTargetDown",
+    "EdgeloomWorkersDropped",
+}
+
+
+@pytest.fixture(scope="module")
+def prometheus(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    work = tmp_path_factory.mktemp("prometheus")
+    discovery = PodDiscovery(control_plane, work / "pods.json")
+    job = kubernetes_pods_job(work / "pods.json")
+    try:
+        with Prometheus(work, [job], alert_rules(ALERT_VALUES)) as server:
+            yield server
+    finally:
+        discovery.stop()
+
+
+@pytest.fixture(scope="module")
+def installed(
+    control_plane: ControlPlane, node_agent: NodeAgent, prometheus: Prometheus
+) -> Iterator[str]:
+    plane = control_plane
+    with NatsServer(user="edgeloom", password=secrets.token_hex(16)) as nats:
+        plane.kubectl("create", "namespace", SYSTEM)
+        plane.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "nats-auth",
+            "-n",
+            SYSTEM,
+            f"--from-literal=user={nats.user}",
+            f"--from-literal=password={nats.password}",
+        )
+        plane.helm(
+            "install",
+            "observed",
+            str(ROOT / "charts" / "edgeloom"),
+            "-n",
+            SYSTEM,
+            "--set",
+            f"nats.url={nats.url}",
+            "--set",
+            "nats.auth.existingSecret=nats-auth",
+            "--set",
+            f"operator.healthPort={free_port()}",
+            "--set",
+            f"prometheus.url={prometheus.url}",
+            "--set",
+            "prometheus.checkIntervalSeconds=2",
+            "--wait",
+            "--timeout",
+            "180s",
+            timeout=240,
+        )
+        yield "observed"
+        plane.helm("uninstall", "observed", "-n", SYSTEM, "--wait", check=False, timeout=120)
+        plane.kubectl("delete", "namespace", SYSTEM, "--wait=false", check=False)
+
+
+def status_of(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return plane.kubectl_json("get", kind, name, "-n", namespace).get("status") or {}
+
+
+def running_workers(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
+    items = plane.kubectl_json(
+        "get", "pods", "-n", namespace, "-l", "edgeloom.io/job=watched,edgeloom.io/role=worker"
+    )["items"]
+    return {
+        p["metadata"]["name"]: p
+        for p in items
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def warning_events(plane: ControlPlane, namespace: str, name: str) -> list[str]:
+    items = plane.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    return [e["message"] for e in items if e["reason"] == "WorkerUnhealthy"]
+
+
+def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    prometheus: Prometheus,
+    installed: str,
+    namespace: str,
+) -> None:
+    plane = control_plane
+    started = time.time()
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(JOB))
+    wait_for(
+        lambda: (
+            (status_of(plane, "stj", "watched", namespace).get("progress") or {}).get("round", 0)
+            >= 3
+        ),
+        600,
+        "three rounds",
+        1.0,
+    )
+    scraped = f'up{{namespace="{namespace}",pod=~"watched-worker-.+"}} == 1'
+    wait_for(lambda: len(prometheus.query(scraped)) == 4, 60, "four workers scraped", 0.5)
+    healthy = status_of(plane, "stj", "watched", namespace)["conditions"]
+    assert {"type": "WorkersHealthy", "status": "True"}.items() <= next(
+        c for c in healthy if c["type"] == "WorkersHealthy"
+    ).items()
+
+    victim, pod = sorted(running_workers(plane, namespace).items())[0]
+    index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+    pid = node_agent.container_pid(namespace, victim)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # hung: no scrape, no reply to the server
+    stopped = time.monotonic()
+    seen_alerts: set[str] = set()
+
+    def reacted() -> list[str]:
+        seen_alerts.update(a["labels"]["alertname"] for a in prometheus.alerts())
+        return [m for m in warning_events(plane, namespace, "watched") if victim in m]
+
+    message = wait_for(reacted, REACTION_BOUND_S, "the operator's reaction", 0.5)[0]
+    reaction_s = time.monotonic() - stopped
+    print(f"operator reacted {reaction_s:.1f} s after the worker stopped: {message}")
+    assert "metrics" in message.lower() or "scraped" in message
+    condition = next(
+        c
+        for c in status_of(plane, "stj", "watched", namespace)["conditions"]
+        if c["type"] == "WorkersHealthy"
+    )
+    assert (condition["status"], condition["reason"]) == ("False", "MetricsStale")
+    assert victim in condition["message"]
+
+    def replaced() -> bool:
+        workers = running_workers(plane, namespace)
+        return victim not in workers and index in {
+            p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+            for p in workers.values()
+        }
+
+    wait_for(replaced, 120, "a replacement of the stopped worker")
+    wait_for(
+        lambda: (
+            seen_alerts.update(a["labels"]["alertname"] for a in prometheus.alerts())
+            or seen_alerts >= EXPECTED_ALERTS
+        ),
+        120,
+        f"alerts {sorted(EXPECTED_ALERTS)} (seen {seen_alerts})",
+        0.5,
+    )
+
+    plane.kubectl(
+        "wait",
+        "stj/watched",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        "--timeout=600s",
+        timeout=660,
+    )
+    done = status_of(plane, "stj", "watched", namespace)
+    assert done["phase"] == "Succeeded"
+    actions = prometheus.query(
+        f'edgeloom_operator_worker_actions_total{{namespace="{SYSTEM}",outcome="replaced"}}'
+    )
+    assert actions and float(actions[0]["value"][1]) >= 1
+
+    prune = yaml.safe_load((ROOT / "examples" / "prunejob-minilm.yaml").read_text())
+    prune["spec"]["calibration"]["samples"] = 16
+    prune["spec"]["evaluation"]["samples"] = 32
+    prune_name = prune["metadata"]["name"]
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(prune))
+    plane.kubectl(
+        "wait",
+        f"prunejob/{prune_name}",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        "--timeout=600s",
+        timeout=660,
+    )
+    time.sleep(3)  # one more scrape of the finished state
+
+    end = time.time()
+    empty = []
+    for board_job in ("watched", prune_name):
+        for query in dashboard_queries(namespace, board_job, operator_namespace=SYSTEM):
+            wanted = {"watched": "SplitTrainingJob", prune_name: "PruneJob"}[board_job]
+            if not (query.dashboard.endswith(wanted) or query.dashboard.endswith("Operator")):
+                continue
+            if not prometheus.query_range(query.expr, started, end, 2):
+                empty.append(str(query))
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    broken = [r for r in prometheus.rules() if r.get("health") != "ok"]
+    assert not broken, broken
