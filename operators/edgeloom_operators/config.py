@@ -25,6 +25,9 @@ class OperatorConfig:
         Seconds between two worker-health checks of one resource.
     metrics_port, metrics_addr
         Where the operator serves its own ``/metrics``; no endpoint when the port is None.
+    job_metrics_linger_s
+        Seconds job pods keep serving ``/metrics`` after their work is done (at least one
+        scrape interval, so the final values are scraped).
     """
 
     nats_url: str
@@ -36,12 +39,14 @@ class OperatorConfig:
     health_interval_s: float = 15.0
     metrics_port: int | None = None
     metrics_addr: str = "0.0.0.0"
+    job_metrics_linger_s: float = 35.0
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
         """Read EDGELOOM_NATS_URL (required), EDGELOOM_NATS_USER / _PASSWORD,
         EDGELOOM_SERVICES_IMAGE, EDGELOOM_SERVICES_IMAGE_PULL_POLICY, EDGELOOM_PROMETHEUS_URL,
-        EDGELOOM_HEALTH_INTERVAL_SECONDS, EDGELOOM_METRICS_PORT and EDGELOOM_METRICS_ADDR."""
+        EDGELOOM_HEALTH_INTERVAL_SECONDS, EDGELOOM_METRICS_PORT, EDGELOOM_METRICS_ADDR and
+        EDGELOOM_JOB_METRICS_LINGER_SECONDS."""
         url = os.environ.get("EDGELOOM_NATS_URL")
         if not url:
             raise RuntimeError("EDGELOOM_NATS_URL is not set: the operator needs a NATS server")
@@ -60,6 +65,9 @@ class OperatorConfig:
             ),
             metrics_port=int(port) if (port := os.environ.get("EDGELOOM_METRICS_PORT")) else None,
             metrics_addr=os.environ.get("EDGELOOM_METRICS_ADDR") or defaults.metrics_addr,
+            job_metrics_linger_s=_number(
+                "EDGELOOM_JOB_METRICS_LINGER_SECONDS", defaults.job_metrics_linger_s, zero=True
+            ),
         )
 
     def __repr__(self) -> str:  # never print a password, nor one inside the URL
@@ -74,7 +82,7 @@ def _redact(url: str) -> str:
     return re.sub(r"//[^@/]*@", "//***@", url)
 
 
-def _number(env: str, default: float) -> float:
+def _number(env: str, default: float, zero: bool = False) -> float:
     text = os.environ.get(env)
     if not text:
         return default
@@ -82,6 +90,6 @@ def _number(env: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise RuntimeError(f"{env} must be a number of seconds, not {text!r}") from None
-    if value <= 0:
-        raise RuntimeError(f"{env} must be positive, not {text!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise RuntimeError(f"{env} must be {'at least 0' if zero else 'positive'}, not {text!r}")
     return value

@@ -179,6 +179,7 @@ def role_job(
         _env_from_secret("EDGELOOM_NATS_PASSWORD", secret, "password", optional=True),
         {"name": "EDGELOOM_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "EDGELOOM_METRICS_ADDR", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "EDGELOOM_METRICS_LINGER_SECONDS", "value": f"{config.job_metrics_linger_s:g}"},
     ]
     if job.replicas > 1 or job.offset:
         env.append({"name": "EDGELOOM_INDEX_OFFSET", "value": str(job.offset)})

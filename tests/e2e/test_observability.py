@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from edgeloom.local.nats_server import NatsServer
-from edgeloom.testing.controlplane import ControlPlane, free_port, wait_for
+from edgeloom.testing.controlplane import ControlPlane, wait_for
 from edgeloom.testing.dashboards import alert_rules, dashboard_queries
 from edgeloom.testing.node_agent import NodeAgent
 from edgeloom.testing.prometheus import PodDiscovery, Prometheus, kubernetes_pods_job
@@ -86,37 +86,12 @@ def installed(
 ) -> Iterator[str]:
     plane = control_plane
     with NatsServer(user="edgeloom", password=secrets.token_hex(16)) as nats:
-        plane.kubectl("create", "namespace", SYSTEM)
-        plane.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "nats-auth",
-            "-n",
-            SYSTEM,
-            f"--from-literal=user={nats.user}",
-            f"--from-literal=password={nats.password}",
-        )
-        plane.helm(
-            "install",
+        plane.install_edgeloom(
             "observed",
-            str(ROOT / "charts" / "edgeloom"),
-            "-n",
             SYSTEM,
-            "--set",
-            f"nats.url={nats.url}",
-            "--set",
-            "nats.auth.existingSecret=nats-auth",
-            "--set",
-            f"operator.healthPort={free_port()}",
-            "--set",
+            nats,
             f"prometheus.url={prometheus.url}",
-            "--set",
             "prometheus.checkIntervalSeconds=2",
-            "--wait",
-            "--timeout",
-            "180s",
-            timeout=240,
         )
         yield "observed"
         plane.helm("uninstall", "observed", "-n", SYSTEM, "--wait", check=False, timeout=120)
@@ -166,10 +141,13 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
     )
     scraped = f'up{{namespace="{namespace}",pod=~"watched-worker-.+"}} == 1'
     wait_for(lambda: len(prometheus.query(scraped)) == 4, 60, "four workers scraped", 0.5)
-    healthy = status_of(plane, "stj", "watched", namespace)["conditions"]
-    assert {"type": "WorkersHealthy", "status": "True"}.items() <= next(
-        c for c in healthy if c["type"] == "WorkersHealthy"
-    ).items()
+
+    def workers_healthy() -> dict[str, Any] | None:
+        status = status_of(plane, "stj", "watched", namespace)
+        found = [c for c in status.get("conditions", []) if c["type"] == "WorkersHealthy"]
+        return found[0] if found and found[0]["status"] == "True" else None
+
+    wait_for(workers_healthy, 30, "WorkersHealthy=True", 0.5)
 
     victim, pod = sorted(running_workers(plane, namespace).items())[0]
     index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]

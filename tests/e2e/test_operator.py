@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 
 from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
 from edgeloom.local.nats_server import NatsServer
-from edgeloom.testing.controlplane import ControlPlane, free_port, wait_for
+from edgeloom.testing.controlplane import ControlPlane, wait_for
 from edgeloom.testing.node_agent import NodeAgent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,37 +49,9 @@ def installed(
     control_plane: ControlPlane, node_agent: NodeAgent, nats: NatsServer
 ) -> Iterator[str]:
     """``helm install`` of the chart against the test's nats-server; yields the release name."""
-    plane = control_plane
-    plane.kubectl("create", "namespace", SYSTEM)
-    plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "nats-auth",
-        "-n",
-        SYSTEM,
-        f"--from-literal=user={nats.user}",
-        f"--from-literal=password={nats.password}",
-    )
-    plane.helm(
-        "install",
-        "edgeloom",
-        str(CHART),
-        "-n",
-        SYSTEM,
-        "--set",
-        f"nats.url={nats.url}",
-        "--set",
-        "nats.auth.existingSecret=nats-auth",
-        "--set",  # pods share the host's network here: a free port, not 8080
-        f"operator.healthPort={free_port()}",
-        "--wait",
-        "--timeout",
-        "180s",
-        timeout=240,
-    )
+    control_plane.install_edgeloom("edgeloom", SYSTEM, nats)
     yield "edgeloom"
-    plane.helm("uninstall", "edgeloom", "-n", SYSTEM, "--wait", check=False, timeout=120)
+    control_plane.helm("uninstall", "edgeloom", "-n", SYSTEM, "--wait", check=False, timeout=120)
 
 
 def get(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
@@ -335,7 +307,7 @@ def test_a_prunejob_prunes_minilm_on_a_cloud_node(
         (pod,) = pods(plane, namespace, f"edgeloom.io/job={name}")
         return pod if pod["status"].get("phase") == "Succeeded" else None
 
-    pod = wait_for(finished_pod, 60, "the pruner pod to succeed")
+    pod = wait_for(finished_pod, 120, "the pruner pod to succeed")  # after its metrics linger
     assert pod["spec"]["nodeName"] in CLOUD
     # the pod's termination message is the final status, for an operator that missed the report
     message = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]

@@ -46,6 +46,7 @@ def _default_index() -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edgeloom.api.resource import InvalidResource
+    from edgeloom.runtime.metrics import MetricsEndpoint
     from edgeloom.runtime.role import serve
 
     role = serve(
@@ -53,8 +54,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.role,
         args.index,
         args.nats,
-        metrics_port=args.metrics_port,
-        metrics_addr=args.metrics_addr,
+        endpoint=None
+        if args.metrics_port is None
+        else MetricsEndpoint(args.metrics_port, args.metrics_addr, args.metrics_linger),
         run_dir=args.run_dir,
     )
     try:
@@ -168,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-addr",
         default=os.environ.get("EDGELOOM_METRICS_ADDR") or "0.0.0.0",
         help="address /metrics listens on; default EDGELOOM_METRICS_ADDR (in a pod: its IP)",
+    )
+    serve.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=float(os.environ.get("EDGELOOM_METRICS_LINGER_SECONDS") or 0),
+        help="seconds /metrics stays up after the work is done, so the last values are "
+        "scraped; default EDGELOOM_METRICS_LINGER_SECONDS, else 0",
     )
     serve.add_argument("--run-dir", type=Path, default=None)
     serve.set_defaults(func=_cmd_serve)

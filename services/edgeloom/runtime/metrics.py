@@ -42,6 +42,16 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FORBIDDEN_UNITS = ("_ms", "_milliseconds", "_kb", "_mb", "_percent")
 
 
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where a role serves ``/metrics``, and how long it keeps serving once its work is done
+    (so a Prometheus that scrapes every ``linger_s`` seconds sees the final values)."""
+
+    port: int
+    addr: str = "0.0.0.0"
+    linger_s: float = 0.0
+
+
 @dataclass
 class MetricFactory:
     """Creates metrics in ``registry`` under the ``edgeloom_`` prefix.

@@ -8,6 +8,7 @@ metrics endpoint, installs SIGTERM/SIGINT handling and awaits the kind's role fu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -23,7 +24,7 @@ from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import Resource, parse_resource
 from edgeloom.api.status import Status
 from edgeloom.runtime.bus import Bus, nats_credentials, stop_on_signals
-from edgeloom.runtime.metrics import MetricFactory
+from edgeloom.runtime.metrics import MetricFactory, MetricsEndpoint
 from edgeloom.runtime.subjects import subject
 
 log = logging.getLogger(__name__)
@@ -101,18 +102,18 @@ async def run_role(
     index: int,
     nats_url: str,
     stop: asyncio.Event,
-    metrics_port: int | None = None,
+    endpoint: MetricsEndpoint | None = None,
     run_dir: Path | None = None,
-    metrics_addr: str = "0.0.0.0",
 ) -> bool:
     """Run one role until it finishes (True) or ``stop`` is set (False); the bus is drained
-    either way."""
+    either way. With an ``endpoint``, ``/metrics`` is served there, and for its ``linger_s``
+    after the work is done (``stop`` cuts that short)."""
     main = role_main(info, role)
     metrics = MetricFactory(
         const_labels={"kind": info.kind, "role": role, "name": resource.metadata.name}
     )
-    if metrics_port is not None:
-        metrics.serve(metrics_port, metrics_addr)
+    if endpoint is not None:
+        metrics.serve(endpoint.port, endpoint.addr)
     bus = await Bus.connect(
         nats_url, f"{resource.metadata.name}-{role}-{index}", **nats_credentials()
     )
@@ -128,6 +129,9 @@ async def run_role(
             return False
         stopper.cancel()
         task.result()
+        if endpoint is not None and endpoint.linger_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), endpoint.linger_s)
         return True
     finally:
         if run_dir is not None:
@@ -166,8 +170,7 @@ async def serve(
     role: str,
     index: int,
     nats_url: str,
-    metrics_port: int | None = None,
-    metrics_addr: str = "0.0.0.0",
+    endpoint: MetricsEndpoint | None = None,
     run_dir: Path | None = None,
 ) -> bool:
     """The pod entrypoint: one role process, stopped cleanly by SIGTERM or SIGINT.
@@ -180,6 +183,4 @@ async def serve(
     resource = parse_resource(obj, info.spec_model, info.kind)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    return await run_role(
-        info, resource, role, index, nats_url, stop, metrics_port, run_dir, metrics_addr
-    )
+    return await run_role(info, resource, role, index, nats_url, stop, endpoint, run_dir)

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.procs import die_with_parent, venv_executable
 
 T = TypeVar("T")
@@ -539,6 +540,42 @@ class ControlPlane:
     ) -> subprocess.CompletedProcess[str]:
         """Run the cached ``helm ARGS`` against this cluster; same contract as :meth:`kubectl`."""
         return self._run([str(self.bin_dir / "helm"), *args], input, check, timeout)
+
+    def install_edgeloom(self, release: str, namespace: str, nats: NatsServer, *sets: str) -> None:
+        """``helm install --wait`` the repository's chart into a new ``namespace``, its operator
+        pointed at ``nats`` (credentials in a Secret), with ``--set`` values ``sets``.
+
+        Pods share the host's network here, so kopf's liveness port is a free one.
+        """
+        self.kubectl("create", "namespace", namespace)
+        self.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "nats-auth",
+            "-n",
+            namespace,
+            f"--from-literal=user={nats.user}",
+            f"--from-literal=password={nats.password}",
+        )
+        values = [
+            f"nats.url={nats.url}",
+            "nats.auth.existingSecret=nats-auth",
+            f"operator.healthPort={free_port()}",
+            *sets,
+        ]
+        self.helm(
+            "install",
+            release,
+            str(REPO_ROOT / "charts" / "edgeloom"),
+            "-n",
+            namespace,
+            *(arg for value in values for arg in ("--set", value)),
+            "--wait",
+            "--timeout",
+            "180s",
+            timeout=240,
+        )
 
     def api_client(self) -> Any:
         """A new ``kubernetes.client.ApiClient`` configured from the admin kubeconfig."""

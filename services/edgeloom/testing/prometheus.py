@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from edgeloom.local.procs import die_with_parent
-from edgeloom.testing.controlplane import ControlPlane, free_port, wait_for
+from edgeloom.testing.controlplane import ControlPlane, free_port, stop_process, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,7 @@ class Prometheus:
         return [r for g in self.api("rules")["groups"] for r in g["rules"]]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace_s=10)
 
     def __enter__(self) -> Prometheus:
         return self
