@@ -22,14 +22,13 @@ import kopf
 import nats
 from pydantic import ValidationError
 
-from edgeloom.api.kinds.splittraining import DropWorkers, UnhealthyWorkerPolicy, WorkersDropped
+from edgeloom.api.kinds.splittraining import UnhealthyWorkerPolicy
 from edgeloom.api.registry import KindInfo
 from edgeloom.api.resource import InvalidResource, parse_resource
 from edgeloom.api.status import Phase, set_condition
-from edgeloom.runtime.framing import H_ERROR, frame_envelope, read_envelope
-from edgeloom.runtime.subjects import subject
 from edgeloom_operators import jetstream
 from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.control import drop_workers
 from edgeloom_operators.kube import ApiError, Kube
 from edgeloom_operators.metrics import OperatorMetrics
 from edgeloom_operators.prometheus import Prometheus, PrometheusError
@@ -54,7 +53,6 @@ CLEANUP_ATTEMPTS = 15
 CLEANUP_DELAY_S = 2.0
 HEALTH_TICK_S = 5.0
 """How often each running resource's health timer wakes; it checks every health interval."""
-CONTROL_TIMEOUT_S = 10.0
 
 Render = Callable[[dict[str, Any], Any, OperatorConfig], list[dict[str, Any]]]
 Cause = Literal["create", "resume", "update"]
@@ -79,6 +77,7 @@ class Operator:
 
     def __post_init__(self) -> None:
         self.refresher = Refresher(self._refresh_key)
+        self.metrics.initialize(info.kind for info in KINDS.values())
         url = self.config.prometheus_url
         self.prometheus = Prometheus(url) if url else None
 
@@ -175,6 +174,7 @@ class Operator:
             if body is None:
                 self.reports.pop(key, None)
                 self.health.pop(key, None)
+                self._checked.pop(key, None)
                 self.metrics.phase(key, None)
                 return
             current = body.get("status") or {}
@@ -244,10 +244,8 @@ class Operator:
         key = (namespace, info.kind, name)
         if (body.get("status") or {}).get("phase") not in (Phase.RUNNING, Phase.DEGRADED):
             return
-        now = time.monotonic()
-        if now - self._checked.get(key, -self.config.health_interval_s) < (
-            self.config.health_interval_s
-        ):
+        now, last = time.monotonic(), self._checked.get(key)
+        if last is not None and now - last < self.config.health_interval_s:
             return
         self._checked[key] = now
         if self.prometheus is None:
@@ -291,8 +289,8 @@ class Operator:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         pod = verdict.worker.name
         what = f"worker {verdict.worker.index} (pod {pod}): {verdict.detail}"
-        if verdict.worker.marked:  # reported before and kept (policy report)
-            return f"{what}; reported"
+        if verdict.worker.marked and policy == UnhealthyWorkerPolicy.REPORT:
+            return f"{what}; reported"  # once per pod
         await asyncio.to_thread(
             self.kube.annotate_pod,
             namespace,
@@ -300,34 +298,22 @@ class Operator:
             {UNHEALTHY_ANNOTATION: f"{verdict.reason}: {verdict.detail}"},
         )
         if policy == UnhealthyWorkerPolicy.DROP:
-            dropped = await self._drop(namespace, info, name, verdict)
-            action = f"dropped from the job (dropped so far: {dropped})"
-        if policy in (UnhealthyWorkerPolicy.REPLACE, UnhealthyWorkerPolicy.DROP):
-            await asyncio.to_thread(self.kube.delete_pod, namespace, pod)
-        if policy == UnhealthyWorkerPolicy.REPLACE:
+            dropped = await drop_workers(
+                self.nc, info, namespace, name, [verdict.worker.index], verdict.detail
+            )
+            action = f"dropped from the job (dropped so far: {dropped}), pod deleted"
+        elif policy == UnhealthyWorkerPolicy.REPLACE:
             action = "pod deleted, its Job starts a replacement"
-        elif policy == UnhealthyWorkerPolicy.REPORT:
+        else:
             action = "reported only (participation.onUnhealthyWorker: report)"
+        if policy != UnhealthyWorkerPolicy.REPORT:
+            await asyncio.to_thread(self.kube.delete_pod, namespace, pod)
         outcome = {"replace": "replaced", "drop": "dropped", "report": "reported"}[policy]
         self.metrics.worker_actions.labels(kind=info.kind, outcome=outcome).inc()
         await asyncio.to_thread(
             self.kube.event, body, "Warning", "WorkerUnhealthy", f"{what}; {action}"
         )
         return f"{what}; {action}"
-
-    async def _drop(self, namespace: str, info: KindInfo, name: str, verdict: Unhealthy) -> str:
-        """Ask the job's server to stop using the worker; returns every worker it has dropped."""
-        request = DropWorkers(workers=[verdict.worker.index], reason=verdict.detail)
-        reply = await self.nc.request(
-            subject(namespace, info.singular, name, "control"),
-            frame_envelope(request.model_dump_json(by_alias=True)),
-            timeout=CONTROL_TIMEOUT_S,
-        )
-        error = (reply.headers or {}).get(H_ERROR)
-        if error:
-            raise RuntimeError(f"the server refused to drop worker {verdict.worker.index}: {error}")
-        answer = WorkersDropped.model_validate_json(read_envelope(reply.data))
-        return ", ".join(map(str, answer.dropped))
 
     def _set_health(self, key: Key, health: Health) -> None:
         if self.health.get(key) != health:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -56,6 +56,20 @@ class OperatorMetrics:
         )
         self._phases: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._lock = threading.Lock()
+
+    def initialize(self, kinds: Iterable[str]) -> None:
+        """Create every counter series at 0, so ``increase()`` sees the first event (a series
+        born at 1 shows no increase) and dashboards show the rate 0 instead of no data."""
+        outcomes = {
+            self.reconciles: ("success", "error", "invalid"),
+            self.reports: ("accepted", "rejected"),
+            self.health_checks: ("healthy", "unhealthy", "error", "skipped"),
+            self.worker_actions: ("replaced", "dropped", "reported"),
+        }
+        for kind in kinds:
+            for counter, values in outcomes.items():
+                for outcome in values:
+                    counter.labels(kind=kind, outcome=outcome)
 
     @contextmanager
     def reconcile(self, kind: str) -> Iterator[Outcome]:

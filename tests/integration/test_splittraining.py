@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from edgeloom.api.kinds.splittraining import DropWorkers, WorkersDropped
+from edgeloom.api.kinds.splittraining import KIND as SPLIT
 from edgeloom.api.messages import JobResult
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.runner import _spawn, run_file, stop_all
-from edgeloom.runtime.bus import Bus, Message, RemoteError
+from edgeloom.runtime.bus import Bus, Message
 from edgeloom.testing.jobs import role_pids, write_split_job
+from edgeloom_operators.control import ControlError, drop_workers
 
 pytestmark = pytest.mark.integration
 EDGELOOM = [sys.executable, "-m", "edgeloom.cli.main"]
@@ -250,7 +251,7 @@ def test_a_dropped_worker_leaves_the_job_and_its_replacement_retires(tmp_path: P
         results: list[JobResult] = []
 
         async def scenario() -> None:
-            bus = await Bus.connect(nats.url, "operator")
+            bus = await Bus.connect(nats.url, "operator")  # bus.nc: the operator's connection
 
             async def on_result(msg: Message) -> None:
                 results.append(msg.parse(JobResult))
@@ -258,15 +259,12 @@ def test_a_dropped_worker_leaves_the_job_and_its_replacement_retires(tmp_path: P
             await bus.subscribe("edgeloom.default.splittrainingjob.drop.result", on_result)
             procs = [_spawn(job, "worker", i, nats.url, run_dir, "r") for i in range(3)]
             server = _spawn(job, "server", 0, nats.url, run_dir, "r")
-            control = "edgeloom.default.splittrainingjob.drop.control"
             try:
                 await _wait_for_round(nats.url, "drop", 2)
-                with pytest.raises(RemoteError, match="not in this job"):
-                    await bus.request(control, DropWorkers(workers=[7]), timeout=10)
-                reply = await bus.request(
-                    control, DropWorkers(workers=[2], reason="straggler"), timeout=10
-                )
-                assert reply.parse(WorkersDropped).dropped == [2]
+                with pytest.raises(ControlError, match="not in this job"):
+                    await drop_workers(bus.nc, SPLIT, "default", "drop", [7], "no such worker")
+                dropped = await drop_workers(bus.nc, SPLIT, "default", "drop", [2], "straggler")
+                assert dropped == [2]
                 procs[2].popen.kill()  # as the operator deletes the pod
                 procs[2].popen.wait()
                 procs[2].log_path.rename(run_dir / "logs" / "worker-2.first.log")
