@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,8 +50,8 @@ FINALIZER = "edgeloom.io/run-state"
 """Held while a resource's JetStream state is deleted; released after CLEANUP_ATTEMPTS."""
 CLEANUP_ATTEMPTS = 15
 CLEANUP_DELAY_S = 2.0
-HEALTH_TICK_S = 5.0
-"""How often each running resource's health timer wakes; it checks every health interval."""
+ACTIVE = (Phase.RUNNING, Phase.DEGRADED)
+"""Phases in which a resource's workers are checked."""
 
 Render = Callable[[dict[str, Any], Any, OperatorConfig], list[dict[str, Any]]]
 Cause = Literal["create", "resume", "update"]
@@ -71,7 +70,6 @@ class Operator:
     """The latest worker-health verdict per resource (the WorkersHealthy condition)."""
     refresher: Refresher = field(init=False)
     prometheus: Prometheus | None = field(init=False)
-    _checked: dict[Key, float] = field(default_factory=dict)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -174,7 +172,6 @@ class Operator:
             if body is None:
                 self.reports.pop(key, None)
                 self.health.pop(key, None)
-                self._checked.pop(key, None)
                 self.metrics.phase(key, None)
                 return
             current = body.get("status") or {}
@@ -236,18 +233,14 @@ class Operator:
         )
 
     async def check_workers(self, info: KindInfo, body: dict[str, Any]) -> None:
-        """The worker-health loop of one running resource (:mod:`edgeloom_operators.workers`):
-        at most once per health interval, find unhealthy workers on Prometheus data and handle
-        each per ``participation.onUnhealthyWorker``; the verdict goes into WorkersHealthy."""
+        """One worker-health check of a running resource (:mod:`edgeloom_operators.workers`):
+        find unhealthy workers on Prometheus data and handle each per
+        ``participation.onUnhealthyWorker``; the verdict goes into WorkersHealthy."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         key = (namespace, info.kind, name)
-        if (body.get("status") or {}).get("phase") not in (Phase.RUNNING, Phase.DEGRADED):
+        if (body.get("status") or {}).get("phase") not in ACTIVE:
             return
-        now, last = time.monotonic(), self._checked.get(key)
-        if last is not None and now - last < self.config.health_interval_s:
-            return
-        self._checked[key] = now
         if self.prometheus is None:
             self.metrics.health_checks.labels(kind=info.kind, outcome="skipped").inc()
             message = "no Prometheus is configured (chart value prometheus.url): not checked"
@@ -372,7 +365,7 @@ def register(
     info: KindInfo, render: Render, keeps_run_state: bool = False, has_workers: bool = False
 ) -> None:
     """Wire kopf handlers for one kind; ``keeps_run_state`` adds the JetStream cleanup on
-    deletion (and with it kopf's finalizer), ``has_workers`` the worker-health timer."""
+    deletion (and with it kopf's finalizer), ``has_workers`` the worker-health daemon."""
     KINDS[info.singular] = info
 
     def handler(cause: Cause) -> Callable[..., None]:
@@ -394,9 +387,23 @@ def register(
 
     if has_workers:
 
-        @kopf.timer(GROUP, VERSION, info.plural, interval=HEALTH_TICK_S, id="worker-health")
-        async def check_workers(body: kopf.Body, **_: Any) -> None:
-            await operator().check_workers(info, _plain(body))
+        @kopf.daemon(
+            GROUP,
+            VERSION,
+            info.plural,
+            id="worker-health",
+            when=lambda status, **_: status.get("phase") in ACTIVE,
+            cancellation_timeout=5.0,
+        )
+        async def watch_workers(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
+            """Check the workers every health interval while the resource is running."""
+            op = operator()
+            while not stopped:
+                try:
+                    await op.check_workers(info, _plain(body))  # body: kopf's live view
+                except Exception:  # one failed check (API, NATS) must not end the loop
+                    log.exception("worker-health check of %s failed", body.metadata.name)
+                await stopped.wait(op.config.health_interval_s)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGER})

@@ -53,7 +53,8 @@ class Unhealthy:
 
 def worker_pods(pods: list[dict[str, Any]], now: datetime) -> list[WorkerPod]:
     """The running worker pods with their global indices (completion index + the group's
-    ``EDGELOOM_INDEX_OFFSET``); pods being deleted or finished are left out."""
+    ``EDGELOOM_INDEX_OFFSET``; a group of one runs a plain Job, index 0); pods being deleted or
+    finished are left out."""
     out = []
     for pod in pods:
         meta, spec = pod["metadata"], pod.get("spec") or {}
@@ -65,8 +66,6 @@ def worker_pods(pods: list[dict[str, Any]], now: datetime) -> list[WorkerPod]:
         if status.get("phase") != "Running":
             continue
         annotations = meta.get("annotations") or {}
-        if COMPLETION_INDEX not in annotations:
-            continue
         offset = 0
         for container in spec.get("containers") or []:
             for env in container.get("env") or []:
@@ -76,7 +75,7 @@ def worker_pods(pods: list[dict[str, Any]], now: datetime) -> list[WorkerPod]:
         age = (now - datetime.fromisoformat(started)).total_seconds() if started else 0.0
         out.append(
             WorkerPod(
-                int(annotations[COMPLETION_INDEX]) + offset,
+                int(annotations.get(COMPLETION_INDEX, 0)) + offset,  # a group of one: no index
                 meta["name"],
                 UNHEALTHY_ANNOTATION in annotations,
                 age,

@@ -254,3 +254,57 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
     wanted = {r["name"] for r in prometheus.rules() if r["type"] == "alerting"}
     assert len(wanted) == 5
     assert alerts.stop() == wanted  # every alert rule fired on this run's real series
+
+
+def test_a_straggler_is_reported_once_and_kept_under_the_report_policy(
+    control_plane: ControlPlane, installed: str, namespace: str
+) -> None:
+    plane = control_plane
+    job = {
+        **JOB,
+        "metadata": {"name": "uneven"},
+        "spec": {
+            **JOB["spec"],
+            "workers": [
+                {"name": "fast", "count": 3},
+                {
+                    "name": "slow",
+                    "count": 1,
+                    "profile": {"computeSlowdown": 50, "uplinkBytesPerSecond": 2.0e5},
+                },
+            ],
+            "ablation": {"batchRegulation": False},  # equal batches: the slow one stays slow
+            "participation": {
+                **JOB["spec"]["participation"],
+                "onUnhealthyWorker": "report",
+                "stragglerFactor": 2,
+            },
+        },
+    }
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
+    selector = "edgeloom.io/job=uneven,edgeloom.io/role=worker"
+
+    def slow_pod() -> str | None:
+        items = plane.kubectl_json("get", "pods", "-n", namespace, "-l", selector)["items"]
+        names = [p["metadata"]["name"] for p in items if "-slow-" in p["metadata"]["name"]]
+        return names[0] if names else None
+
+    slow = wait_for(slow_pod, 120, "the slow worker's pod")
+
+    def reported() -> list[str]:
+        return [m for m in warning_events(plane, namespace, "uneven") if slow in m]
+
+    (message,) = wait_for(reported, 240, "the straggler reported", 1.0)
+    assert "peers' median" in message and "reported only" in message
+    condition = next(
+        c
+        for c in status_of(plane, "stj", "uneven", namespace)["conditions"]
+        if c["type"] == "WorkersHealthy"
+    )
+    assert (condition["status"], condition["reason"]) == ("False", "Straggler")
+    pod = plane.kubectl_json("get", "pod", slow, "-n", namespace)
+    assert pod["metadata"]["annotations"]["edgeloom.io/unhealthy"].startswith("Straggler: ")
+    assert not pod["metadata"].get("deletionTimestamp")  # report: the pod stays
+    time.sleep(6)  # three more checks (every 2 s): still one event for the pod
+    assert len(reported()) == 1
+    plane.kubectl("delete", "stj", "uneven", "-n", namespace, "--wait=false")

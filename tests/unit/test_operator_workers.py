@@ -45,9 +45,12 @@ def test_worker_pods_have_global_indices_and_skip_finished_or_deleted_ones() -> 
         {**pod("j-server-0", 0), "metadata": {"name": "j-server-0", "labels": {}}},
     ]
     pods[1]["metadata"]["annotations"]["edgeloom.io/unhealthy"] = "Straggler: slow"
-    assert worker_pods(pods, NOW) == [
+    single = pod("j-worker-c-x1", 0, offset=7)  # a group of one: a plain Job, no index
+    del single["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+    assert worker_pods([*pods, single], NOW) == [
         WorkerPod(1, "j-worker-a-1", True, 300.0),
         WorkerPod(4, "j-worker-b-0", False, 10.0),
+        WorkerPod(7, "j-worker-c-x1", False, 300.0),
     ]
 
 
