@@ -120,6 +120,17 @@ def status_of(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict
     return plane.kubectl_json("get", kind, name, "-n", namespace).get("status") or {}
 
 
+def workers_condition(
+    plane: ControlPlane, name: str, namespace: str, value: str
+) -> dict[str, Any] | None:
+    """The WorkersHealthy condition once its status is ``value`` (the operator records the
+    event first and patches the status right after)."""
+    for condition in status_of(plane, "stj", name, namespace).get("conditions", []):
+        if condition["type"] == "WorkersHealthy" and condition["status"] == value:
+            return condition
+    return None
+
+
 def running_workers(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
     items = plane.kubectl_json(
         "get", "pods", "-n", namespace, "-l", "edgeloom.io/job=watched,edgeloom.io/role=worker"
@@ -160,13 +171,9 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
     )
     scraped = f'up{{namespace="{namespace}",pod=~"watched-worker-.+"}} == 1'
     wait_for(lambda: len(prometheus.query(scraped)) == 4, 60, "four workers scraped", 0.5)
-
-    def workers_healthy() -> dict[str, Any] | None:
-        status = status_of(plane, "stj", "watched", namespace)
-        found = [c for c in status.get("conditions", []) if c["type"] == "WorkersHealthy"]
-        return found[0] if found and found[0]["status"] == "True" else None
-
-    wait_for(workers_healthy, 30, "WorkersHealthy=True", 0.5)
+    wait_for(
+        lambda: workers_condition(plane, "watched", namespace, "True"), 30, "WorkersHealthy=True"
+    )
 
     victim, pod = sorted(running_workers(plane, namespace).items())[0]
     index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
@@ -182,12 +189,10 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
     reaction_s = time.monotonic() - stopped
     print(f"operator reacted {reaction_s:.1f} s after the worker stopped: {message}")
     assert "metrics" in message.lower() or "scraped" in message
-    condition = next(
-        c
-        for c in status_of(plane, "stj", "watched", namespace)["conditions"]
-        if c["type"] == "WorkersHealthy"
+    condition = wait_for(
+        lambda: workers_condition(plane, "watched", namespace, "False"), 30, "WorkersHealthy=False"
     )
-    assert (condition["status"], condition["reason"]) == ("False", "MetricsStale")
+    assert condition["reason"] == "MetricsStale"
     assert victim in condition["message"]
 
     def replaced() -> bool:
@@ -237,16 +242,18 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
         "--timeout=600s",
         timeout=660,
     )
-    time.sleep(3)  # one more scrape of the finished state
+    done_stage = f'edgeloom_stage{{namespace="{namespace}",name="{prune_name}",stage="Done"}} == 1'
+    wait_for(lambda: prometheus.query(done_stage), 30, "the finished pruner scraped", 0.5)
 
-    end = time.time()
+    step = 2.0
+    end = time.time() + step  # the grid's last point falls after the final scrape
     empty = []
     for board_job in ("watched", prune_name):
         for query in dashboard_queries(namespace, board_job, operator_namespace=SYSTEM):
             wanted = {"watched": "SplitTrainingJob", prune_name: "PruneJob"}[board_job]
             if not (query.dashboard.endswith(wanted) or query.dashboard.endswith("Operator")):
                 continue
-            if not prometheus.query_range(query.expr, started, end, 2):
+            if not prometheus.query_range(query.expr, started, end, step):
                 empty.append(str(query))
     assert not empty, "panels without data:\n" + "\n".join(empty)
     broken = [r for r in prometheus.rules() if r.get("health") != "ok"]
@@ -296,12 +303,10 @@ def test_a_straggler_is_reported_once_and_kept_under_the_report_policy(
 
     (message,) = wait_for(reported, 240, "the straggler reported", 1.0)
     assert "peers' median" in message and "reported only" in message
-    condition = next(
-        c
-        for c in status_of(plane, "stj", "uneven", namespace)["conditions"]
-        if c["type"] == "WorkersHealthy"
+    condition = wait_for(
+        lambda: workers_condition(plane, "uneven", namespace, "False"), 30, "WorkersHealthy=False"
     )
-    assert (condition["status"], condition["reason"]) == ("False", "Straggler")
+    assert condition["reason"] == "Straggler"
     pod = plane.kubectl_json("get", "pod", slow, "-n", namespace)
     assert pod["metadata"]["annotations"]["edgeloom.io/unhealthy"].startswith("Straggler: ")
     assert not pod["metadata"].get("deletionTimestamp")  # report: the pod stays
