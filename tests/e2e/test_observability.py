@@ -58,7 +58,7 @@ ALERT_VALUES = {
     "monitoring": {
         "prometheusRule": {
             "splitTrainingStalledFor": "5s",
-            "pruneStalledFor": "3s",
+            "pruneStalledFor": "2s",
             "staleFor": "2s",
             "workersDroppedWindow": "10m",
             "reconcileErrorsFor": "1s",
