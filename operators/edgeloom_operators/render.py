@@ -30,6 +30,8 @@ METRICS_PORT = 9400
 """Port of every role pod's ``/metrics``, served on the pod IP and announced by the
 ``prometheus.io/*`` annotations."""
 MAX_NAME = 63
+INDEX_OFFSET_ENV = "EDGELOOM_INDEX_OFFSET"
+"""Where a worker group's indices start (``edgeloom serve`` adds its completion index)."""
 
 
 def child_name(name: str, *parts: str) -> str:
@@ -182,7 +184,7 @@ def role_job(
         {"name": "EDGELOOM_METRICS_LINGER_SECONDS", "value": f"{config.job_metrics_linger_s:g}"},
     ]
     if job.replicas > 1 or job.offset:
-        env.append({"name": "EDGELOOM_INDEX_OFFSET", "value": str(job.offset)})
+        env.append({"name": INDEX_OFFSET_ENV, "value": str(job.offset)})
     resources: dict[str, Any] = {"requests": dict(job.requests)}
     if job.placement.gpus:
         resources["limits"] = {GPU_RESOURCE: str(job.placement.gpus)}

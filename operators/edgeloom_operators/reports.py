@@ -60,11 +60,11 @@ class ReportListener:
         if msg.headers:  # chunked transfers and errors are not status reports
             return
         parsed = parse_report(msg.subject, msg.data)
+        outcome = "rejected" if parsed is None else "accepted"
+        self.operator.metrics.reports.labels(kind=_kind(msg.subject), outcome=outcome).inc()
         if parsed is None:
-            self.operator.metrics.reports.labels(kind=_kind(msg.subject), outcome="rejected").inc()
             return
         key, report = parsed
-        self.operator.metrics.reports.labels(kind=key[1], outcome="accepted").inc()
         self.operator.reports[key] = report
         self.operator.refresher.request(key)
 

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from edgeloom_operators.prometheus import Sample
+from edgeloom_operators.render import INDEX_OFFSET_ENV
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 UNHEALTHY_ANNOTATION = "edgeloom.io/unhealthy"
@@ -69,7 +70,7 @@ def worker_pods(pods: list[dict[str, Any]], now: datetime) -> list[WorkerPod]:
         offset = 0
         for container in spec.get("containers") or []:
             for env in container.get("env") or []:
-                if env.get("name") == "EDGELOOM_INDEX_OFFSET":
+                if env.get("name") == INDEX_OFFSET_ENV:
                     offset = int(env.get("value") or 0)
         started = status.get("startTime") or meta.get("creationTimestamp")
         age = (now - datetime.fromisoformat(started)).total_seconds() if started else 0.0
