@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv with Python >= 3.11 and install edgeloom with its dev extras.
+# Create .venv with Python >= 3.11 and install edgeloom with its dev extras and the test kit.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,10 +31,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.edgeloom-installed"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml testkit/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing edgeloom and its dependencies into $VENV (the first time takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  "$VENV/bin/python" -m pip install -q -e ".[dev]" -e ./testkit
   echo "$want" > "$stamp"
 fi

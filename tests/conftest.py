@@ -1,1 +1,1 @@
-pytest_plugins = ["edgeloom.testing.fixtures"]
+pytest_plugins = ["edgeloom_testkit.fixtures"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edgeloom.testing.controlplane import (
+from edgeloom_testkit.controlplane import (
     DEFAULT_NODES,
     ControlPlane,
     controlplane_bin_dir,
@@ -22,7 +22,7 @@ from edgeloom.testing.controlplane import (
     start_control_plane,
     wait_for,
 )
-from edgeloom.testing.node_agent import NodeAgent
+from edgeloom_testkit.node_agent import NodeAgent
 
 HERE = Path(__file__).parent
 BIN_DIR = pytest.StashKey[Path | BaseException]()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edgeloom.testing.controlplane import (
+from edgeloom_testkit.controlplane import (
     DEFAULT_NODES,
     KUBE_VERSION,
     PROFILE_LABEL,
@@ -23,7 +23,7 @@ from edgeloom.testing.controlplane import (
     start_control_plane,
     wait_for,
 )
-from edgeloom.testing.node_agent import NodeAgent, PathMap, expand_vars, pod_ip
+from edgeloom_testkit.node_agent import NodeAgent, PathMap, expand_vars, pod_ip
 
 pytestmark = pytest.mark.e2e
 

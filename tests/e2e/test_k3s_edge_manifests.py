@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeloom.testing.controlplane import (
+from edgeloom_testkit.controlplane import (
     ControlPlane,
     FakeNode,
     kubectl_binary,

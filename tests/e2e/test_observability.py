@@ -24,10 +24,10 @@ import pytest
 import yaml
 
 from edgeloom.local.nats_server import NatsServer
-from edgeloom.testing.controlplane import ControlPlane, wait_for
-from edgeloom.testing.dashboards import alert_rules, dashboard_queries
-from edgeloom.testing.node_agent import NodeAgent
-from edgeloom.testing.prometheus import PodDiscovery, Prometheus, kubernetes_pods_job
+from edgeloom_testkit.controlplane import ControlPlane, wait_for
+from edgeloom_testkit.dashboards import alert_rules, dashboard_queries
+from edgeloom_testkit.node_agent import NodeAgent
+from edgeloom_testkit.prometheus import PodDiscovery, Prometheus, kubernetes_pods_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = "edgeloom-observability"

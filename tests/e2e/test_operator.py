@@ -22,8 +22,8 @@ from nats.js.errors import NotFoundError
 
 from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
 from edgeloom.local.nats_server import NatsServer
-from edgeloom.testing.controlplane import ControlPlane, wait_for
-from edgeloom.testing.node_agent import NodeAgent
+from edgeloom_testkit.controlplane import ControlPlane, wait_for
+from edgeloom_testkit.node_agent import NodeAgent
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "edgeloom"

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from edgeloom.apps.comp.metrics import PrunerMetrics
 from edgeloom.apps.mergesfl.metrics import ServerMetrics, WorkerMetrics
 from edgeloom.runtime.metrics import MetricFactory
-from edgeloom.testing.dashboards import (
+from edgeloom_testkit.dashboards import (
     alert_expressions,
     alert_rules,
     dashboard_queries,

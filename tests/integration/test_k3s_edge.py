@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeloom.testing.controlplane import KUBE_VERSION, controlplane_bin_dir
+from edgeloom_testkit.controlplane import KUBE_VERSION, controlplane_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / "k3s-edge"

@@ -19,7 +19,7 @@ from edgeloom.api.messages import JobResult
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.runner import _spawn, run_file, stop_all
 from edgeloom.runtime.bus import Bus, Message
-from edgeloom.testing.jobs import role_pids, write_split_job
+from edgeloom_testkit.kinds.splittraining import role_pids, write_split_job
 from edgeloom_operators.control import ControlError, drop_workers
 
 pytestmark = pytest.mark.integration

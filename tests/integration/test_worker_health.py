@@ -15,8 +15,8 @@ import pytest
 
 from edgeloom.apps.mergesfl.metrics import ServerMetrics, WorkerMetrics
 from edgeloom.runtime.metrics import MetricFactory
-from edgeloom.testing.controlplane import free_port, wait_for
-from edgeloom.testing.prometheus import Prometheus
+from edgeloom_testkit.controlplane import free_port, wait_for
+from edgeloom_testkit.prometheus import Prometheus
 from edgeloom_operators.prometheus import Prometheus as Client
 from edgeloom_operators.prometheus import PrometheusError
 from edgeloom_operators.workers import (

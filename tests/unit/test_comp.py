@@ -22,7 +22,7 @@ from edgeloom.algos.comp import (
 )
 from edgeloom.algos.comp.budget import select_layers, spread
 from edgeloom.models.llm import TransformerView
-from edgeloom.testing.tiny_llms import tiny_bert, tiny_llama, token_batch
+from edgeloom_testkit.tiny_llms import tiny_bert, tiny_llama, token_batch
 
 
 def calibration(batches: int = 2, seed: int = 1) -> Calibration:

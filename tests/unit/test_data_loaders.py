@@ -16,7 +16,7 @@ from edgeloom.api.kinds.splittraining import DatasetName
 from edgeloom.data import DATASETS, TensorPair, load_dataset
 from edgeloom.data import mnist1d as mnist1d_module
 from edgeloom.data.cifar import MEAN, STD
-from edgeloom.testing.fake_data import write_cifar10_folder, write_imagefolder
+from edgeloom_testkit.fake_data import write_cifar10_folder, write_imagefolder
 
 
 @pytest.fixture(scope="module")

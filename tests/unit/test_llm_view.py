@@ -17,7 +17,7 @@ from edgeloom.models.llm import (
     load_model,
     save_model,
 )
-from edgeloom.testing.tiny_llms import (
+from edgeloom_testkit.tiny_llms import (
     tiny_bert,
     tiny_decoder,
     tiny_llama,

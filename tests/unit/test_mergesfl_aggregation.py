@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from edgeloom.algos.common import average_state_dicts
 from edgeloom.algos.mergesfl import (
     aggregate_bottom_models,
-    average_state_dicts,
     random_select,
     regulate_batch_sizes,
     uniform_batch_sizes,

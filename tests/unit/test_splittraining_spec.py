@@ -8,7 +8,7 @@ from edgeloom.api.kinds.splittraining import BLOCKS, Architecture
 from edgeloom.api.registry import kind_info
 from edgeloom.api.resource import InvalidResource, parse_resource
 from edgeloom.models.split_cnn import build_model
-from edgeloom.testing.jobs import SMALL_SPLIT_JOB
+from edgeloom_testkit.kinds.splittraining import SMALL_SPLIT_JOB
 
 IN_SHAPE = {"cnn1d": (1, 40), "digits-cnn": (1, 8, 8), "cifar-alexnet": (3, 32, 32)}
 

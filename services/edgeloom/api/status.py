@@ -145,3 +145,50 @@ class Status(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     progress: Progress = Field(default_factory=Progress, description="How far the job is.")
+
+
+READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+"""The condition types GitOps tools read (kstatus: ``sigs.k8s.io/cli-utils/pkg/kstatus``)."""
+SUMMARY_CONDITIONS = (READY, RECONCILING, STALLED)
+
+
+def set_summary_conditions(
+    conditions: list[Condition],
+    phase: Phase,
+    ready: bool,
+    reason: str,
+    message: str = "",
+    observed_generation: int = 0,
+    now: datetime | None = None,
+) -> list[Condition]:
+    """Set ``Ready``, ``Reconciling`` and ``Stalled`` together, the kstatus way.
+
+    ``Ready`` is ``ready`` (a job: finished with a result; a service: available).
+    ``Stalled=True`` exactly when the resource has Failed and will not recover;
+    ``Reconciling=True`` while work is still in progress (neither ready nor failed). Flux
+    (``wait: true``), kpt and Argo CD then read a failed resource as Failed, not InProgress
+    forever. ``reason``/``message`` go on the condition that is True (on ``Ready`` too).
+    """
+    stalled = phase == Phase.FAILED
+    reconciling = not ready and not stalled
+    idle_reason = "Succeeded" if ready else ("Failed" if stalled else "InProgress")
+    out = set_condition(
+        conditions,
+        READY,
+        "True" if ready else "False",
+        reason,
+        message,
+        observed_generation,
+        now,
+    )
+    for type, active in ((RECONCILING, reconciling), (STALLED, stalled)):
+        out = set_condition(
+            out,
+            type,
+            "True" if active else "False",
+            reason if active else idle_reason,
+            message if active else "",
+            observed_generation,
+            now,
+        )
+    return out

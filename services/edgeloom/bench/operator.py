@@ -1,7 +1,7 @@
 """``edgeloom bench operator``: reconcile latency of the operator on a real control plane.
 
 Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
-(:mod:`edgeloom.testing.controlplane`), registers the fake nodes, installs the CRDs, runs the
+(:mod:`edgeloom_testkit.controlplane`), registers the fake nodes, installs the CRDs, runs the
 operator as its own process (``kopf run``, as the chart's Deployment does) against a real
 nats-server, then applies N resources in one ``kubectl apply``. Watches in this process time,
 per resource, creation → every child Job exists and creation → first status written. No node
@@ -26,7 +26,7 @@ import yaml
 
 from edgeloom.bench.results import RESULTS_DIR, BenchResult
 from edgeloom.local.nats_server import NatsServer
-from edgeloom.testing.controlplane import (
+from edgeloom_testkit.controlplane import (
     ControlPlane,
     free_port,
     register_nodes,

@@ -27,7 +27,6 @@ lists and dataclasses out; the device follows the inputs.
 
 from edgeloom.algos.mergesfl.aggregation import aggregate_bottom_models
 from edgeloom.algos.mergesfl.baselines import (
-    average_state_dicts,
     random_select,
     uniform_batch_sizes,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "SelectionProblem",
     "WorkerSelection",
     "aggregate_bottom_models",
-    "average_state_dicts",
     "exhaustive_select",
     "genetic_select",
     "kl_divergence",

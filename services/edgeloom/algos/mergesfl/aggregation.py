@@ -1,4 +1,4 @@
-"""Weighted averaging of model state dicts (MergeSFL's bottom-model aggregation)."""
+"""MergeSFL's bottom-model aggregation."""
 
 from __future__ import annotations
 
@@ -6,63 +6,18 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from edgeloom.algos.common import weighted_average
+
 
 def aggregate_bottom_models(
-    state_dicts: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+    state_dicts: Sequence[Mapping[str, torch.Tensor]], batch_sizes: Sequence[float]
 ) -> dict[str, torch.Tensor]:
-    """Weighted average of state dicts, ``Σ_i w_i θ_i / Σ_i w_i``.
-
-    MergeSFL weights bottom models by batch size, ``w_i = b_i`` (each worker took ``τ`` steps
-    on ``b_i`` samples); SplitFed and FedAvg weight by sample counts.
-
-    Floating tensors are accumulated in at least float32 and cast back to their own dtype.
-    Integer and boolean tensors (such as BatchNorm's ``num_batches_tracked``, equal on all
-    workers after the same number of steps) cannot be averaged and are copied from the first
-    state dict. Results are new tensors on the first state dict's devices.
-
-    Parameters
-    ----------
-    state_dicts : sequence of mapping
-        Same keys, shapes and dtypes in each.
-    weights : sequence of float
-        Non-negative, finite, not all zero; one per state dict.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        Ready for ``load_state_dict``.
+    """Bottom models averaged by batch size, ``Σ_i b_i θ_i / Σ_i b_i``: each worker took ``τ``
+    steps on ``b_i`` samples (the group's AdaSFL weighting; see the package docstring).
 
     Raises
     ------
     ValueError
-        On no state dicts, bad weights, or mismatched keys, shapes or dtypes.
+        As :func:`edgeloom.algos.common.weighted_average`.
     """
-    if not state_dicts or len(state_dicts) != len(weights):
-        raise ValueError(
-            f"need one weight per state dict, got {len(state_dicts)} and {len(weights)}"
-        )
-    if any(not 0 <= w < float("inf") for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all zero: {list(weights)}")
-    first = state_dicts[0]
-    for i, sd in enumerate(state_dicts[1:], start=1):
-        if sd.keys() != first.keys():
-            raise ValueError(f"state dict {i} has different keys from state dict 0")
-        for key, tensor in sd.items():
-            if tensor.shape != first[key].shape or tensor.dtype != first[key].dtype:
-                raise ValueError(
-                    f"state dict {i}, {key}: {tensor.dtype} {tuple(tensor.shape)} differs from "
-                    f"{first[key].dtype} {tuple(first[key].shape)}"
-                )
-    total = float(sum(weights))
-    merged: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for key, reference in first.items():
-            if not reference.is_floating_point():
-                merged[key] = reference.clone()
-                continue
-            dtype = torch.promote_types(reference.dtype, torch.float32)
-            acc = torch.zeros_like(reference, dtype=dtype)
-            for sd, weight in zip(state_dicts, weights, strict=True):
-                acc.add_(sd[key].to(acc.device), alpha=float(weight) / total)
-            merged[key] = acc.to(reference.dtype)
-    return merged
+    return weighted_average(state_dicts, batch_sizes)

@@ -2,9 +2,9 @@
 
 * SplitFed V1 (Thapa et al., AAAI 2022): each worker has its own server-side copy of the top
   model; after a round the server averages the top copies and the workers' bottom models,
-  both with :func:`average_state_dicts`.
+  both with :func:`edgeloom.algos.common.average_state_dicts`.
 * FedAvg (McMahan et al., AISTATS 2017): whole models trained locally, averaged with
-  :func:`average_state_dicts` weighted by sample counts.
+  :func:`edgeloom.algos.common.average_state_dicts` weighted by sample counts.
 * The official MergeSFL code's control step and the ablations: :func:`random_select` picks
   workers uniformly at random, :func:`uniform_batch_sizes` gives every worker the same share of
   the merged batch (batch regulation switched off).
@@ -14,26 +14,9 @@ The maths is shared with the MergeSFL core rather than copied.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import numpy as np
-import torch
 
-from edgeloom.algos.mergesfl.aggregation import aggregate_bottom_models
 from edgeloom.algos.mergesfl.regulation import regulate_batch_sizes
-
-
-def average_state_dicts(
-    state_dicts: Sequence[Mapping[str, torch.Tensor]],
-    sample_counts: Sequence[float] | None = None,
-) -> dict[str, torch.Tensor]:
-    """FedAvg-style average of state dicts, weighted by sample counts (equal when ``None``).
-
-    See :func:`~edgeloom.algos.mergesfl.aggregate_bottom_models` for the handling of dtypes,
-    integer buffers and devices.
-    """
-    weights = [1.0] * len(state_dicts) if sample_counts is None else sample_counts
-    return aggregate_bottom_models(state_dicts, weights)
 
 
 def uniform_batch_sizes(

@@ -78,7 +78,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
 
 from edgeloom.local.procs import die_with_parent, venv_executable
-from edgeloom.testing.controlplane import ControlPlane, render_kubeconfig, signal_process
+from edgeloom_testkit.controlplane import ControlPlane, render_kubeconfig, signal_process
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from edgeloom.local.procs import die_with_parent
-from edgeloom.testing.controlplane import ControlPlane, free_port, stop_process, wait_for
+from edgeloom_testkit.controlplane import ControlPlane, free_port, stop_process, wait_for
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from edgeloom.testing.controlplane import KUBE_VERSION, REPO_ROOT, controlplane_bin_dir
+from edgeloom_testkit.controlplane import KUBE_VERSION, REPO_ROOT, controlplane_bin_dir
 
 CHART = REPO_ROOT / "charts" / "edgeloom"
 DASHBOARDS = CHART / "dashboards"

@@ -3,7 +3,7 @@
 This is what controller-runtime's envtest does, from Python: the binaries built by
 ``controlplane/build.sh`` (cached by version) are started on free loopback ports with
 certificates generated here, and stopped by PID. There is no kubelet, kube-proxy or cluster
-DNS; :mod:`edgeloom.testing.node_agent` plays the kubelet for the fake Nodes that
+DNS; :mod:`edgeloom_testkit.node_agent` plays the kubelet for the fake Nodes that
 :func:`register_nodes` creates. Choices:
 
 - Admin authentication is a static token (``--token-auth-file``, user ``admin`` in group

@@ -1,1 +1,0 @@
-"""Helpers shared by the test suite (pytest plugin: ``edgeloom.testing.fixtures``)."""

@@ -1,0 +1,1 @@
+"""Per-kind test helpers: one module per kind (small resources, process helpers)."""
