@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from edgeloom.api.kinds.prunejob import PruneJobSpec
-from edgeloom.apps.comp.artifacts import get_folder, put_folder
 from edgeloom.apps.comp.inputs import prepare
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.runner import run_file
 from edgeloom.models.sentence_encoder import minilm_path
+from edgeloom.runtime.artifacts import get_folder, put_folder
 from edgeloom.runtime.bus import Bus
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

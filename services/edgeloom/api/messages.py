@@ -1,4 +1,5 @@
-"""Envelopes shared by every kind: status reports and the final job result."""
+"""Envelopes shared by every kind: the final job result, and the participant messages of every
+federated kind (joining, and the operator's DropWorkers on the job's ``control`` subject)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,27 @@ class JobResult(ApiModel):
         default_factory=list,
         description="One row per round: round, virtual_time_seconds, the metric, ...",
     )
+
+
+class JoinAck(ApiModel):
+    """Coordinator -> participant: whether its join was accepted."""
+
+    accepted: bool = Field(description="Whether the participant takes part in the job.")
+    reason: str = Field(default="", max_length=1024, description="Why not, when refused.")
+    retire: bool = Field(
+        default=False,
+        description="The job has dropped this participant for good: it should exit successfully.",
+    )
+
+
+class DropWorkers(ApiModel):
+    """Operator -> coordinator on the job's ``control`` subject: stop using these workers."""
+
+    workers: list[int] = Field(min_length=1, description="Global worker indices to drop.")
+    reason: str = Field(default="", max_length=1024, description="Why, for the server's log.")
+
+
+class WorkersDropped(ApiModel):
+    """Coordinator -> operator: the workers now excluded from every later round."""
+
+    dropped: list[int] = Field(description="Every worker the job has dropped so far.")

@@ -18,11 +18,17 @@ def format_table(rows: dict[str, object]) -> str:
 
 
 def print_summary(result: JobResult, run_dir: Path) -> None:
+    """The outcome, the summary table and what the run wrote (only what exists)."""
     outcome = "succeeded" if result.succeeded else "did not succeed"
     print(f"\njob {outcome}: {result.message}" if result.message else f"\njob {outcome}")
     if result.summary:
         print(format_table(result.summary))
-    print(f"results in {run_dir}/ (result.json, progress.png, logs/, metrics/)")
+    written = [
+        f"{p.name}/" if p.is_dir() else p.name
+        for p in sorted(run_dir.iterdir())
+        if p.is_file() or any(p.iterdir())
+    ]
+    print(f"results in {run_dir}/ ({', '.join(written)})")
 
 
 def write_plot(result: JobResult, path: Path, title: str) -> Path | None:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 TERMINATION_MESSAGE_ENV = "EDGELOOM_TERMINATION_MESSAGE_PATH"
 """Set by the operator to the container's terminationMessagePath."""
 TERMINATION_MESSAGE_BYTES = 4096
+ROLE_IDENTITY: ContextVar[str | None] = ContextVar("edgeloom_role_identity", default=None)
+"""``role-index`` of the role whose task is running (several share one process in-process)."""
 
 
 @dataclass
@@ -59,6 +62,12 @@ class RoleContext:
     @property
     def namespace(self) -> str:
         return self.resource.metadata.namespace
+
+    @property
+    def run_id(self) -> str:
+        """Identifies one execution of the job (the resource uid in Kubernetes; the local
+        runner sets EDGELOOM_RUN_ID)."""
+        return os.environ.get("EDGELOOM_RUN_ID") or self.resource.metadata.uid or "default"
 
     @property
     def identity(self) -> str:
@@ -118,6 +127,7 @@ async def run_role(
         nats_url, f"{resource.metadata.name}-{role}-{index}", **nats_credentials()
     )
     ctx = RoleContext(info, resource, role, index, bus, metrics, stop, run_dir)
+    ROLE_IDENTITY.set(ctx.identity)  # this task's context only, and the tasks it starts
     try:
         task = asyncio.create_task(main(ctx))
         stopper = asyncio.create_task(stop.wait())

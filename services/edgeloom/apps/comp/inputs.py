@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgeloom.algos.comp import Calibration
-from edgeloom.api.kinds.prunejob import BuiltinModel, CalibrationSource, PruneJobSpec
+from edgeloom.api.kinds.prunejob import CalibrationSource, PruneJobSpec
 from edgeloom.data.text_pairs import docstring_pairs
 from edgeloom.data.textcorpus import load_text_corpus, read_texts, stdlib_files
 from edgeloom.models.llm import TransformerView, load_model
@@ -26,24 +26,16 @@ from edgeloom.models.sentence_encoder import (
     embed,
     embedding_fidelity,
     encode_texts,
-    minilm_path,
     retrieval_accuracy,
     sentence_embeddings,
 )
-from edgeloom.models.tiny_llama import build_tiny_llama, perplexity, token_blocks
+from edgeloom.models.tiny_llama import perplexity, token_blocks
 
 CALIBRATION_BATCH = 8
 """Sequences per calibration batch (the layer-at-a-time methods hold one tensor per batch)."""
 
 TEXT_HOLDOUT_EVERY = 10
 """With ``calibration.source: text``, every 10th document is held out for evaluation."""
-
-
-def resolve_builtin(builtin: BuiltinModel) -> Path:
-    """The folder of a built-in model (tiny-llama is trained and cached on first use)."""
-    if builtin == BuiltinModel.TINY_LLAMA:
-        return build_tiny_llama("standard")
-    return minilm_path()
 
 
 @dataclass

@@ -11,26 +11,21 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from edgeloom.api.device import DeviceProfile
+from edgeloom.runtime.federation import JoinRequest
 
 
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Join(_Msg):
+class Join(JoinRequest):
     """Worker -> server when it starts: who it is and what data it holds."""
 
-    index: int = Field(ge=0)
+    model_config = ConfigDict(extra="forbid")
+
     samples: int = Field(ge=0)
     label_counts: list[int]
     profile: DeviceProfile
-
-
-class JoinAck(_Msg):
-    accepted: bool
-    reason: str = ""
-    retire: bool = False
-    """The job has dropped this worker for good: it should exit successfully."""
 
 
 class Load(_Msg):

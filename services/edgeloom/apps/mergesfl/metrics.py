@@ -9,10 +9,7 @@ ROUND_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 class ServerMetrics:
     def __init__(self, m: MetricFactory) -> None:
-        self.round = m.gauge("round", "Rounds completed.")
-        self.planned_rounds = m.gauge(
-            "planned_rounds", "Rounds the job runs unless it stops early."
-        )
+        # rounds completed / planned are the reporter's edgeloom_steps_completed / _planned
         self.round_duration = m.histogram(
             "round_duration_seconds", "Device (virtual) time of one round.", buckets=ROUND_BUCKETS
         )

@@ -13,12 +13,12 @@ import logging
 import torch
 from torch import nn
 
+from edgeloom.api.messages import JoinAck
 from edgeloom.apps.mergesfl.messages import (
     COMMAND,
     Backward,
     Forward,
     Join,
-    JoinAck,
     Load,
     Stop,
     Timing,
