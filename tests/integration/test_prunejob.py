@@ -117,7 +117,11 @@ def test_minilm_from_and_to_the_object_store(tmp_path: Path):
     assert status["qualityMetric"] == "embedding_fidelity"
     assert status["qualityBefore"] == pytest.approx(1.0)
     assert 0.5 < status["qualityAfter"] < 1.0
+    # before -> after can be read from the result for every quality figure
     assert 0 <= result.summary["retrieval_accuracy_after"] <= 1
+    assert result.summary["retrieval_accuracy_before"] >= result.summary["retrieval_accuracy_after"]
+    kstatus = {c["type"]: c["status"] for c in status["conditions"]}
+    assert kstatus == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
     local = Path(status["outputPath"])
     for file in local.rglob("*"):
         if file.is_file():
@@ -134,3 +138,8 @@ def test_a_missing_model_fails_the_job_naming_the_path(tmp_path: Path):
     )
     assert proc.returncode == 1
     assert "nowhere" in proc.stderr and "config.json is missing" in proc.stderr
+    # a failed job reads as failed to GitOps tools (kstatus), not InProgress forever
+    saved = json.loads((tmp_path / "runs" / "nomodel" / "result.json").read_text())
+    kstatus = {c["type"]: c for c in saved["status"]["conditions"]}
+    assert kstatus["Stalled"]["status"] == "True" and "nowhere" in kstatus["Stalled"]["message"]
+    assert kstatus["Reconciling"]["status"] == "False"
