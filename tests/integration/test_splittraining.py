@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,15 +20,18 @@ from edgeloom.api.messages import JobResult
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.runner import _spawn, run_file, stop_all
 from edgeloom.runtime.bus import Bus, Message
-from edgeloom_testkit.kinds.splittraining import role_pids, write_split_job
 from edgeloom_operators.control import ControlError, drop_workers
+from edgeloom_testkit.kinds.splittraining import role_pids, write_split_job
 
 pytestmark = pytest.mark.integration
 EDGELOOM = [sys.executable, "-m", "edgeloom.cli.main"]
 
 
 @pytest.mark.parametrize("method", ["mergesfl", "splitfed", "sfl", "fedavg"])
-def test_every_method_trains_in_process(tmp_path: Path, method: str) -> None:
+def test_every_method_trains_in_process(
+    tmp_path: Path, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     job = write_split_job(tmp_path, name=f"m-{method}", method=method, training={"rounds": 2})
     result = run_file(job, runs_dir=tmp_path / "runs", show_progress=False, in_process=True)
     assert result.succeeded, result.message
@@ -40,6 +44,15 @@ def test_every_method_trains_in_process(tmp_path: Path, method: str) -> None:
     assert saved["summary"]["method"] == method
     assert (run_dir / "progress.png").stat().st_size > 0
     assert "edgeloom_accuracy_ratio" in (run_dir / "metrics" / "server-0.prom").read_text()
+    # one figure for the bytes moved, wherever it is read
+    status = saved["status"]
+    assert saved["history"][-1]["bytes_total"] == status["progress"]["bytesTotal"]
+    assert status["progress"]["bytesTotal"] == saved["summary"]["bytes_total"]
+    # in-process roles still write one log each, with their own lines only
+    server_log = (run_dir / "logs" / "server-0.log").read_text()
+    assert "round 2: accuracy" in server_log
+    assert (run_dir / "logs" / "worker-2.log").exists()
+    assert "round 2: accuracy" not in (run_dir / "logs" / "worker-2.log").read_text()
 
 
 def test_mergesfl_learns_on_digits(tmp_path: Path) -> None:
