@@ -23,6 +23,7 @@ import nats.js.errors
 import torch
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ValidationError
 
 from edgeloom.runtime.codec import DEFAULT_LIMITS, CodecError, Limits, decode, encode
@@ -145,7 +146,11 @@ class Bus:
 
         async def publish_one(payload: bytes | memoryview, headers: dict[str, str]) -> None:
             await self.nc.publish(
-                subject, payload, reply=reply, headers={**headers, **extra} or None
+                subject,
+                # nats-py annotates bytes but takes any buffer (it only adds it to bytes)
+                payload,  # type: ignore[arg-type]
+                reply=reply,
+                headers={**headers, **extra} or None,
             )
 
         self.bytes_sent += await send(
@@ -158,7 +163,7 @@ class Bus:
         handler: Handler,
         queue: str = "",
         on_error: ErrorHandler = _log_error,
-    ) -> nats.aio.subscription.Subscription:
+    ) -> Subscription:
         """Call ``handler`` for each complete, decoded message.
 
         Malformed or corrupted messages go to ``on_error`` and never reach the handler; a

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from edgeloom.runtime.framing import ENVELOPE_KEY, CodecError, envelope_of, parse_header
+from edgeloom.runtime.framing import ENVELOPE_KEY, envelope_of, parse_header
+from edgeloom.runtime.framing import CodecError as CodecError  # re-exported: codec's error
 
 # safetensors dtype names <-> torch dtypes; the allow-list for decoding.
 DTYPES: dict[str, torch.dtype] = {
@@ -136,7 +137,7 @@ def encode(envelope_json: str, tensors: dict[str, torch.Tensor] | None = None) -
         offset += size
         if size:
             flat = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-            segments.append(memoryview(flat.numpy()))
+            segments.append(flat.numpy().data)
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-(8 + len(raw)) % 8)  # data starts 8-byte aligned
     head = memoryview(struct.pack("<Q", len(raw)) + raw)

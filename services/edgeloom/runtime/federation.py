@@ -62,7 +62,7 @@ class Reply(Generic[R]):
 class Participants(Generic[J]):
     """Joined, excluded and reachable participants of one job; see the module docstring."""
 
-    ctx: RoleContext
+    ctx: RoleContext[Any]
     join_model: type[J]
     total: int
     """Participants are indices ``0 .. total-1``."""
@@ -209,7 +209,7 @@ class RunStore(Generic[T]):
     object_name: str
 
     @classmethod
-    def of(cls, ctx: RoleContext, state_model: type[T]) -> RunStore[T]:
+    def of(cls, ctx: RoleContext[Any], state_model: type[T]) -> RunStore[T]:
         run = (ctx.namespace, ctx.name, ctx.run_id)
         return cls(ctx.bus, state_model, state_key(*run), checkpoint_name(*run))
 

@@ -20,7 +20,7 @@ class CodecError(ValueError):
     """A payload that cannot be encoded or fails validation on decode."""
 
 
-def parse_header(data: Any, max_header_bytes: int) -> tuple[dict, int]:
+def parse_header(data: Any, max_header_bytes: int) -> tuple[dict[str, Any], int]:
     """Parse the JSON header of a frame; returns (header, offset of the tensor data).
 
     ``data`` is any sliceable byte buffer (bytes, memoryview, uint8 array).
@@ -48,12 +48,13 @@ def frame_envelope(envelope_json: str) -> bytes:
     return struct.pack("<Q", len(raw.encode())) + raw.encode()
 
 
-def envelope_of(header: dict) -> str:
+def envelope_of(header: dict[str, Any]) -> str:
     """The envelope JSON stored in a parsed header's ``__metadata__``."""
     meta = header.get("__metadata__")
-    if not isinstance(meta, dict) or not isinstance(meta.get(ENVELOPE_KEY), str):
+    envelope = meta.get(ENVELOPE_KEY) if isinstance(meta, dict) else None
+    if not isinstance(envelope, str):
         raise CodecError("header has no envelope in __metadata__")
-    return meta[ENVELOPE_KEY]
+    return envelope
 
 
 def read_envelope(data: bytes, max_bytes: int = 1024 * 1024) -> str:

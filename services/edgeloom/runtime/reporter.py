@@ -63,7 +63,7 @@ class JobReporter(Generic[S]):
     """
 
     def __init__(
-        self, ctx: RoleContext, status: S, metric_name: str, planned: int | None = None
+        self, ctx: RoleContext[Any], status: S, metric_name: str, planned: int | None = None
     ) -> None:
         self.ctx = ctx
         self.status = status

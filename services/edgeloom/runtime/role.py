@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 
@@ -37,12 +37,16 @@ ROLE_IDENTITY: ContextVar[str | None] = ContextVar("edgeloom_role_identity", def
 """``role-index`` of the role whose task is running (several share one process in-process)."""
 
 
+SpecT = TypeVar("SpecT")
+
+
 @dataclass
-class RoleContext:
-    """What a role function gets: its resource, identity, bus, metrics and stop signal."""
+class RoleContext(Generic[SpecT]):
+    """What a role function gets: its resource, identity, bus, metrics and stop signal;
+    ``RoleContext[SplitTrainingJobSpec]`` types ``spec`` for one kind's roles."""
 
     info: KindInfo
-    resource: Resource[Any]
+    resource: Resource[SpecT]
     role: str
     index: int
     bus: Bus
@@ -52,7 +56,7 @@ class RoleContext:
     last_status: Status | None = None
 
     @property
-    def spec(self) -> Any:
+    def spec(self) -> SpecT:
         return self.resource.spec
 
     @property
@@ -84,7 +88,7 @@ class RoleContext:
         await self.bus.publish(self.subject("status"), status)
 
 
-RoleMain = Callable[[RoleContext], Awaitable[None]]
+RoleMain = Callable[[RoleContext[Any]], Awaitable[None]]
 
 
 def load_resource_file(path: Path) -> dict[str, Any]:

@@ -15,8 +15,9 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -39,12 +40,14 @@ class TransferError(CodecError):
 
 Publish = Callable[[bytes | memoryview, dict[str, str]], Awaitable[None]]
 _THREAD_MIN_BYTES = 256 * 1024  # below this a thread hop costs more than it saves
+_T = TypeVar("_T")
 
 
-async def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    if len(args[0]) < _THREAD_MIN_BYTES:
-        return fn(*args)
-    return await asyncio.to_thread(fn, *args)
+async def _in_thread(fn: Callable[..., _T], data: Sized, *rest: object) -> _T:
+    """``fn(data, *rest)``, in a worker thread when ``data`` is large."""
+    if len(data) < _THREAD_MIN_BYTES:
+        return fn(data, *rest)
+    return await asyncio.to_thread(fn, data, *rest)
 
 
 async def send(encoded: Encoded, max_payload: int, publish: Publish) -> int:

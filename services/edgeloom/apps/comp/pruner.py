@@ -43,7 +43,7 @@ def _message(spec: PruneJobSpec, status: PruneJobStatus) -> str:
 class Pruning:
     """One PruneJob's work, reported stage by stage."""
 
-    ctx: RoleContext
+    ctx: RoleContext[PruneJobSpec]
     spec: PruneJobSpec
     reporter: JobReporter[PruneJobStatus]
     metrics: PrunerMetrics
@@ -130,8 +130,8 @@ class Pruning:
         return base / "model"
 
 
-async def run(ctx: RoleContext) -> None:
-    spec: PruneJobSpec = ctx.spec
+async def run(ctx: RoleContext[PruneJobSpec]) -> None:
+    spec = ctx.spec
     reporter = JobReporter(ctx, PruneJobStatus(), metric_name="quality")
     pruning = Pruning(ctx, spec, reporter, PrunerMetrics(ctx.metrics))
     await reporter.run(pruning.run)

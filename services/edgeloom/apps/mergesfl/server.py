@@ -69,7 +69,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Evaluation:
 
 @dataclass
 class Server:
-    ctx: RoleContext
+    ctx: RoleContext[SplitTrainingJobSpec]
     job: ServerJob
     metrics: ServerMetrics
     reporter: JobReporter[SplitTrainingJobStatus]
@@ -226,8 +226,8 @@ class Server:
         )
 
 
-async def run(ctx: RoleContext) -> None:
-    spec: SplitTrainingJobSpec = ctx.spec
+async def run(ctx: RoleContext[SplitTrainingJobSpec]) -> None:
+    spec = ctx.spec
     problem = build_problem(spec)
     bottom, top = build_models(spec, problem)
     participants = Participants(

@@ -13,6 +13,7 @@ import logging
 import torch
 from torch import nn
 
+from edgeloom.api.kinds.splittraining import SplitTrainingJobSpec
 from edgeloom.api.messages import JoinAck
 from edgeloom.apps.mergesfl.messages import (
     COMMAND,
@@ -63,7 +64,7 @@ class Batches:
 class Worker:
     """State of one worker between commands."""
 
-    def __init__(self, ctx: RoleContext) -> None:
+    def __init__(self, ctx: RoleContext[SplitTrainingJobSpec]) -> None:
         spec = ctx.spec
         problem = build_problem(spec)
         self.ctx = ctx
@@ -165,7 +166,7 @@ class Worker:
             raise RuntimeError(f"command for round {round_}, but round {self.round} is loaded")
 
 
-async def join(ctx: RoleContext, worker: Worker) -> bool:
+async def join(ctx: RoleContext[SplitTrainingJobSpec], worker: Worker) -> bool:
     """Announce this worker until the server accepts it (the server may start later).
 
     Returns False when the server has dropped this worker for good.
@@ -192,7 +193,7 @@ async def join(ctx: RoleContext, worker: Worker) -> bool:
     return False
 
 
-async def run(ctx: RoleContext) -> None:
+async def run(ctx: RoleContext[SplitTrainingJobSpec]) -> None:
     worker = Worker(ctx)
     whole_model = False
 

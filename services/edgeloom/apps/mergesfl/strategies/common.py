@@ -145,6 +145,19 @@ def step_on(
     return f.grad, float(loss.detach())
 
 
+def step_each(
+    alive: list[int],
+    data: dict[int, Features],
+    model_of: Callable[[int], tuple[nn.Module, torch.optim.Optimizer]],
+) -> tuple[dict[int, torch.Tensor], list[float]]:
+    """One top-model step per worker in turn, on the top (and optimiser) ``model_of(i)``."""
+    grads, losses = {}, []
+    for i in alive:
+        grads[i], loss = step_on(*model_of(i), *data[i])
+        losses.append(loss)
+    return grads, losses
+
+
 def mean_loss(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 5) if values else None
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from edgeloom.algos.mergesfl import (
     MergeSFLConfig,
@@ -31,6 +30,7 @@ from edgeloom.apps.mergesfl.strategies.common import (
     random_plan,
     sgd,
     split_exchange,
+    step_each,
     step_on,
 )
 from edgeloom.runtime.federation import RoundOutcome
@@ -85,24 +85,15 @@ class MergeSFL:
             feats, labels, slices = merge_features(
                 [data[i][0] for i in alive], [data[i][1] for i in alive]
             )
-            opt.zero_grad()
-            top.train()
-            loss = nn.functional.cross_entropy(top(feats), labels)
-            loss.backward()
-            opt.step()
-            assert feats.grad is not None
+            grad, loss = step_on(top, opt, feats, labels)
             sizes = [len(data[i][1]) for i in alive]
-            grads = dict(zip(alive, split_gradients(feats.grad, slices, sizes), strict=True))
-            return grads, [float(loss.detach())]
+            grads = dict(zip(alive, split_gradients(grad, slices, sizes), strict=True))
+            return grads, [loss]
 
         def step_in_turn(
             alive: list[int], data: dict[int, Features]
         ) -> tuple[dict[int, torch.Tensor], list[float]]:
-            grads, losses = {}, []
-            for i in alive:
-                grads[i], loss = step_on(top, opt, *data[i])
-                losses.append(loss)
-            return grads, losses
+            return step_each(alive, data, lambda i: (top, opt))
 
         step = merged_step if self.job.spec.ablation.feature_merging else step_in_turn
         return await split_exchange(self.job, plan, step)

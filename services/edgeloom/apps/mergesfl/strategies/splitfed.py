@@ -19,7 +19,7 @@ from edgeloom.apps.mergesfl.strategies.common import (
     random_plan,
     sgd,
     split_exchange,
-    step_on,
+    step_each,
 )
 from edgeloom.runtime.federation import RoundOutcome
 
@@ -43,11 +43,7 @@ class SplitFed:
         def per_worker_step(
             alive: list[int], data: dict[int, Features]
         ) -> tuple[dict[int, torch.Tensor], list[float]]:
-            grads, losses = {}, []
-            for i in alive:
-                grads[i], loss = step_on(self.tops[i], opts[i], *data[i])
-                losses.append(loss)
-            return grads, losses
+            return step_each(alive, data, lambda i: (self.tops[i], opts[i]))
 
         return await split_exchange(self.job, plan, per_worker_step)
 
