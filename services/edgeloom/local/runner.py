@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from edgeloom.api import podenv
 from edgeloom.api.messages import JobResult
 from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import InvalidResource, Resource, parse_resource
@@ -79,7 +80,7 @@ def load_and_validate(path: Path) -> tuple[KindInfo, Resource[Any]]:
 def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path, run_id: str) -> RoleProcess:
     log_path = run_dir / "logs" / f"{role}-{index}.log"
     log: TextIO = log_path.open("w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "EDGELOOM_RUN_ID": run_id}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", podenv.RUN_ID: run_id}
     popen = subprocess.Popen(
         [
             sys.executable,

@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ValidationError
 
+from edgeloom.api import podenv
 from edgeloom.runtime.codec import DEFAULT_LIMITS, CodecError, Limits, decode, encode
 from edgeloom.runtime.framing import H_ERROR
 from edgeloom.runtime.transfer import Reassembler, send
@@ -349,8 +350,8 @@ async def _on_nats_error(err: Exception) -> None:
 def nats_credentials() -> dict[str, str | None]:
     """user/password for :meth:`Bus.connect` from EDGELOOM_NATS_USER / _PASSWORD (a Secret)."""
     return {
-        "user": os.environ.get("EDGELOOM_NATS_USER"),
-        "password": os.environ.get("EDGELOOM_NATS_PASSWORD"),
+        "user": os.environ.get(podenv.NATS_USER),
+        "password": os.environ.get(podenv.NATS_PASSWORD),
     }
 
 

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import yaml
 
+from edgeloom.api import podenv
 from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import Resource, parse_resource
 from edgeloom.api.status import Status
@@ -30,8 +31,6 @@ from edgeloom.runtime.subjects import subject
 
 log = logging.getLogger(__name__)
 
-TERMINATION_MESSAGE_ENV = "EDGELOOM_TERMINATION_MESSAGE_PATH"
-"""Set by the operator to the container's terminationMessagePath."""
 TERMINATION_MESSAGE_BYTES = 4096
 ROLE_IDENTITY: ContextVar[str | None] = ContextVar("edgeloom_role_identity", default=None)
 """``role-index`` of the role whose task is running (several share one process in-process)."""
@@ -71,7 +70,7 @@ class RoleContext(Generic[SpecT]):
     def run_id(self) -> str:
         """Identifies one execution of the job (the resource uid in Kubernetes; the local
         runner sets EDGELOOM_RUN_ID)."""
-        return os.environ.get("EDGELOOM_RUN_ID") or self.resource.metadata.uid or "default"
+        return os.environ.get(podenv.RUN_ID) or self.resource.metadata.uid or "default"
 
     @property
     def identity(self) -> str:
@@ -150,10 +149,10 @@ async def run_role(
     finally:
         if run_dir is not None:
             metrics.write(run_dir / "metrics" / f"{ctx.identity}.prom")
-        if ctx.last_status is not None and TERMINATION_MESSAGE_ENV in os.environ:
+        if ctx.last_status is not None and podenv.TERMINATION_MESSAGE_PATH in os.environ:
             try:
                 write_termination_message(
-                    Path(os.environ[TERMINATION_MESSAGE_ENV]), ctx.last_status
+                    Path(os.environ[podenv.TERMINATION_MESSAGE_PATH]), ctx.last_status
                 )
             except OSError as err:  # the bus must still drain
                 log.warning("could not write the termination message: %s", err)

@@ -1,0 +1,31 @@
+"""Environment variables of a role process, named once for the operator that sets them in a
+pod, the local runner that sets them for a subprocess and the role (``edgeloom serve``) that
+reads them.
+
+Torch-free and dependency-free, so the operator image imports it.
+"""
+
+from __future__ import annotations
+
+RESOURCE = "EDGELOOM_RESOURCE"
+"""Path of the resource file (in a pod: the ConfigMap mounted at /etc/edgeloom)."""
+ROLE = "EDGELOOM_ROLE"
+"""Which of the kind's roles the process runs."""
+INDEX = "EDGELOOM_INDEX"
+"""The replica's index, when given outright (otherwise from the two below)."""
+INDEX_OFFSET = "EDGELOOM_INDEX_OFFSET"
+"""Where a worker group's indices start; ``edgeloom serve`` adds the Job's completion index."""
+JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
+"""Set by Kubernetes in the pods of an Indexed Job."""
+RUN_ID = "EDGELOOM_RUN_ID"
+"""Names the run's state in JetStream; in a pod the resource's uid is used instead."""
+NATS_URL = "EDGELOOM_NATS_URL"
+NATS_USER = "EDGELOOM_NATS_USER"
+NATS_PASSWORD = "EDGELOOM_NATS_PASSWORD"
+TERMINATION_MESSAGE_PATH = "EDGELOOM_TERMINATION_MESSAGE_PATH"
+"""Where the role writes its final status (the container's terminationMessagePath)."""
+METRICS_PORT = "EDGELOOM_METRICS_PORT"
+METRICS_ADDR = "EDGELOOM_METRICS_ADDR"
+"""Address ``/metrics`` listens on (in a pod: its IP, from the downward API)."""
+METRICS_LINGER_SECONDS = "EDGELOOM_METRICS_LINGER_SECONDS"
+"""Seconds ``/metrics`` stays up after the work is done, so the final values are scraped."""
