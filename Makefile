@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/splittraining-mnist1d.yaml
 
-.PHONY: setup run test test-fast lint crds bench clean controlplane test-tools
+.PHONY: setup run test test-fast lint typecheck crds bench clean controlplane test-tools
 
 setup:
 	@./scripts/setup-venv.sh
@@ -11,10 +11,15 @@ setup:
 run: setup
 	$(BIN)/edgeloom run $(EXAMPLE)
 
-lint: setup
+lint: setup typecheck
 	$(BIN)/ruff check services operators tests
 	$(BIN)/lint-imports
 	$(BIN)/edgeloom crds --check
+
+# mypy --strict over the packages listed in pyproject.toml's [tool.mypy] (api, algos, models,
+# data, runtime, operators).
+typecheck: setup
+	$(BIN)/mypy
 
 # The e2e tier's kube-apiserver, etcd, controller-manager, scheduler and helm, built from Go
 # modules into ~/.cache/edgeloom/controlplane the first time (tens of minutes), then reused.
@@ -38,4 +43,4 @@ bench: setup
 	$(BIN)/edgeloom bench transport
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -6,6 +6,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from edgeloom.api import podenv
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -47,14 +49,14 @@ class OperatorConfig:
         EDGELOOM_SERVICES_IMAGE, EDGELOOM_SERVICES_IMAGE_PULL_POLICY, EDGELOOM_PROMETHEUS_URL,
         EDGELOOM_HEALTH_INTERVAL_SECONDS, EDGELOOM_METRICS_PORT, EDGELOOM_METRICS_ADDR and
         EDGELOOM_JOB_METRICS_LINGER_SECONDS."""
-        url = os.environ.get("EDGELOOM_NATS_URL")
+        url = os.environ.get(podenv.NATS_URL)
         if not url:
-            raise RuntimeError("EDGELOOM_NATS_URL is not set: the operator needs a NATS server")
+            raise RuntimeError(f"{podenv.NATS_URL} is not set: the operator needs a NATS server")
         defaults = cls(nats_url=url)
         return cls(
             nats_url=url,
-            nats_user=os.environ.get("EDGELOOM_NATS_USER") or None,
-            nats_password=os.environ.get("EDGELOOM_NATS_PASSWORD") or None,
+            nats_user=os.environ.get(podenv.NATS_USER) or None,
+            nats_password=os.environ.get(podenv.NATS_PASSWORD) or None,
             services_image=os.environ.get("EDGELOOM_SERVICES_IMAGE", defaults.services_image),
             image_pull_policy=os.environ.get(
                 "EDGELOOM_SERVICES_IMAGE_PULL_POLICY", defaults.image_pull_policy
@@ -63,8 +65,8 @@ class OperatorConfig:
             health_interval_s=_number(
                 "EDGELOOM_HEALTH_INTERVAL_SECONDS", defaults.health_interval_s
             ),
-            metrics_port=int(port) if (port := os.environ.get("EDGELOOM_METRICS_PORT")) else None,
-            metrics_addr=os.environ.get("EDGELOOM_METRICS_ADDR") or defaults.metrics_addr,
+            metrics_port=int(port) if (port := os.environ.get(podenv.METRICS_PORT)) else None,
+            metrics_addr=os.environ.get(podenv.METRICS_ADDR) or defaults.metrics_addr,
             job_metrics_linger_s=_number(
                 "EDGELOOM_JOB_METRICS_LINGER_SECONDS", defaults.job_metrics_linger_s, zero=True
             ),

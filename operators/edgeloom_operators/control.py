@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import nats
+from nats.aio.client import Client as NATS
 
-from edgeloom.api.kinds.splittraining import DropWorkers, WorkersDropped
+from edgeloom.api.messages import DropWorkers, WorkersDropped
 from edgeloom.api.registry import KindInfo
 from edgeloom.runtime.framing import H_ERROR, frame_envelope, read_envelope
 from edgeloom.runtime.subjects import subject
@@ -17,9 +18,9 @@ class ControlError(RuntimeError):
 
 
 async def drop_workers(
-    nc: nats.NATS, info: KindInfo, namespace: str, name: str, workers: list[int], reason: str
+    nc: NATS, info: KindInfo, namespace: str, name: str, workers: list[int], reason: str
 ) -> list[int]:
-    """Ask a SplitTrainingJob's server to stop using ``workers`` for the rest of the job;
+    """Ask the coordinator of a federated job to stop using ``workers`` for the rest of the job;
     returns every worker it has dropped so far."""
     request = DropWorkers(workers=workers, reason=reason[:1024])
     try:
@@ -29,8 +30,10 @@ async def drop_workers(
             timeout=TIMEOUT_S,
         )
     except (TimeoutError, nats.errors.Error) as err:
-        raise ControlError(f"the server of {namespace}/{name} did not answer: {err}") from None
+        raise ControlError(f"the coordinator of {namespace}/{name} did not answer: {err}") from None
     error = (reply.headers or {}).get(H_ERROR)
     if error:
-        raise ControlError(f"the server of {namespace}/{name} refused to drop {workers}: {error}")
+        raise ControlError(
+            f"the coordinator of {namespace}/{name} refused to drop {workers}: {error}"
+        )
     return WorkersDropped.model_validate_json(read_envelope(reply.data)).dropped

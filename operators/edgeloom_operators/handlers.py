@@ -1,9 +1,13 @@
-"""The reconcile loop every kind shares: parse → render → apply → report.
+"""The reconcile loop every kind shares: parse → render → apply → report, over kind plugins.
 
-``register(KIND, render)`` wires kopf handlers for one kind: create/resume/spec-update apply
-the rendered children; events on the children's Jobs and the job's own status reports
-(:mod:`edgeloom_operators.reports`) refresh ``.status``. All Kubernetes calls go through
-:class:`edgeloom_operators.kube.Kube`.
+:func:`register` wires kopf handlers for a set of :class:`~edgeloom_operators.plugin.KindPlugin`
+on a given ``kopf.OperatorRegistry``: create/resume/spec-update apply the rendered children;
+events on the children the plugin observes and the resource's own status reports
+(:mod:`edgeloom_operators.reports`) refresh ``.status``; a plugin with external state gets the
+finalizer that waits on its ``cleanup``; each of its loops becomes a kopf daemon. The
+:class:`Operator` is created by the registered startup handler and reached through the
+:class:`OperatorSlot` :func:`register` returns; nothing here is a module global. All
+Kubernetes calls go through :class:`edgeloom_operators.kube.Kube`.
 """
 
 from __future__ import annotations
@@ -12,62 +16,51 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import kopf
-import nats
+from nats.aio.client import Client as NATS
 from pydantic import ValidationError
 
-from edgeloom.api.kinds.splittraining import UnhealthyWorkerPolicy
 from edgeloom.api.registry import KindInfo
-from edgeloom.api.resource import InvalidResource, parse_resource
-from edgeloom.api.status import Phase, set_condition
+from edgeloom.api.resource import GROUP, VERSION, InvalidResource, Resource, parse_resource
+from edgeloom.api.status import READY, Phase, set_summary_conditions
 from edgeloom_operators import jetstream
 from edgeloom_operators.config import OperatorConfig
-from edgeloom_operators.control import drop_workers
-from edgeloom_operators.kube import ApiError, Kube
+from edgeloom_operators.kube import Immutable, Kube, connect
 from edgeloom_operators.metrics import OperatorMetrics
-from edgeloom_operators.prometheus import Prometheus, PrometheusError
+from edgeloom_operators.plugin import Children, ChildType, KindPlugin, Loop, index
+from edgeloom_operators.prometheus import Prometheus
 from edgeloom_operators.refresher import Key, Refresher
 from edgeloom_operators.render import MANAGER, job_selector
-from edgeloom_operators.status import TERMINAL, Health, derive_status, job_outcome
-from edgeloom_operators.workers import (
-    UNHEALTHY_ANNOTATION,
-    Unhealthy,
-    find_unhealthy,
-    round_time_query,
-    stale_query,
-    worker_pods,
-)
+from edgeloom_operators.reports import ReportListener
+from edgeloom_operators.status import INVALID_SPEC, Verdict, derive_status
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION = "edgeloom.io", "v1alpha1"
 FINALIZER = "edgeloom.io/run-state"
-"""Held while a resource's JetStream state is deleted; released after CLEANUP_ATTEMPTS."""
+"""Held while a resource's external state is deleted; released after CLEANUP_ATTEMPTS."""
 CLEANUP_ATTEMPTS = 15
 CLEANUP_DELAY_S = 2.0
-ACTIVE = (Phase.RUNNING, Phase.DEGRADED)
-"""Phases in which a resource's workers are checked."""
 
-Render = Callable[[dict[str, Any], Any, OperatorConfig], list[dict[str, Any]]]
 Cause = Literal["create", "resume", "update"]
 
 
 @dataclass
 class Operator:
-    """State shared by the handlers: the API, the config, NATS, the jobs' latest reports."""
+    """State shared by the handlers: the API, the config, NATS, the plugins by singular kind
+    name, the resources' latest reports and the verdicts of their loops."""
 
     kube: Kube
     config: OperatorConfig
-    nc: nats.NATS
+    nc: NATS
+    plugins: Mapping[str, KindPlugin]
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reports: dict[Key, dict[str, Any]] = field(default_factory=dict)
-    health: dict[Key, Health] = field(default_factory=dict)
-    """The latest worker-health verdict per resource (the WorkersHealthy condition)."""
+    verdicts: dict[Key, dict[str, Verdict]] = field(default_factory=dict)
+    """The latest verdict of each operator-owned condition per resource (WorkersHealthy...)."""
     refresher: Refresher = field(init=False)
     prometheus: Prometheus | None = field(init=False)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
@@ -75,13 +68,13 @@ class Operator:
 
     def __post_init__(self) -> None:
         self.refresher = Refresher(self._refresh_key)
-        self.metrics.initialize(info.kind for info in KINDS.values())
+        self.metrics.initialize(p.info.kind for p in self.plugins.values())
         url = self.config.prometheus_url
         self.prometheus = Prometheus(url) if url else None
 
     def _refresh_key(self, key: Key) -> None:
         namespace, kind, name = key
-        self.refresh(KINDS[kind.lower()], namespace, name)
+        self.refresh(self.plugins[kind.lower()], namespace, name)
 
     def lock(self, key: Key) -> threading.Lock:
         """The lock that serialises status writes of one resource (handler threads and the
@@ -89,7 +82,20 @@ class Operator:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def reconcile(self, info: KindInfo, render: Render, body: dict[str, Any], cause: Cause) -> None:
+    def accept_report(self, key: Key, report: dict[str, Any]) -> None:
+        """Keep a resource's latest (validated) report and ask for a coalesced refresh."""
+        self.reports[key] = report
+        self.refresher.request(key)
+
+    def set_verdict(self, key: Key, type: str, verdict: Verdict) -> None:
+        """A loop's verdict on condition ``type`` of one resource; refreshes it on change
+        (call from the event loop's thread)."""
+        verdicts = self.verdicts.setdefault(key, {})
+        if verdicts.get(type) != verdict:
+            verdicts[type] = verdict
+            self.refresher.request(key)
+
+    def reconcile(self, plugin: KindPlugin, body: dict[str, Any], cause: Cause) -> None:
         """Parse the spec, apply every child, then refresh the status.
 
         Raises
@@ -97,48 +103,48 @@ class Operator:
         kopf.PermanentError
             When the spec is invalid (status says ``InvalidSpec``; nothing is created).
         """
+        info = plugin.info
         with self.metrics.reconcile(info.kind) as outcome:
             try:
-                resource = parse_resource(body, info.spec_model, info.kind)
+                resource: Resource[Any] = parse_resource(body, info.spec_model, info.kind)
             except InvalidResource as err:
                 outcome.value = "invalid"
                 self._invalid(info, body, str(err))
                 raise kopf.PermanentError(f"invalid spec: {err}") from None
-            self._apply(info, render, body, resource.spec, cause)
+            self._apply(plugin, body, resource.spec, cause)
 
-    def _apply(
-        self, info: KindInfo, render: Render, body: dict[str, Any], spec: Any, cause: Cause
-    ) -> None:
+    def _apply(self, plugin: KindPlugin, body: dict[str, Any], spec: Any, cause: Cause) -> None:
         meta = body["metadata"]
-        key = (meta["namespace"], info.kind, meta["name"])
+        key = (meta["namespace"], plugin.info.kind, meta["name"])
         if cause == "create":
             self.reports.pop(key, None)  # a report of a deleted namesake is not this run's
-        applied, jobs = [], []
-        for child in render(body, spec, self.config):
+        applied: list[str] = []
+        children: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in plugin.observes}
+        for child in plugin.render(body, spec, self.config):
+            what = f"{child['kind']} {child['metadata']['name']}"
             try:
                 written = self.kube.apply(child)
-            except ApiError as err:
-                if not (child["kind"] == "Job" and _immutable(err)):
-                    raise
-                # a Job's pod template cannot change: its pods keep the spec they started with
+            except Immutable as err:
+                # e.g. a Job's pod template: its pods keep the spec they started with
                 if cause == "update":
+                    fields = ", ".join(err.fields) or "immutable fields"
                     self.kube.event(
                         body,
                         "Warning",
                         "SpecChangeNotApplied",
-                        f"Job {child['metadata']['name']} keeps its pods; delete and re-create "
-                        "the resource to run the new spec",
+                        f"{what} keeps its {fields}; delete and re-create the resource to run "
+                        "the new spec",
                     )
                 continue
             applied.append(f"{child['kind']}/{child['metadata']['name']}")
-            if child["kind"] == "Job":
-                jobs.append(written)
+            if child["kind"] in children:
+                children[child["kind"]].append(written)
         if cause == "create":
             # nothing but this reconcile has written the new resource: no need to read it back
-            self.refresh(info, meta["namespace"], meta["name"], body=body, jobs=jobs)
+            self.refresh(plugin, meta["namespace"], meta["name"], body=body, children=children)
             self.kube.event(body, "Normal", "Created", "created " + ", ".join(applied))
         else:
-            self.refresh(info, meta["namespace"], meta["name"])
+            self.refresh(plugin, meta["namespace"], meta["name"])
 
     def _invalid(self, info: KindInfo, body: dict[str, Any], message: str) -> None:
         meta = body["metadata"]
@@ -147,71 +153,81 @@ class Operator:
             status = info.status_model.model_validate(body.get("status") or {})
             status.phase = Phase.FAILED
             status.observed_generation = generation
-            status.conditions = set_condition(
-                status.conditions, "Ready", "False", "InvalidSpec", message, generation
+            status.conditions = set_summary_conditions(
+                status.conditions, Phase.FAILED, False, INVALID_SPEC, message, generation
             )
             self.kube.patch_status(info, meta["namespace"], meta["name"], status.to_wire())
-        self.kube.event(body, "Warning", "InvalidSpec", message)
+        self.kube.event(body, "Warning", INVALID_SPEC, message)
 
     def refresh(
         self,
-        info: KindInfo,
+        plugin: KindPlugin,
         namespace: str,
         name: str,
         body: dict[str, Any] | None = None,
-        jobs: list[dict[str, Any]] | None = None,
+        children: Children | None = None,
     ) -> None:
-        """Recompute ``.status`` from the Jobs and the latest report; patch only on change.
+        """Recompute ``.status`` from the observed children and the latest report; patch only
+        on change.
 
-        ``body`` and ``jobs`` skip reading them when the caller has just written them.
+        ``body`` and ``children`` skip reading them when the caller has just written them.
         """
+        info = plugin.info
         key = (namespace, info.kind, name)
         with self.lock(key):
             if body is None:
                 body = self.kube.get_resource(info, namespace, name)
             if body is None:
                 self.reports.pop(key, None)
-                self.health.pop(key, None)
+                self.verdicts.pop(key, None)
                 self.metrics.phase(key, None)
                 return
             current = body.get("status") or {}
-            if jobs is None:
-                jobs = self.kube.list("batch/v1", "Job", namespace, job_selector(info, name))
+            if children is None:
+                selector = job_selector(info, name)
+                children = {
+                    t.kind: self.kube.list(t.api_version, t.kind, namespace, selector)
+                    for t in plugin.observes
+                }
+            outcome = plugin.outcome(children)
             report = self.reports.get(key)
-            if job_outcome(jobs)[0] in TERMINAL and (report or {}).get("phase") not in TERMINAL:
+            terminal = plugin.semantics.terminal
+            if outcome.phase in terminal and (report or {}).get("phase") not in terminal:
                 report = self._final_report(info, namespace, name) or report
             generation = body["metadata"].get("generation", 1)
-            health = self.health.get(key)
+            verdicts = self.verdicts.get(key)
             try:
-                status = derive_status(info, generation, current, jobs, report, health=health)
+                status = derive_status(plugin, generation, current, outcome, report, None, verdicts)
             except ValidationError as err:
                 log.warning("ignoring an invalid status report of %s/%s: %s", namespace, name, err)
                 self.reports.pop(key, None)
-                status = derive_status(info, generation, current, jobs, health=health)
+                status = derive_status(plugin, generation, current, outcome, verdicts=verdicts)
             self.metrics.phase(key, status["phase"])
             if _same(info, status, current):
                 return
             self.kube.patch_status(info, namespace, name, status)
             if status["phase"] != current.get("phase"):
-                ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-                kind = "Warning" if status["phase"] == Phase.FAILED else "Normal"
+                ready = next(c for c in status["conditions"] if c["type"] == READY)
+                kind = "Warning" if status["phase"] in (Phase.FAILED, Phase.DEGRADED) else "Normal"
                 self.kube.event(body, kind, status["phase"], ready.get("message") or "")
 
-    async def delete_run_state(self, body: dict[str, Any], retry: int) -> None:
-        """Stop the job's pods, then delete the run's KV state and checkpoint.
+    async def finalize(self, plugin: KindPlugin, body: dict[str, Any], retry: int) -> None:
+        """Stop the resource's pods, then delete its external state (``plugin.cleanup``).
 
-        The Jobs go first (foreground), so no pod writes the state again after it is purged.
-        After CLEANUP_ATTEMPTS tries the finalizer is released anyway, with a Warning event
-        saying what may be left, so a NATS outage never blocks a deletion for long.
+        The observed children go first (foreground), so no pod writes the state again after
+        it is deleted. After CLEANUP_ATTEMPTS tries the finalizer is released anyway, with a
+        Warning event saying what may be left, so a NATS outage never blocks a deletion for
+        long.
         """
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        info = KINDS[body["kind"].lower()]
+        kinds = [(t.api_version, t.kind) for t in plugin.observes]
+        selector = job_selector(plugin.info, name)
         try:
-            pods = await asyncio.to_thread(self.kube.stop_jobs, namespace, job_selector(info, name))
+            pods = await asyncio.to_thread(self.kube.stop, kinds, namespace, selector)
             if pods:
                 raise kopf.TemporaryError(f"{pods} pods still stopping", delay=CLEANUP_DELAY_S)
-            deleted = await jetstream.delete_run_state(self.nc, namespace, name, meta["uid"])
+            deleted = await plugin.cleanup(self, body)
         except kopf.TemporaryError:
             if retry + 1 < CLEANUP_ATTEMPTS:
                 raise
@@ -229,89 +245,9 @@ class Operator:
             body,
             "Warning",
             "CleanupAbandoned",
-            f"run state may remain in JetStream after {CLEANUP_ATTEMPTS} attempts: {err_text}",
+            f"run state may remain outside Kubernetes after {CLEANUP_ATTEMPTS} attempts: "
+            f"{err_text}",
         )
-
-    async def check_workers(self, info: KindInfo, body: dict[str, Any]) -> None:
-        """One worker-health check of a running resource (:mod:`edgeloom_operators.workers`):
-        find unhealthy workers on Prometheus data and handle each per
-        ``participation.onUnhealthyWorker``; the verdict goes into WorkersHealthy."""
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        key = (namespace, info.kind, name)
-        if (body.get("status") or {}).get("phase") not in ACTIVE:
-            return
-        if self.prometheus is None:
-            self.metrics.health_checks.labels(kind=info.kind, outcome="skipped").inc()
-            message = "no Prometheus is configured (chart value prometheus.url): not checked"
-            self._set_health(key, ("Unknown", "PrometheusNotConfigured", message))
-            return
-        participation = parse_resource(body, info.spec_model, info.kind).spec.participation
-        window = participation.unhealthy_after_seconds
-        selector = job_selector(info, name) + ",edgeloom.io/role=worker"
-        pods = await asyncio.to_thread(self.kube.list, "v1", "Pod", namespace, selector)
-        workers = worker_pods(pods, datetime.now(UTC))
-        if not workers:
-            return
-        try:
-            stale = await asyncio.to_thread(
-                self.prometheus.query, stale_query(namespace, workers, window)
-            )
-            times = await asyncio.to_thread(
-                self.prometheus.query, round_time_query(namespace, name, window)
-            )
-        except PrometheusError as err:
-            self.metrics.health_checks.labels(kind=info.kind, outcome="error").inc()
-            self._set_health(key, ("Unknown", "PrometheusUnavailable", str(err)))
-            return
-        verdicts = find_unhealthy(workers, stale, times, window, participation.straggler_factor)
-        outcome = "unhealthy" if verdicts else "healthy"
-        self.metrics.health_checks.labels(kind=info.kind, outcome=outcome).inc()
-        if not verdicts:
-            message = f"{len(workers)} running workers checked"
-            self._set_health(key, ("True", "WorkersHealthy", message))
-            return
-        policy = participation.on_unhealthy_worker
-        done = [await self._handle_unhealthy(info, body, v, policy) for v in verdicts]
-        self._set_health(key, ("False", verdicts[0].reason, "; ".join(done)))
-
-    async def _handle_unhealthy(
-        self, info: KindInfo, body: dict[str, Any], verdict: Unhealthy, policy: str
-    ) -> str:
-        """Mark, report and replace or drop one unhealthy worker; returns what was done."""
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        pod = verdict.worker.name
-        what = f"worker {verdict.worker.index} (pod {pod}): {verdict.detail}"
-        if verdict.worker.marked and policy == UnhealthyWorkerPolicy.REPORT:
-            return f"{what}; reported"  # once per pod
-        await asyncio.to_thread(
-            self.kube.annotate_pod,
-            namespace,
-            pod,
-            {UNHEALTHY_ANNOTATION: f"{verdict.reason}: {verdict.detail}"},
-        )
-        if policy == UnhealthyWorkerPolicy.DROP:
-            dropped = await drop_workers(
-                self.nc, info, namespace, name, [verdict.worker.index], verdict.detail
-            )
-            action = f"dropped from the job (dropped so far: {dropped}), pod deleted"
-        elif policy == UnhealthyWorkerPolicy.REPLACE:
-            action = "pod deleted, its Job starts a replacement"
-        else:
-            action = "reported only (participation.onUnhealthyWorker: report)"
-        if policy != UnhealthyWorkerPolicy.REPORT:
-            await asyncio.to_thread(self.kube.delete_pod, namespace, pod)
-        outcome = {"replace": "replaced", "drop": "dropped", "report": "reported"}[policy]
-        self.metrics.worker_actions.labels(kind=info.kind, outcome=outcome).inc()
-        await asyncio.to_thread(
-            self.kube.event, body, "Warning", "WorkerUnhealthy", f"{what}; {action}"
-        )
-        return f"{what}; {action}"
-
-    def _set_health(self, key: Key, health: Health) -> None:
-        if self.health.get(key) != health:
-            self.health[key] = health
-            self.refresher.request(key)
 
     def _final_report(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
         """The last status a coordinating pod wrote as its termination message: from the pod
@@ -331,13 +267,12 @@ class Operator:
                 report = json.loads(terminated.get("message") or "")
             except ValueError:
                 continue  # logs (FallbackToLogsOnError), not a status
-            if isinstance(report, dict) and report.get("phase") in TERMINAL:
+            if isinstance(report, dict) and report.get("phase") in (
+                Phase.SUCCEEDED,
+                Phase.FAILED,
+            ):
                 return report
         return None
-
-
-def _immutable(err: ApiError) -> bool:
-    return err.status == 422 and "field is immutable" in str(err.body)
 
 
 def _same(info: KindInfo, new: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -349,72 +284,160 @@ def _same(info: KindInfo, new: dict[str, Any], current: dict[str, Any]) -> bool:
         return False
 
 
-OPERATOR: Operator | None = None
-KINDS: dict[str, KindInfo] = {}
-"""Registered kinds by their lower-case name (the ``edgeloom.io/kind`` label and subject)."""
+class OperatorSlot:
+    """Where the registered startup handler puts the :class:`Operator` it creates; every
+    handler :func:`register` wires reads it from here."""
+
+    def __init__(self) -> None:
+        self.current: Operator | None = None
+
+    def get(self) -> Operator:
+        """The running operator."""
+        if self.current is None:
+            raise RuntimeError("the operator has not started")
+        return self.current
 
 
-def operator() -> Operator:
-    """The running operator's state (set by ``main.startup``)."""
-    if OPERATOR is None:
-        raise RuntimeError("the operator has not started")
-    return OPERATOR
+Start = Callable[[Mapping[str, KindPlugin]], Awaitable[Operator]]
+"""Creates and starts the :class:`Operator` of the given plugins (at kopf's startup)."""
+
+
+async def start_operator(plugins: Mapping[str, KindPlugin]) -> Operator:
+    """The operator from its environment (:meth:`OperatorConfig.from_env`): the API client,
+    NATS, its ``/metrics``, the refresher and the status-report listener."""
+    config = OperatorConfig.from_env()
+    nc = await jetstream.connect(config)
+    op = Operator(Kube(connect()), config, nc, plugins)
+    if config.metrics_port is not None:
+        op.metrics.factory.serve(config.metrics_port, config.metrics_addr)
+    op.refresher.start()
+    kinds = {singular: plugin.info for singular, plugin in plugins.items()}
+    await ReportListener(nc, kinds, op.accept_report, op.metrics).start()
+    return op
 
 
 def register(
-    info: KindInfo, render: Render, keeps_run_state: bool = False, has_workers: bool = False
-) -> None:
-    """Wire kopf handlers for one kind; ``keeps_run_state`` adds the JetStream cleanup on
-    deletion (and with it kopf's finalizer), ``has_workers`` the worker-health daemon."""
-    KINDS[info.singular] = info
+    registry: kopf.OperatorRegistry,
+    plugins: Iterable[KindPlugin],
+    start: Start = start_operator,
+) -> OperatorSlot:
+    """Wire every handler of ``plugins`` on ``registry``: start-up settings and the
+    :class:`Operator` (made by ``start``), each kind's reconcile, finalizer and loops, and the
+    events of the child types they observe.
+
+    Returns
+    -------
+    OperatorSlot
+        Holds the operator once kopf has started it.
+    """
+    by_singular = index(plugins)
+    slot = OperatorSlot()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        """kopf settings (annotation storage, our finalizer), then the operator itself."""
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="edgeloom.io"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="edgeloom.io", key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING  # the operator records its own phase events
+        settings.persistence.finalizer = FINALIZER
+        # reconciles mostly wait on the API server: run many at once (kopf's default is 5 + CPUs)
+        settings.execution.max_workers = 32
+        slot.current = await start(by_singular)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        """Stop refreshing and drain NATS."""
+        if slot.current is not None:
+            await slot.current.refresher.stop()
+            await slot.current.nc.drain()
+
+    observed: set[ChildType] = set()
+    for plugin in by_singular.values():
+        _register_kind(registry, slot, plugin)
+        observed.update(plugin.observes)
+    for child in sorted(observed, key=lambda t: t.plural):
+        _register_child_events(registry, slot, child)
+    return slot
+
+
+def _register_kind(registry: kopf.OperatorRegistry, slot: OperatorSlot, plugin: KindPlugin) -> None:
+    plural = plugin.info.plural
 
     def handler(cause: Cause) -> Callable[..., None]:
         def reconcile(body: kopf.Body, **_: Any) -> None:
-            operator().reconcile(info, render, _plain(body), cause)
+            slot.get().reconcile(plugin, _plain(body), cause)
 
         return reconcile
 
-    kopf.on.create(GROUP, VERSION, info.plural, id="reconcile")(handler("create"))
-    kopf.on.resume(GROUP, VERSION, info.plural, id="reconcile-on-resume")(handler("resume"))
-    kopf.on.update(GROUP, VERSION, info.plural, field="spec", id="reconcile-on-update")(
-        handler("update")
+    kopf.on.create(GROUP, VERSION, plural, id="reconcile", registry=registry)(handler("create"))
+    kopf.on.resume(GROUP, VERSION, plural, id="reconcile-on-resume", registry=registry)(
+        handler("resume")
     )
-    if keeps_run_state:
+    kopf.on.update(
+        GROUP, VERSION, plural, field="spec", id="reconcile-on-update", registry=registry
+    )(handler("update"))
+    if plugin.external_state:
 
-        @kopf.on.delete(GROUP, VERSION, info.plural, retries=CLEANUP_ATTEMPTS, id="run-state")
-        async def delete_run_state(body: kopf.Body, retry: int, **_: Any) -> None:
-            await operator().delete_run_state(_plain(body), retry)
-
-    if has_workers:
-
-        @kopf.daemon(
-            GROUP,
-            VERSION,
-            info.plural,
-            id="worker-health",
-            when=lambda status, **_: status.get("phase") in ACTIVE,
-            cancellation_timeout=5.0,
+        @kopf.on.delete(
+            GROUP, VERSION, plural, retries=CLEANUP_ATTEMPTS, id="run-state", registry=registry
         )
-        async def watch_workers(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
-            """Check the workers every health interval while the resource is running."""
-            op = operator()
-            while not stopped:
-                try:
-                    await op.check_workers(info, _plain(body))  # body: kopf's live view
-                except Exception:  # one failed check (API, NATS) must not end the loop
-                    log.exception("worker-health check of %s failed", body.metadata.name)
-                await stopped.wait(op.config.health_interval_s)
+        async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
+            await slot.get().finalize(plugin, _plain(body), retry)
+
+    for loop in plugin.loops():
+        _register_loop(registry, slot, plugin, loop)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGER})
-async def on_job_event(body: kopf.Body, **_: Any) -> None:
-    """A child Job changed: ask for a (coalesced) refresh of its resource's status."""
-    labels = body.metadata.labels
-    info = KINDS.get(labels.get("edgeloom.io/kind", ""))
-    name = labels.get("edgeloom.io/job")
-    if info is not None and name and OPERATOR is not None:
-        OPERATOR.refresher.request((body.metadata.namespace, info.kind, name))
+def _register_loop(
+    registry: kopf.OperatorRegistry, slot: OperatorSlot, plugin: KindPlugin, loop: Loop
+) -> None:
+    def active(status: kopf.Status, **_: Any) -> bool:
+        return status.get("phase") in loop.phases
+
+    @kopf.daemon(
+        GROUP,
+        VERSION,
+        plugin.info.plural,
+        id=loop.id,
+        when=active,
+        cancellation_timeout=5.0,
+        registry=registry,
+    )
+    async def run(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
+        """Run the loop's check every interval while the resource is in one of its phases."""
+        op = slot.get()
+        while not stopped:
+            try:
+                await loop.check(op, plugin, _plain(body))  # body: kopf's live view
+            except Exception:  # one failed check (API, NATS) must not end the loop
+                log.exception("%s check of %s failed", loop.id, body.metadata.name)
+            await stopped.wait(loop.interval(op.config))
+
+
+def _register_child_events(
+    registry: kopf.OperatorRegistry, slot: OperatorSlot, child: ChildType
+) -> None:
+    @kopf.on.event(
+        group=child.group,
+        version=child.version,
+        plural=child.plural,
+        labels={"app.kubernetes.io/managed-by": MANAGER},
+        id=f"{child.plural}-changed",
+        registry=registry,
+    )
+    async def on_child_event(body: kopf.Body, **_: Any) -> None:
+        """A child changed: ask for a (coalesced) refresh of its resource's status."""
+        op = slot.current
+        labels = body.metadata.labels
+        plugin = op.plugins.get(labels.get("edgeloom.io/kind", "")) if op else None
+        name = labels.get("edgeloom.io/job")
+        if op is not None and plugin is not None and name and child in plugin.observes:
+            op.refresher.request((body.metadata.namespace or "", plugin.info.kind, name))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(body)))
+    return dict(json.loads(json.dumps(dict(body))))

@@ -1,20 +1,22 @@
 """The operator's NATS connection, and deleting what a run left in JetStream.
 
-A SplitTrainingJob's server keeps its state in the KV bucket and its checkpoint in the
-object store (:mod:`edgeloom.api.jobstate`); deleting the resource deletes both, through a
-finalizer whose retries are bounded so a NATS outage cannot block a deletion for long.
+A job's coordinator may keep its state in the KV bucket and its checkpoint in the object
+store (:mod:`edgeloom.api.jobstate`); a kind whose runs do (its plugin's ``cleanup``) deletes
+both with the resource, through a finalizer whose retries are bounded so a NATS outage cannot
+block a deletion for long.
 """
 
 from __future__ import annotations
 
 import nats
+from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
 from edgeloom_operators.config import OperatorConfig
 
 
-async def connect(config: OperatorConfig) -> nats.NATS:
+async def connect(config: OperatorConfig) -> NATS:
     """Connect to the jobs' NATS server; reconnect forever afterwards."""
     return await nats.connect(
         config.nats_url,
@@ -26,7 +28,7 @@ async def connect(config: OperatorConfig) -> nats.NATS:
     )
 
 
-async def delete_run_state(nc: nats.NATS, namespace: str, name: str, run_id: str) -> list[str]:
+async def delete_run_state(nc: NATS, namespace: str, name: str, run_id: str) -> list[str]:
     """Delete the run's KV state and checkpoint; returns what existed and was deleted."""
     js = nc.jetstream()
     deleted = []

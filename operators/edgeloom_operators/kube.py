@@ -3,11 +3,19 @@
 Children are written with server-side apply under one field manager, so re-applying an
 unchanged rendering is a no-op and fields other managers own are left alone; status goes
 through the status subresource with a merge patch; the operator never writes ``spec``.
+
+Every failed call raises a :class:`KubeError` (:class:`NotFound`, :class:`Conflict`,
+:class:`Forbidden`, :class:`Invalid` and its :class:`Immutable`), parsed from the API
+server's Status object, so no caller reads HTTP codes or matches message text.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,12 +24,99 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from edgeloom.api.registry import KindInfo
-from edgeloom_operators.render import API_VERSION, MANAGER
+from edgeloom.api.resource import API_VERSION
+from edgeloom_operators.render import MANAGER
 
 log = logging.getLogger(__name__)
 
-ApiError = ApiException
-"""What every failed API call raises (``status``, ``reason``, ``body``)."""
+IMMUTABLE_MESSAGE = "field is immutable"
+"""How the API server's validation words a change to an immutable field (apimachinery's
+``FieldImmutableErrorMsg``); only :func:`error_from_status` reads it."""
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One entry of a Status object's ``details.causes``: which field, and why."""
+
+    field: str
+    reason: str
+    message: str
+
+
+class KubeError(RuntimeError):
+    """A failed API call: the HTTP ``status`` code, the Status ``reason`` and ``message``."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, causes: tuple[Cause, ...] = ()
+    ) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.causes = causes
+
+
+class NotFound(KubeError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class Conflict(KubeError):
+    """409: a stale resourceVersion, an object that already exists, or a precondition."""
+
+
+class Forbidden(KubeError):
+    """403: RBAC, or an admission rule such as a ResourceQuota, refused the call."""
+
+
+class Invalid(KubeError):
+    """422: the object failed validation; ``causes`` name the fields."""
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(c.field for c in self.causes if c.field)
+
+
+class Immutable(Invalid):
+    """422 because the write changes a field that cannot change after creation (a Job's pod
+    template, a Deployment's selector); ``fields`` lists them."""
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(c.field for c in self.causes if IMMUTABLE_MESSAGE in c.message and c.field)
+
+
+def error_from_status(code: int, body: Any, reason: str = "") -> KubeError:
+    """The :class:`KubeError` for HTTP ``code`` and the response ``body`` (a Status object as
+    JSON text or bytes; anything else is kept as the message)."""
+    status: dict[str, Any] = {}
+    if isinstance(body, bytes | str) and body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        status = parsed if isinstance(parsed, dict) else {}
+    message = str(status.get("message") or (body if isinstance(body, str) else "") or reason)
+    details = status.get("details") or {}
+    causes = tuple(
+        Cause(str(c.get("field") or ""), str(c.get("reason") or ""), str(c.get("message") or ""))
+        for c in details.get("causes") or []
+        if isinstance(c, dict)
+    )
+    kind: type[KubeError] = {404: NotFound, 409: Conflict, 403: Forbidden, 422: Invalid}.get(
+        code, KubeError
+    )
+    if kind is Invalid and any(IMMUTABLE_MESSAGE in c.message for c in causes):
+        kind = Immutable
+    return kind(code, str(status.get("reason") or reason), message, causes)
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    """Re-raise the client's ApiException (and the dynamic client's subclasses) as KubeError."""
+    try:
+        yield
+    except ApiException as err:
+        raise error_from_status(int(err.status or 0), err.body, str(err.reason or "")) from None
 
 
 def connect() -> DynamicClient:
@@ -43,7 +138,10 @@ class Kube:
     def _api(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
         if key not in self._resources:
-            self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+            with _mapped():
+                self._resources[key] = self.dynamic.resources.get(
+                    api_version=api_version, kind=kind
+                )
         return self._resources[key]
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -52,79 +150,90 @@ class Kube:
         Forcing conflicts makes the write conflict-free: no 409 for fields another manager
         touched, no resourceVersion to race on, and create-or-update in one call, so a
         restarted operator adopts existing children instead of failing on them.
+
+        Raises
+        ------
+        Immutable
+            When the change touches a field that cannot change (the object keeps its own).
         """
         api = self._api(obj["apiVersion"], obj["kind"])
-        return api.server_side_apply(
-            body=obj,
-            namespace=obj["metadata"].get("namespace"),
-            field_manager=MANAGER,
-            force_conflicts=True,
-        ).to_dict()
+        with _mapped():
+            written = api.server_side_apply(
+                body=obj,
+                namespace=obj["metadata"].get("namespace"),
+                field_manager=MANAGER,
+                force_conflicts=True,
+            )
+        return dict(written.to_dict())
 
     def get_resource(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
         """The resource, or None when it does not exist."""
         try:
-            return self._api(API_VERSION, info.kind).get(name=name, namespace=namespace).to_dict()
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+            with _mapped():
+                found = self._api(API_VERSION, info.kind).get(name=name, namespace=namespace)
+        except NotFound:
+            return None
+        return dict(found.to_dict())
 
     def patch_status(
         self, info: KindInfo, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
         """Replace ``.status`` (merge patch on the status subresource; null clears a field)."""
         body = {"status": status}
-        self._api(API_VERSION, info.kind).status.patch(
-            body=body,
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
-            field_manager=MANAGER,
-        )
+        with _mapped():
+            self._api(API_VERSION, info.kind).status.patch(
+                body=body,
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+                field_manager=MANAGER,
+            )
 
     def list(
         self, api_version: str, kind: str, namespace: str, selector: str
     ) -> list[dict[str, Any]]:
         """Objects of ``kind`` in ``namespace`` matching the label ``selector``."""
-        items = self._api(api_version, kind).get(namespace=namespace, label_selector=selector)
-        return [item.to_dict() for item in items.items]
+        with _mapped():
+            items = self._api(api_version, kind).get(namespace=namespace, label_selector=selector)
+        return [dict(item.to_dict()) for item in items.items]
 
-    def stop_jobs(self, namespace: str, selector: str) -> int:
-        """Delete the matching Jobs with their pods (foreground); returns how many of their
-        pods still exist."""
-        jobs = self._api("batch/v1", "Job")
-        for job in self.list("batch/v1", "Job", namespace, selector):
-            if job["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                jobs.delete(
-                    name=job["metadata"]["name"],
-                    namespace=namespace,
-                    propagation_policy="Foreground",
-                )
-            except ApiException as err:
-                if err.status != 404:
-                    raise
+    def stop(self, kinds: Sequence[tuple[str, str]], namespace: str, selector: str) -> int:
+        """Delete the matching objects of each (apiVersion, kind) with their pods (foreground);
+        returns how many of their pods still exist."""
+        for api_version, kind in kinds:
+            api = self._api(api_version, kind)
+            for obj in self.list(api_version, kind, namespace, selector):
+                if obj["metadata"].get("deletionTimestamp"):
+                    continue
+                try:
+                    with _mapped():
+                        api.delete(
+                            name=obj["metadata"]["name"],
+                            namespace=namespace,
+                            propagation_policy="Foreground",
+                        )
+                except NotFound:
+                    pass
         return len(self.list("v1", "Pod", namespace, selector))
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Merge ``annotations`` into a pod's."""
-        self._api("v1", "Pod").patch(
-            body={"metadata": {"annotations": annotations}},
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
-            field_manager=MANAGER,
-        )
+        with _mapped():
+            self._api("v1", "Pod").patch(
+                body={"metadata": {"annotations": annotations}},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+                field_manager=MANAGER,
+            )
 
     def delete_pod(self, namespace: str, name: str) -> None:
-        """Delete a pod (its Job, if any, starts a replacement); a pod already gone is fine."""
+        """Delete a pod (its Job or ReplicaSet starts a replacement); one already gone is fine."""
         try:
-            self._api("v1", "Pod").delete(name=name, namespace=namespace)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+            with _mapped():
+                self._api("v1", "Pod").delete(name=name, namespace=namespace)
+        except NotFound:
+            pass
 
     def event(
         self,
@@ -157,6 +266,7 @@ class Kube:
             "reportingComponent": MANAGER,
         }
         try:
-            self._api("v1", "Event").create(body=event, namespace=meta["namespace"])
-        except ApiException as err:  # events are best effort, never fail a reconcile
+            with _mapped():
+                self._api("v1", "Event").create(body=event, namespace=meta["namespace"])
+        except KubeError as err:  # events are best effort, never fail a reconcile
             log.warning("could not record event %s on %s: %s", reason, meta["name"], err.reason)

@@ -1,8 +1,10 @@
-"""Pure builders of the children every kind shares: labels, owner reference, the job's
-ConfigMap and NATS Secret, and one batch/v1 Job per role (or per worker group).
+"""Pure builders of the children every kind shares: labels, owner reference, the resource's
+ConfigMap and NATS Secret, one hardened pod template per role, and around it a batch/v1 Job
+(job kinds: one per role or worker group) or an apps/v1 Deployment with its v1 Service
+(service kinds).
 
-Nothing here talks to the API server; each kind's ``render`` module composes these into the
-full list of children, and golden files pin the result.
+Nothing here talks to the API server; each kind's plugin composes these into the full list of
+children, and golden files pin the result.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
+from edgeloom.api import podenv
 from edgeloom.api.registry import KindInfo
 from edgeloom_operators.config import OperatorConfig
 
-API_VERSION = "edgeloom.io/v1alpha1"
 MANAGER = "edgeloom-operator"
 """Field manager of every server-side apply, and the managed-by label value."""
 RESOURCE_DIR = "/etc/edgeloom"
@@ -30,8 +32,8 @@ METRICS_PORT = 9400
 """Port of every role pod's ``/metrics``, served on the pod IP and announced by the
 ``prometheus.io/*`` annotations."""
 MAX_NAME = 63
-INDEX_OFFSET_ENV = "EDGELOOM_INDEX_OFFSET"
-"""Where a worker group's indices start (``edgeloom serve`` adds its completion index)."""
+SERVE_COMMAND = ("edgeloom", "serve")
+"""The role pods' entrypoint: runs the role named by EDGELOOM_ROLE of the mounted resource."""
 
 
 def child_name(name: str, *parts: str) -> str:
@@ -75,7 +77,9 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _metadata(body: dict[str, Any], info: KindInfo, name: str, role: str | None = None) -> dict:
+def _metadata(
+    body: dict[str, Any], info: KindInfo, name: str, role: str | None = None
+) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": body["metadata"]["namespace"],
@@ -132,7 +136,7 @@ class Placement:
 
     def node_selector(self) -> dict[str, str]:
         """The pod's nodeSelector: the tier, and the device profile when one is asked for."""
-        out = {NODE_TIER_LABEL: self.tier}
+        out: dict[str, str] = {NODE_TIER_LABEL: self.tier}
         if self.device_profile:
             out[DEVICE_PROFILE_LABEL] = self.device_profile
         return out
@@ -151,50 +155,85 @@ class RoleJob:
     requests: dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})
 
 
-def _env_from_secret(env: str, secret: str, key: str, optional: bool = False) -> dict:
-    ref = {"name": secret, "key": key}
+@dataclass(frozen=True)
+class ServicePort:
+    """A port a service role listens on, exposed by its Service (besides ``metrics``)."""
+
+    name: str
+    port: int
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+@dataclass(frozen=True)
+class RoleDeployment:
+    """One apps/v1 Deployment running ``replicas`` long-lived pods of a role, and the v1
+    Service in front of them.
+
+    ``min_ready_seconds``: how long a new pod must stay ready before it counts as available
+    (a pod that crashes right after starting does not make the service Available).
+    ``command``: the entrypoint, ``edgeloom serve`` unless a kind ships its own.
+    """
+
+    role: str
+    placement: Placement
+    replicas: int = 1
+    ports: tuple[ServicePort, ...] = ()
+    min_ready_seconds: int = 0
+    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})
+    command: tuple[str, ...] = SERVE_COMMAND
+
+
+def _env_from_secret(env: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
     if optional:
         ref["optional"] = True
     return {"name": env, "valueFrom": {"secretKeyRef": ref}}
 
 
-def role_job(
-    body: dict[str, Any], info: KindInfo, job: RoleJob, config: OperatorConfig
+def role_pod_template(
+    body: dict[str, Any],
+    info: KindInfo,
+    role: str,
+    placement: Placement,
+    requests: dict[str, str],
+    config: OperatorConfig,
+    restart_policy: Literal["Never", "Always"],
+    extra_env: list[dict[str, Any]] | None = None,
+    ports: tuple[ServicePort, ...] = (),
+    command: tuple[str, ...] = SERVE_COMMAND,
 ) -> dict[str, Any]:
-    """The Job of one role (or worker group): non-root, read-only root filesystem, no
-    service-account token, the resource mounted at /etc/edgeloom, NATS from the job's Secret.
-
-    Essential roles get ``backoffLimit`` 2 (a crash-looping coordinator fails the resource);
-    groups of replicas get one retry per replica, and a deleted pod is replaced so a killed
-    worker rejoins.
-    """
+    """The pod template of one role: non-root, read-only root filesystem, no service-account
+    token, every capability dropped, the RuntimeDefault seccomp profile, the resource mounted
+    at /etc/edgeloom, NATS from the resource's Secret, ``/metrics`` on the pod IP (announced
+    by the ``prometheus.io/*`` annotations) and the tier's nodeSelector and tolerations."""
     name = body["metadata"]["name"]
-    job_name = child_name(name, job.role, *([job.group] if job.group else []))
     secret = child_name(name, "nats")
     env = [
-        {"name": "EDGELOOM_RESOURCE", "value": RESOURCE_FILE},
-        {"name": "EDGELOOM_ROLE", "value": job.role},
-        {"name": "EDGELOOM_TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+        {"name": podenv.RESOURCE, "value": RESOURCE_FILE},
+        {"name": podenv.ROLE, "value": role},
+        {"name": podenv.TERMINATION_MESSAGE_PATH, "value": TERMINATION_LOG},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
-        _env_from_secret("EDGELOOM_NATS_URL", secret, "url"),
-        _env_from_secret("EDGELOOM_NATS_USER", secret, "user", optional=True),
-        _env_from_secret("EDGELOOM_NATS_PASSWORD", secret, "password", optional=True),
-        {"name": "EDGELOOM_METRICS_PORT", "value": str(METRICS_PORT)},
-        {"name": "EDGELOOM_METRICS_ADDR", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "EDGELOOM_METRICS_LINGER_SECONDS", "value": f"{config.job_metrics_linger_s:g}"},
+        _env_from_secret(podenv.NATS_URL, secret, "url"),
+        _env_from_secret(podenv.NATS_USER, secret, "user", optional=True),
+        _env_from_secret(podenv.NATS_PASSWORD, secret, "password", optional=True),
+        {"name": podenv.METRICS_PORT, "value": str(METRICS_PORT)},
+        {"name": podenv.METRICS_ADDR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": podenv.METRICS_LINGER_SECONDS, "value": f"{config.job_metrics_linger_s:g}"},
+        *(extra_env or []),
     ]
-    if job.replicas > 1 or job.offset:
-        env.append({"name": INDEX_OFFSET_ENV, "value": str(job.offset)})
-    resources: dict[str, Any] = {"requests": dict(job.requests)}
-    if job.placement.gpus:
-        resources["limits"] = {GPU_RESOURCE: str(job.placement.gpus)}
+    resources: dict[str, Any] = {"requests": dict(requests)}
+    if placement.gpus:
+        resources["limits"] = {GPU_RESOURCE: str(placement.gpus)}
     container = {
-        "name": job.role,
+        "name": role,
         "image": config.services_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["edgeloom", "serve"],
+        "command": list(command),
         "env": env,
-        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            *({"name": p.name, "containerPort": p.port, "protocol": p.protocol} for p in ports),
+        ],
         "resources": resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -209,10 +248,10 @@ def role_job(
         ],
     }
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
+        "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "nodeSelector": job.placement.node_selector(),
+        "nodeSelector": placement.node_selector(),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 65532,
@@ -228,23 +267,43 @@ def role_job(
             {"name": "tmp", "emptyDir": {}},
         ],
     }
-    if job.placement.tier == "edge":  # k3s-edge taints edge nodes so only edge roles land there
+    if placement.tier == "edge":  # k3s-edge taints edge nodes so only edge roles land there
         pod_spec["tolerations"] = [
             {"key": NODE_TIER_LABEL, "operator": "Equal", "value": "edge", "effect": "NoSchedule"}
         ]
+    return {
+        "metadata": {
+            "labels": labels(info, name, role),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(METRICS_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def role_job(
+    body: dict[str, Any], info: KindInfo, job: RoleJob, config: OperatorConfig
+) -> dict[str, Any]:
+    """The Job of one role (or worker group), its pods from :func:`role_pod_template`.
+
+    Essential roles get ``backoffLimit`` 2 (a crash-looping coordinator fails the resource);
+    groups of replicas get one retry per replica, and a deleted pod is replaced so a killed
+    worker rejoins.
+    """
+    name = body["metadata"]["name"]
+    job_name = child_name(name, job.role, *([job.group] if job.group else []))
+    extra_env = []
+    if job.replicas > 1 or job.offset:
+        extra_env.append({"name": podenv.INDEX_OFFSET, "value": str(job.offset)})
+    template = role_pod_template(
+        body, info, job.role, job.placement, job.requests, config, "Never", extra_env
+    )
     job_spec: dict[str, Any] = {
         "backoffLimit": 2 if job.essential else 2 * job.replicas,
-        "template": {
-            "metadata": {
-                "labels": labels(info, name, job.role),
-                "annotations": {
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(METRICS_PORT),
-                    "prometheus.io/path": "/metrics",
-                },
-            },
-            "spec": pod_spec,
-        },
+        "template": template,
     }
     if job.replicas > 1:
         job_spec |= {
@@ -257,12 +316,85 @@ def role_job(
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
+def pod_selector(info: KindInfo, name: str, role: str) -> dict[str, str]:
+    """The labels that select one role's pods of one resource (a Deployment's and a
+    Service's selector; never changes, since a Deployment's selector is immutable)."""
+    return {"edgeloom.io/kind": info.singular, "edgeloom.io/job": name, "edgeloom.io/role": role}
+
+
+def role_deployment(
+    body: dict[str, Any], info: KindInfo, role: RoleDeployment, config: OperatorConfig
+) -> dict[str, Any]:
+    """The Deployment of one service role, its pods from :func:`role_pod_template`; a
+    deleted or crashed pod is restarted (restartPolicy Always) or replaced by its ReplicaSet."""
+    name = body["metadata"]["name"]
+    template = role_pod_template(
+        body,
+        info,
+        role.role,
+        role.placement,
+        role.requests,
+        config,
+        "Always",
+        ports=role.ports,
+        command=role.command,
+    )
+    spec: dict[str, Any] = {
+        "replicas": role.replicas,
+        "revisionHistoryLimit": 2,
+        "selector": {"matchLabels": pod_selector(info, name, role.role)},
+        "template": template,
+    }
+    if role.min_ready_seconds:
+        spec["minReadySeconds"] = role.min_ready_seconds
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(body, info, child_name(name, role.role), role.role),
+        "spec": spec,
+    }
+
+
+def role_service(body: dict[str, Any], info: KindInfo, role: RoleDeployment) -> dict[str, Any]:
+    """The ClusterIP Service in front of a service role's pods: its ports and ``metrics``."""
+    name = body["metadata"]["name"]
+    ports = [
+        {"name": p.name, "port": p.port, "targetPort": p.name, "protocol": p.protocol}
+        for p in role.ports
+    ]
+    ports.append(
+        {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(body, info, child_name(name, role.role), role.role),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": pod_selector(info, name, role.role),
+            "ports": ports,
+        },
+    }
+
+
 def children(
     body: dict[str, Any], info: KindInfo, jobs: list[RoleJob], config: OperatorConfig
 ) -> list[dict[str, Any]]:
-    """ConfigMap and Secret first (the pods mount them), then the role Jobs."""
+    """A job kind's children: ConfigMap and Secret first (the pods mount them), then the
+    role Jobs."""
     return [
         resource_config_map(body, info),
         nats_secret(body, info, config),
         *(role_job(body, info, job, config) for job in jobs),
     ]
+
+
+def service_children(
+    body: dict[str, Any], info: KindInfo, roles: list[RoleDeployment], config: OperatorConfig
+) -> list[dict[str, Any]]:
+    """A service kind's children: ConfigMap and Secret first, then each role's Deployment
+    and Service."""
+    out = [resource_config_map(body, info), nats_secret(body, info, config)]
+    for role in roles:
+        out += [role_deployment(body, info, role, config), role_service(body, info, role)]
+    return out

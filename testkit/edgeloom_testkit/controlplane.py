@@ -51,7 +51,7 @@ from edgeloom.local.procs import die_with_parent, venv_executable
 
 T = TypeVar("T")
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # testkit/edgeloom_testkit/ -> the repository
 BUILD_SCRIPT = REPO_ROOT / "controlplane" / "build.sh"
 BIN_DIR_ENV = "EDGELOOM_CONTROLPLANE_BIN"
 KUBE_VERSION = "v1.36.3"

@@ -2,7 +2,11 @@
 
 Test infrastructure, not a product feature. :class:`NodeAgent` watches the pods whose
 ``spec.nodeName`` is one of its nodes and, for each, does what a kubelet would, with a local
-process standing in for each container (the container image would hold this same repository):
+process standing in for each container (the container image would hold this same repository).
+Whatever owns the pod (a Job, a Deployment's ReplicaSet, a StatefulSet, nothing) makes no
+difference: run-to-completion pods (restartPolicy Never) end Succeeded or Failed, long-running
+ones (Always) are kept running and reported Ready, which is what a ReplicaSet's availability
+(and a Deployment's ``minReadySeconds``) counts:
 
 - **Volumes** are materialized into ``<pod dir>/volumes/<name>``: ``emptyDir``; ``configMap``
   and ``secret`` (``items``, ``defaultMode``/``mode``, ``optional``; a missing non-optional

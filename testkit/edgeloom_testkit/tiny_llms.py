@@ -11,52 +11,44 @@ from transformers import (
     BertModel,
     LlamaConfig,
     LlamaForCausalLM,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
+from edgeloom.models.llm import ATTN_IMPLEMENTATION
+
 VOCAB = 64
+_SIZES = {
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "intermediate_size": 96,
+    "vocab_size": VOCAB,
+    "attn_implementation": ATTN_IMPLEMENTATION,
+}
+"""The dimensions every tiny model shares (4 heads of 16 over a width of 64)."""
 
 
 def tiny_llama(layers: int = 4, kv_heads: int = 2, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=kv_heads,
-        intermediate_size=96,
-        vocab_size=VOCAB,
-        attn_implementation="sdpa",
-    )
+    config = LlamaConfig(num_hidden_layers=layers, num_key_value_heads=kv_heads, **_SIZES)
     return LlamaForCausalLM(config).eval()
 
 
-def tiny_decoder(model_type: str, layers: int = 3, seed: int = 0):
-    """A tiny Mistral or Qwen2 causal LM (same layout as Llama; Qwen2 has q/k/v biases)."""
+def tiny_decoder(
+    model_type: str, layers: int = 3, kv_heads: int = 2, seed: int = 0
+) -> PreTrainedModel:
+    """A tiny causal LM of the Llama layout: Llama, Mistral or Qwen2 (which has q/k/v biases)."""
     torch.manual_seed(seed)
     config = AutoConfig.for_model(
-        model_type,
-        hidden_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=96,
-        vocab_size=VOCAB,
-        attn_implementation="sdpa",
+        model_type, num_hidden_layers=layers, num_key_value_heads=kv_heads, **_SIZES
     )
-    return AutoModelForCausalLM.from_config(config).eval()
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config)
+    return model.eval()
 
 
 def tiny_bert(layers: int = 3, seed: int = 0) -> BertModel:
     torch.manual_seed(seed)
-    config = BertConfig(
-        hidden_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=96,
-        vocab_size=VOCAB,
-        attn_implementation="sdpa",
-    )
+    config = BertConfig(num_hidden_layers=layers, **_SIZES)
     return BertModel(config).eval()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from edgeloom_operators.render import DEVICE_PROFILE_LABEL, NODE_TIER_LABEL, Placement
 from edgeloom_testkit.controlplane import (
     ControlPlane,
     FakeNode,
@@ -25,7 +26,6 @@ from edgeloom_testkit.controlplane import (
     register_nodes,
     wait_for,
 )
-from edgeloom_operators.render import DEVICE_PROFILE_LABEL, NODE_TIER_LABEL, Placement
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / "k3s-edge"

@@ -57,8 +57,7 @@ JOB = {
 ALERT_VALUES = {
     "monitoring": {
         "prometheusRule": {
-            "splitTrainingStalledFor": "5s",
-            "pruneStalledFor": "2s",
+            "stalledFor": "5s",
             "staleFor": "2s",
             "workersDroppedWindow": "10m",
             "reconcileErrorsFor": "1s",
@@ -259,7 +258,7 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
     broken = [r for r in prometheus.rules() if r.get("health") != "ok"]
     assert not broken, broken
     wanted = {r["name"] for r in prometheus.rules() if r["type"] == "alerting"}
-    assert len(wanted) == 5
+    assert len(wanted) == 4
     assert alerts.stop() == wanted  # every alert rule fired on this run's real series
 
 

@@ -496,6 +496,7 @@ def test_names_and_common_labels_follow_values(helm: Helm) -> None:
         (("monitoring.podMonitor.interval=30",), "interval"),
         (("monitoring.prometheusRule.staleFor=five minutes",), "staleFor"),
         (("monitoring.dashbords.enabled=true",), "dashbords"),
+        (("monitoring.prometheusRule.pruneStalledFor=30m",), "pruneStalledFor"),
     ],
     ids=[
         "negative-replicas",
@@ -509,6 +510,7 @@ def test_names_and_common_labels_follow_values(helm: Helm) -> None:
         "interval-without-unit",
         "duration",
         "unknown-monitoring-key",
+        "stall-threshold-of-one-kind",  # one stalledFor for every kind now
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(
@@ -619,7 +621,7 @@ def test_prometheus_rule_is_a_rule_file_with_labelled_alerts(helm: Helm) -> None
     assert rule["metadata"]["labels"]["release"] == "kps"
     assert set(rule["spec"]) == {"groups"}
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert len(alerts) == 5
+    assert len(alerts) == 4
     for alert in alerts:
         assert alert["alert"].startswith("Edgeloom")
         assert alert["labels"]["severity"] in ("info", "warning", "critical")

@@ -12,15 +12,19 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from edgeloom.api.status import Status
 from edgeloom.apps.comp.metrics import PrunerMetrics
 from edgeloom.apps.mergesfl.metrics import ServerMetrics, WorkerMetrics
 from edgeloom.runtime.metrics import MetricFactory
+from edgeloom.runtime.reporter import JobReporter
+from edgeloom_operators.metrics import OperatorMetrics
 from edgeloom_testkit.dashboards import (
     alert_expressions,
     alert_rules,
@@ -29,7 +33,6 @@ from edgeloom_testkit.dashboards import (
     panels,
     substitute,
 )
-from edgeloom_operators.metrics import OperatorMetrics
 
 # The first test may build helm from source when the cache is cold (tens of minutes).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
@@ -57,10 +60,17 @@ def run_promtool(promtool: str, *args: str, cwd: Path) -> None:
 SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
 
 
+def job_reporter_metrics(m: MetricFactory) -> None:
+    """The progress pair every coordinating role exports through its JobReporter."""
+    resource = SimpleNamespace(metadata=SimpleNamespace(generation=1))
+    JobReporter(SimpleNamespace(metrics=m, resource=resource), Status(), "metric")  # type: ignore[arg-type]
+
+
 def exported_metric_names() -> set[str]:
     """Names of every series the job roles and the operator export, from their declarations."""
     names = {"up"}
-    for declare in (ServerMetrics, WorkerMetrics, PrunerMetrics, OperatorMetrics):
+    declarations = (ServerMetrics, WorkerMetrics, PrunerMetrics, OperatorMetrics)
+    for declare in (*declarations, job_reporter_metrics):
         registry = CollectorRegistry()
         declare(MetricFactory(registry))
         for family in registry.collect():
@@ -88,7 +98,7 @@ def test_dashboard_has_the_structure_grafana_needs(file_name: str) -> None:
     if file_name in JOB_DASHBOARDS:
         assert {"namespace", "job"} <= variables.keys()
         assert variables["job"]["definition"].endswith(", name)")
-        assert '{namespace="$namespace"}' in variables["job"]["definition"]
+        assert 'namespace="$namespace"' in variables["job"]["definition"]
 
     ids = [p["id"] for p in panels(board)]
     assert len(ids) == len(set(ids)), f"{file_name}: duplicate panel ids"
@@ -118,7 +128,7 @@ def test_dashboard_uids_and_titles_are_unique() -> None:
 
 def test_dashboards_query_only_metrics_that_exist() -> None:
     exported = exported_metric_names()
-    assert {"edgeloom_round", "edgeloom_compute_seconds_bucket"} <= exported
+    assert {"edgeloom_steps_completed", "edgeloom_compute_seconds_bucket"} <= exported
     assert "edgeloom_operator_reconciles_total" in exported
     for query in dashboard_queries("ml", "mnist"):
         used = set(re.findall(r"\b(?:edgeloom_\w+|up)(?=\s*\{)", query.expr))
@@ -184,52 +194,50 @@ ALERT_TESTS: list[dict[str, Any]] = [
     {  # rounds advance for 10 min, then stop at 10 of 20; a new server pod starts at 20 min
         "interval": "1m",
         "input_series": [
-            series("edgeloom_round", SERVER_POD, "0+1x10 10x40"),
-            series("edgeloom_planned_rounds", SERVER_POD, "20x50"),
-            series("edgeloom_round", {**SERVER, "pod": "mnist-server-new"}, "_x20 3x30"),
-            series("edgeloom_planned_rounds", {**SERVER, "pod": "mnist-server-new"}, "_x20 20x30"),
-            series("edgeloom_round", {**SERVER, "name": "done", "pod": "done-server-a"}, "5x50"),
+            series("edgeloom_steps_completed", SERVER_POD, "0+1x10 10x40"),
+            series("edgeloom_steps_planned", SERVER_POD, "20x50"),
+            series("edgeloom_steps_completed", {**SERVER, "pod": "mnist-server-new"}, "_x20 3x30"),
+            series("edgeloom_steps_planned", {**SERVER, "pod": "mnist-server-new"}, "_x20 20x30"),
             series(
-                "edgeloom_planned_rounds",
+                "edgeloom_steps_completed",
+                {**SERVER, "name": "done", "pod": "done-server-a"},
+                "5x50",
+            ),
+            series(
+                "edgeloom_steps_planned",
                 {**SERVER, "name": "done", "pod": "done-server-a"},
                 "5x50",
             ),
         ],
         "alert_rule_test": [
-            no_alert("EdgeloomSplitTrainingJobStalled", "20m"),
+            no_alert("EdgeloomJobStalled", "20m"),
             alert(
-                "EdgeloomSplitTrainingJobStalled",
+                "EdgeloomJobStalled",
                 "30m",
                 {**SERVER_POD, "severity": "warning"},
                 "SplitTrainingJob ml/mnist is stalled",
-                "Its server mnist-server-x7k2p has finished no round for 15m; it is at round 10,"
-                " short of its planned rounds.",
+                "Its server mnist-server-x7k2p has completed no step for 15m; it is at step 10,"
+                " short of its planned steps.",
             ),
         ],
     },
-    {  # blocks advance for 10 min, then neither stage nor blocks move; another job is Done
+    {  # the same rule for another kind: a pruner that plans one block ahead stops at block 10
         "interval": "1m",
         "input_series": [
-            series("edgeloom_stage", {**PRUNER_POD, "stage": "LayerPruning"}, "1x60"),
-            series("edgeloom_stage", {**PRUNER_POD, "stage": "Done"}, "0x60"),
-            series("edgeloom_layers_done", PRUNER_POD, "0+1x10 10x50"),
-            series("edgeloom_stage", {**PRUNER_POD, "name": "ok", "stage": "Done"}, "1x60"),
-            series("edgeloom_layers_done", {**PRUNER_POD, "name": "ok"}, "24x60"),
+            series("edgeloom_steps_completed", PRUNER_POD, "0+1x10 10x50"),
+            series("edgeloom_steps_planned", PRUNER_POD, "1+1x10 11x50"),
+            series("edgeloom_steps_completed", {**PRUNER_POD, "name": "ok"}, "24x60"),
+            series("edgeloom_steps_planned", {**PRUNER_POD, "name": "ok"}, "24x60"),
         ],
         "alert_rule_test": [
-            no_alert("EdgeloomPruneJobStalled", "35m"),
+            no_alert("EdgeloomJobStalled", "20m"),
             alert(
-                "EdgeloomPruneJobStalled",
-                "45m",
-                {
-                    "namespace": "ml",
-                    "name": "llama",
-                    "pod": "llama-pruner-q9d4s",
-                    "severity": "warning",
-                },
+                "EdgeloomJobStalled",
+                "30m",
+                {**PRUNER_POD, "severity": "warning"},
                 "PruneJob ml/llama is stalled",
-                "Its pruner llama-pruner-q9d4s has changed neither stage nor processed blocks"
-                " for 30m.",
+                "Its pruner llama-pruner-q9d4s has completed no step for 15m; it is at step 10,"
+                " short of its planned steps.",
             ),
         ],
     },
@@ -325,8 +333,7 @@ def test_alert_rules_pass_promtool_check(
     promtool: str, default_rules: dict[str, Any], tmp_path: Path
 ) -> None:
     assert set(alert_expressions(default_rules)) == {
-        "EdgeloomSplitTrainingJobStalled",
-        "EdgeloomPruneJobStalled",
+        "EdgeloomJobStalled",
         "EdgeloomWorkersDropped",
         "EdgeloomTargetDown",
         "EdgeloomOperatorReconcileErrors",
@@ -346,8 +353,7 @@ def test_alerts_fire_when_they_should_and_not_for_healthy_jobs(
 
 def test_alert_thresholds_follow_the_chart_values() -> None:
     thresholds = {
-        "splitTrainingStalledFor": "2m",
-        "pruneStalledFor": "3m",
+        "stalledFor": "2m",
         "workersDroppedWindow": "4m",
         "staleFor": "1m",
         "reconcileErrorsFor": "6m",
@@ -355,9 +361,8 @@ def test_alert_thresholds_follow_the_chart_values() -> None:
     rules = alert_rules({"monitoring": {"prometheusRule": thresholds}})
     by_name = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
     exprs = alert_expressions(rules)
-    assert "[2m]" in exprs["EdgeloomSplitTrainingJobStalled"]
-    assert "offset 2m" in exprs["EdgeloomSplitTrainingJobStalled"]
-    assert "[3m]" in exprs["EdgeloomPruneJobStalled"]
+    assert "[2m]" in exprs["EdgeloomJobStalled"]
+    assert "offset 2m" in exprs["EdgeloomJobStalled"]
     assert "[4m]" in exprs["EdgeloomWorkersDropped"]
     assert by_name["EdgeloomTargetDown"]["for"] == "1m"
     assert by_name["EdgeloomOperatorReconcileErrors"]["for"] == "6m"

@@ -15,11 +15,9 @@ import pytest
 
 from edgeloom.apps.mergesfl.metrics import ServerMetrics, WorkerMetrics
 from edgeloom.runtime.metrics import MetricFactory
-from edgeloom_testkit.controlplane import free_port, wait_for
-from edgeloom_testkit.prometheus import Prometheus
 from edgeloom_operators.prometheus import Prometheus as Client
 from edgeloom_operators.prometheus import PrometheusError
-from edgeloom_operators.workers import (
+from edgeloom_operators.splittraining.health import (
     STALE,
     STRAGGLER,
     WorkerPod,
@@ -27,6 +25,8 @@ from edgeloom_operators.workers import (
     round_time_query,
     stale_query,
 )
+from edgeloom_testkit.controlplane import free_port, wait_for
+from edgeloom_testkit.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration
 NS, NAME, WINDOW = "research", "job", 4.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from edgeloom.api.crdgen import (
     write_crds,
 )
 from edgeloom.api.kinds.splittraining import SplitMethod, SplitTrainingJobSpec, WorkerGroup
-from edgeloom.api.registry import KindInfo, kind_info
+from edgeloom.api.registry import KindInfo, ScaleSubresource, kind_info
+from edgeloom.api.service import SERVICE_SCALE, ServiceStatus
 from edgeloom.api.status import Status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -312,6 +314,28 @@ def test_string_map_and_model_list_default() -> None:
     }
     assert props["when"]["default"] == [{"value": 2}]
     assert "additionalPrinterColumns" not in version
+
+
+class _ReplicatedSpec(ApiModel):
+    replicas: int = Field(default=1, ge=0, description="Pods to run.")
+
+
+def test_a_service_kind_gets_the_scale_subresource() -> None:
+    info = dataclasses.replace(minimal_kind(_ReplicatedSpec, ServiceStatus), scale=SERVICE_SCALE)
+    [version] = generate_crd(info)["spec"]["versions"]
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert status["replicas"]["type"] == "integer" and status["selector"]["type"] == "string"
+    unselected = dataclasses.replace(info, scale=ScaleSubresource(label_selector_path=None))
+    [version] = generate_crd(unselected)["spec"]["versions"]
+    assert "labelSelectorPath" not in version["subresources"]["scale"]
 
 
 # --- rendered files and drift ----------------------------------------------------------------

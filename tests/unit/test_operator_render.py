@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with
 from __future__ import annotations
 
 import base64
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ import pytest
 import yaml
 
 from edgeloom.api.resource import parse_resource
-from edgeloom_operators import prunejob, splittraining
 from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.plugin import KindPlugin
+from edgeloom_operators.prunejob import PruneJobPlugin
 from edgeloom_operators.render import child_name
+from edgeloom_operators.splittraining import SplitTrainingPlugin
+from edgeloom_testkit.kinds.echoservice import EchoServicePlugin
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -35,20 +39,37 @@ def body_of(example: str, uid: str = "0000-1111") -> dict[str, Any]:
     return body
 
 
-def render(package: Any, body: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = parse_resource(body, package.KIND.spec_model, package.KIND.kind).spec
-    return package.render(body, spec, CONFIG)
+splittraining, prunejob, echoservice = SplitTrainingPlugin(), PruneJobPlugin(), EchoServicePlugin()
+ECHO = {
+    "apiVersion": "edgeloom.io/v1alpha1",
+    "kind": "EchoService",
+    "metadata": {"name": "echo"},
+    "spec": {"replicas": 2},
+}
+
+
+def render(plugin: KindPlugin, body: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = parse_resource(body, plugin.info.spec_model, plugin.info.kind).spec
+    return plugin.render(body, spec, CONFIG)
+
+
+def echo_body(uid: str = "0000-1111") -> dict[str, Any]:
+    body = copy.deepcopy(ECHO)
+    body["metadata"] |= {"namespace": "research", "uid": uid, "generation": 1}
+    return body
 
 
 CASES = [
     (splittraining, "splittraining-mnist1d.yaml"),
     (prunejob, "prunejob-tiny-llama.yaml"),
+    (echoservice, "echoservice"),
 ]
 
 
-@pytest.mark.parametrize(("package", "example"), CASES, ids=[c[1] for c in CASES])
-def test_children_match_the_golden_file(package: Any, example: str) -> None:
-    rendered = yaml.safe_dump_all(render(package, body_of(example)), sort_keys=True)
+@pytest.mark.parametrize(("plugin", "example"), CASES, ids=[c[1] for c in CASES])
+def test_children_match_the_golden_file(plugin: KindPlugin, example: str) -> None:
+    body = echo_body() if example == "echoservice" else body_of(example)
+    rendered = yaml.safe_dump_all(render(plugin, body), sort_keys=True)
     golden = GOLDEN / f"{example.removesuffix('.yaml')}.children.yaml"
     if os.environ.get("EDGELOOM_UPDATE_GOLDEN"):
         golden.write_text(rendered)
@@ -95,39 +116,71 @@ def test_splittraining_places_the_server_in_the_cloud_and_worker_groups_on_edge_
     assert nano["metadata"]["annotations"]["edgeloom.io/essential"] == "false"
 
 
-def test_every_child_is_owned_labelled_and_locked_down() -> None:
-    kids = render(splittraining, body_of("splittraining-mnist1d.yaml", uid="abc"))
+LOCKED_DOWN = [
+    (splittraining, body_of("splittraining-mnist1d.yaml", uid="abc"), "Job"),
+    (echoservice, echo_body(uid="abc"), "Deployment"),
+]
+
+
+@pytest.mark.parametrize(("plugin", "body", "workload"), LOCKED_DOWN, ids=["job", "service"])
+def test_every_child_is_owned_labelled_and_locked_down(
+    plugin: KindPlugin, body: dict[str, Any], workload: str
+) -> None:
+    kids = render(plugin, body)
+    name = body["metadata"]["name"]
+    assert workload in {k["kind"] for k in kids}
     for kid in kids:
         meta = kid["metadata"]
         assert meta["ownerReferences"] == [
             {
                 "apiVersion": "edgeloom.io/v1alpha1",
-                "kind": "SplitTrainingJob",
-                "name": "mnist1d-mergesfl",
+                "kind": plugin.info.kind,
+                "name": name,
                 "uid": "abc",
                 "controller": True,
                 "blockOwnerDeletion": True,
             }
         ]
-        assert meta["labels"]["edgeloom.io/job"] == "mnist1d-mergesfl"
+        assert meta["labels"]["edgeloom.io/job"] == name
         assert meta["namespace"] == "research"
-        if kid["kind"] != "Job":
+        if kid["kind"] != workload:
             continue
         pod = kid["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["nodeSelector"]["edgeloom.io/tier"] in ("cloud", "edge")
         container = pod["containers"][0]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert {"name": "resource", "mountPath": "/etc/edgeloom", "readOnly": True} in container[
+            "volumeMounts"
+        ]
         refs = [e["valueFrom"] for e in container["env"] if "valueFrom" in e]
         secrets = {r["secretKeyRef"]["name"] for r in refs if "secretKeyRef" in r}
-        assert secrets == {"mnist1d-mergesfl-nats"}
+        assert secrets == {f"{name}-nats"}
         fields = {r["fieldRef"]["fieldPath"] for r in refs if "fieldRef" in r}
         assert fields == {"status.podIP"}  # /metrics listens on the pod IP
         annotations = kid["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
         assert "s3cret" not in yaml.safe_dump(kid)  # the password lives in the Secret only
+
+
+def test_a_service_runs_a_deployment_behind_a_service_selecting_its_pods() -> None:
+    kids = {k["kind"]: k for k in render(echoservice, echo_body())}
+    assert sorted(kids) == ["ConfigMap", "Deployment", "Secret", "Service"]
+    deployment, service = kids["Deployment"], kids["Service"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["minReadySeconds"] > 0
+    template = deployment["spec"]["template"]
+    assert template["spec"]["restartPolicy"] == "Always"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= template["metadata"]["labels"].items()
+    assert service["spec"]["selector"] == selector
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"metrics": 9400}
+    command = template["spec"]["containers"][0]["command"]
+    assert command == ["python", "-m", "edgeloom_testkit.kinds.echoservice"]
 
 
 def test_the_secret_and_config_map_carry_nats_and_the_resource_without_status() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgeloom_operators.prometheus import Sample
-from edgeloom_operators.workers import (
+from edgeloom_operators.splittraining.health import (
     STALE,
     STRAGGLER,
     WorkerPod,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeloom.api.kinds.splittraining import BLOCKS, Architecture
+from edgeloom.api.kinds.splittraining import ARCHITECTURES, Architecture
 from edgeloom.api.registry import kind_info
 from edgeloom.api.resource import InvalidResource, parse_resource
 from edgeloom.models.split_cnn import build_model
@@ -15,7 +15,7 @@ IN_SHAPE = {"cnn1d": (1, 40), "digits-cnn": (1, 8, 8), "cifar-alexnet": (3, 32, 
 
 @pytest.mark.parametrize("arch", list(Architecture))
 def test_block_counts_match_the_models(arch: Architecture) -> None:
-    assert len(build_model(arch.value, 10, IN_SHAPE[arch.value])) == BLOCKS[arch]
+    assert len(build_model(arch.value, 10, IN_SHAPE[arch.value])) == ARCHITECTURES[arch].blocks
 
 
 def _parse(**spec: object) -> None:
@@ -31,7 +31,7 @@ def test_split_point_beyond_the_model_is_refused() -> None:
 
 
 def test_architecture_must_fit_the_dataset() -> None:
-    with pytest.raises(InvalidResource, match=r"cnn1d does not fit dataset\.name digits"):
+    with pytest.raises(InvalidResource, match=r"cnn1d needs dataset\.name mnist1d"):
         _parse(model={"architecture": "cnn1d"})
 
 

@@ -7,43 +7,29 @@ an annotation-based scrape job).
 */}}
 {{- define "edgeloom.alertRules" -}}
 {{- $r := .Values.monitoring.prometheusRule }}
-{{- $server := `kind="SplitTrainingJob",role="server"` }}
-{{- $round := printf "edgeloom_round{%s}" $server }}
-{{- $stage := `edgeloom_stage{kind="PruneJob",role="pruner"}` }}
-{{- $blocks := `edgeloom_layers_done{kind="PruneJob",role="pruner"}` }}
-{{- $byJob := "on (namespace, name, pod)" }}
+{{- $done := "edgeloom_steps_completed" }}
 groups:
   - name: edgeloom.jobs
     rules:
-      # Each stall rule also needs the series `stalledFor` ago, so a new pod (or a Prometheus
-      # that just started) is not taken for a stalled one.
-      - alert: EdgeloomSplitTrainingJobStalled
+      # Every coordinating role exports the same progress pair, so one rule watches every
+      # kind. It also needs the series `stalledFor` ago, so a new pod (or a Prometheus that
+      # just started) is not taken for a stalled one; a finished job has completed == planned.
+      - alert: EdgeloomJobStalled
         expr: |-
-          {{ $round }} < edgeloom_planned_rounds{ {{- $server -}} }
-          and changes({{ $round }}[{{ $r.splitTrainingStalledFor }}]) == 0
-          and {{ $round }} offset {{ $r.splitTrainingStalledFor }}
+          {{ $done }} < edgeloom_steps_planned
+          and changes({{ $done }}[{{ $r.stalledFor }}]) == 0
+          and {{ $done }} offset {{ $r.stalledFor }}
         labels:
           severity: warning
         annotations:
-          summary: {{ `SplitTrainingJob {{ $labels.namespace }}/{{ $labels.name }} is stalled` | quote }}
-          description: {{ printf "Its server %s has finished no round for %s; it is at round %s, short of its planned rounds." `{{ $labels.pod }}` $r.splitTrainingStalledFor `{{ $value }}` | quote }}
-      - alert: EdgeloomPruneJobStalled
-        expr: |-
-          max by (namespace, name, pod) (changes({{ $stage }}[{{ $r.pruneStalledFor }}])) == 0
-          and {{ $byJob }} max by (namespace, name, pod) (changes({{ $blocks }}[{{ $r.pruneStalledFor }}])) == 0
-          and {{ $byJob }} edgeloom_stage{kind="PruneJob",role="pruner",stage="Done"} == 0
-          and {{ $byJob }} {{ $blocks }} offset {{ $r.pruneStalledFor }}
-        labels:
-          severity: warning
-        annotations:
-          summary: {{ `PruneJob {{ $labels.namespace }}/{{ $labels.name }} is stalled` | quote }}
-          description: {{ printf "Its pruner %s has changed neither stage nor processed blocks for %s." `{{ $labels.pod }}` $r.pruneStalledFor | quote }}
+          summary: {{ `{{ $labels.kind }} {{ $labels.namespace }}/{{ $labels.name }} is stalled` | quote }}
+          description: {{ printf "Its %s %s has completed no step for %s; it is at step %s, short of its planned steps." `{{ $labels.role }}` `{{ $labels.pod }}` $r.stalledFor `{{ $value }}` | quote }}
       - alert: EdgeloomWorkersDropped
-        expr: increase(edgeloom_workers_dropped_total{ {{- $server -}} }[{{ $r.workersDroppedWindow }}]) > 0
+        expr: increase(edgeloom_workers_dropped_total[{{ $r.workersDroppedWindow }}]) > 0
         labels:
           severity: info
         annotations:
-          summary: {{ `SplitTrainingJob {{ $labels.namespace }}/{{ $labels.name }} dropped workers` | quote }}
+          summary: {{ `{{ $labels.kind }} {{ $labels.namespace }}/{{ $labels.name }} dropped workers` | quote }}
           description: {{ printf "About %s workers were dropped from its rounds in the last %s; the job goes on without them." `{{ $value | humanize }}` $r.workersDroppedWindow | quote }}
   - name: edgeloom.scrape
     rules:

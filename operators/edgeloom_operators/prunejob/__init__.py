@@ -1,9 +1,5 @@
 """PruneJob: one pruner Job on a cloud node."""
 
-from edgeloom_operators.prunejob.render import KIND, render
+from edgeloom_operators.prunejob.plugin import PruneJobPlugin
 
-KEEPS_RUN_STATE = False
-"""Outputs belong to the user; nothing is deleted from JetStream."""
-HAS_WORKERS = False
-
-__all__ = ["HAS_WORKERS", "KEEPS_RUN_STATE", "KIND", "render"]
+__all__ = ["PruneJobPlugin"]

@@ -1,10 +1,6 @@
-"""SplitTrainingJob: a server Job on a cloud node and one Indexed Job per worker group."""
+"""SplitTrainingJob: a server Job on a cloud node and one Indexed Job per worker group, its
+JetStream run state deleted with it, and a worker-health loop on Prometheus data."""
 
-from edgeloom_operators.splittraining.render import KIND, render
+from edgeloom_operators.splittraining.plugin import SplitTrainingPlugin
 
-KEEPS_RUN_STATE = True
-"""The server's KV state and checkpoint are deleted with the resource."""
-HAS_WORKERS = True
-"""Worker pods are checked on Prometheus data (:mod:`edgeloom_operators.workers`)."""
-
-__all__ = ["HAS_WORKERS", "KEEPS_RUN_STATE", "KIND", "render"]
+__all__ = ["SplitTrainingPlugin"]

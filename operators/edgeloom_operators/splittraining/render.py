@@ -7,11 +7,8 @@ index), so each group's Job starts at the sum of the counts before it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from edgeloom.api.kinds.splittraining import KIND, SplitTrainingJobSpec
-from edgeloom_operators.config import OperatorConfig
-from edgeloom_operators.render import Placement, RoleJob, children
+from edgeloom_operators.render import Placement, RoleJob
 
 
 def role_jobs(spec: SplitTrainingJobSpec) -> list[RoleJob]:
@@ -33,13 +30,3 @@ def role_jobs(spec: SplitTrainingJobSpec) -> list[RoleJob]:
         )
         offset += group.count
     return jobs
-
-
-def render(
-    body: dict[str, Any], spec: SplitTrainingJobSpec, config: OperatorConfig
-) -> list[dict[str, Any]]:
-    """Every child of the SplitTrainingJob ``body`` (pure)."""
-    return children(body, KIND, role_jobs(spec), config)
-
-
-__all__ = ["KIND", "render"]

@@ -7,6 +7,8 @@ Every field must carry a description: the CRD generator refuses a field without 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -21,6 +23,6 @@ class ApiModel(BaseModel):
         validate_assignment=True,
     )
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         """The camelCase JSON-compatible dict that Kubernetes and NATS messages carry."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

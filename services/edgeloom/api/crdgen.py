@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 
-from edgeloom.api.registry import KindInfo, PrinterColumn, kinds
+from edgeloom.api.registry import KindInfo, PrinterColumn, ScaleSubresource, kinds
 from edgeloom.api.resource import GROUP, VERSION
 
 CRD_DIRS: tuple[str, ...] = ("crds", "charts/edgeloom/crds")
@@ -115,7 +115,7 @@ class _CrdJsonSchema(GenerateJsonSchema):
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> dict[str, Any]:
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
-            schema = {**schema, "default": factory()}  # type: ignore[typeddict-item]
+            schema = {**schema, "default": factory()}  # type: ignore[call-arg]
         return super().default_schema(schema)
 
     def encode_default(self, dft: Any) -> Any:
@@ -318,6 +318,16 @@ def _printer_column(column: PrinterColumn) -> dict[str, Any]:
     return out
 
 
+def _scale(scale: ScaleSubresource) -> dict[str, str]:
+    out = {
+        "specReplicasPath": scale.spec_replicas_path,
+        "statusReplicasPath": scale.status_replicas_path,
+    }
+    if scale.label_selector_path is not None:
+        out["labelSelectorPath"] = scale.label_selector_path
+    return out
+
+
 def crd_name(info: KindInfo) -> str:
     """``<plural>.<group>``, the CRD's metadata.name."""
     return f"{info.plural}.{GROUP}"
@@ -339,19 +349,23 @@ def generate_crd(info: KindInfo) -> dict[str, Any]:
     Returns
     -------
     dict
-        A namespaced CRD with one served and stored version, the status subresource, printer
-        columns and a structural ``openAPIV3Schema``.
+        A namespaced CRD with one served and stored version, the status subresource (and the
+        scale subresource when the kind has one), printer columns and a structural
+        ``openAPIV3Schema``.
 
     Raises
     ------
     CrdError
         If a spec or status field has no description or cannot be expressed structurally.
     """
+    subresources: dict[str, Any] = {"status": {}}
+    if info.scale is not None:
+        subresources["scale"] = _scale(info.scale)
     version: dict[str, Any] = {
         "name": VERSION,
         "served": True,
         "storage": True,
-        "subresources": {"status": {}},
+        "subresources": subresources,
         "schema": {"openAPIV3Schema": resource_schema(info)},
     }
     if info.printer_columns:

@@ -38,6 +38,17 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class ScaleSubresource:
+    """The CRD's ``scale`` subresource: ``kubectl scale`` and autoscalers write the spec's
+    replica count and read the observed one (JSON paths into the resource)."""
+
+    spec_replicas_path: str = ".spec.replicas"
+    status_replicas_path: str = ".status.replicas"
+    label_selector_path: str | None = ".status.selector"
+    """Where the pods' label selector (string form) is, for a HorizontalPodAutoscaler."""
+
+
+@dataclass(frozen=True)
 class KindInfo:
     """Everything the platform needs to know about one kind."""
 
@@ -53,6 +64,8 @@ class KindInfo:
     printer_columns: tuple[PrinterColumn, ...] = field(default=())
     cel_rules: tuple[tuple[str, str], ...] = field(default=())
     """(rule, message) pairs validated at admission on ``spec`` (x-kubernetes-validations)."""
+    scale: ScaleSubresource | None = None
+    """The scale subresource, for kinds that run a number of replicas (services)."""
 
     @property
     def singular(self) -> str:

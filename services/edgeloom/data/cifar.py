@@ -13,6 +13,7 @@ your own PVC), never at user-uploaded files.
 from __future__ import annotations
 
 import codecs
+import importlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ import torch
 
 from edgeloom.data.pair import TensorPair
 
-try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+# numpy 2 moved the array-unpickling helper to numpy._core (numpy.core warns on import)
+_NUMPY_MAJOR = int(np.__version__.split(".")[0])
+_reconstruct = importlib.import_module(
+    "numpy._core.multiarray" if _NUMPY_MAJOR >= 2 else "numpy.core.multiarray"
+)._reconstruct
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))

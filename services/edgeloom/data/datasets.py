@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgeloom.api.kinds.splittraining import PATH_DATASETS, DatasetName
 from edgeloom.data.cifar import load_cifar10
 from edgeloom.data.imagefolder import load_images, scan_imagefolder
 from edgeloom.data.mnist1d import DEFAULT_SAMPLES, mnist1d_arrays
@@ -16,7 +17,7 @@ from edgeloom.data.splits import (
     stratified_split,
 )
 
-DATASETS: tuple[str, ...] = ("mnist1d", "digits", "cifar10", "imagefolder")
+DATASETS: tuple[str, ...] = tuple(name.value for name in DatasetName)
 
 
 def load_dataset(
@@ -66,14 +67,14 @@ def load_dataset(
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
     if samples is not None and samples < 1:
         raise ValueError(f"samples must be positive, got {samples}")
-    if name in ("cifar10", "imagefolder") and not path:
+    if name in PATH_DATASETS and not path:
         raise ValueError(f"dataset {name} needs a path")
     rng = np.random.default_rng(seed)
-    if name == "mnist1d":
+    if name == DatasetName.MNIST1D:
         return _mnist1d(samples, rng)
-    if name == "digits":
+    if name == DatasetName.DIGITS:
         return _digits(samples, rng)
-    if name == "cifar10":
+    if name == DatasetName.CIFAR10:
         return _cifar10(str(path), samples, rng)
     return _imagefolder(str(path), samples, rng)
 

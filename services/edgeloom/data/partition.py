@@ -153,16 +153,16 @@ def dominant_class_partition(
         owners = np.flatnonzero(dominant == cls)
         if len(owners):
             each = min(round(dominant_ratio * size), len(order[cls]) // len(owners))
-            for worker in owners:
-                take(worker, cls, each)
+            for owner in owners:
+                take(int(owner), cls, each)
     quota = _other_class_quota(shards, dominant, size, num_classes)
     supply = np.array([free[o].sum() for o in order])
     demand = quota.sum(axis=0)
     short = demand > supply
     quota[:, short] = np.floor(quota[:, short] * supply[short] / demand[short]).astype(np.int64)
     for worker in range(num_workers):
-        for cls in np.flatnonzero(quota[worker]):
-            take(worker, int(cls), int(quota[worker, cls]))
+        for other in np.flatnonzero(quota[worker]):
+            take(worker, int(other), int(quota[worker, other]))
     for worker in range(num_workers):
         missing = size - sum(len(s) for s in shards[worker])
         others = np.flatnonzero(free & (y != dominant[worker]))

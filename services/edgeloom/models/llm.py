@@ -18,23 +18,95 @@ pruned folder reloads into an equivalent module without pickle.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
 Family = Literal["decoder", "encoder"]
 
 WIDTHS_KEY = "edgeloom_layer_widths"
 WEIGHTS_FILE = "model.safetensors"
+ATTN_IMPLEMENTATION = "sdpa"
+"""The attention kernel every model is built with (block-by-block runs match the full forward)."""
 
-_DECODER_TYPES = frozenset({"llama", "mistral", "qwen2"})
-_ENCODER_TYPES = frozenset({"bert"})
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one family keeps its blocks and their parts: module paths, dotted as in
+    ``nn.Module.get_submodule``.
+
+    ``layers`` is relative to the top module; the others to one block.
+    """
+
+    model_types: frozenset[str]
+    """``config.model_type`` values of the family."""
+    layers: str
+    query: str
+    key: str
+    value: str
+    attn_output: str
+    attention_core: str
+    """The module holding ``head_dim_attribute`` (and, for decoders, ``layer_idx``)."""
+    head_dim_attribute: str
+    layer_index_attribute: str | None
+    """The attribute of ``attention_core`` that numbers its block (kept in order on removal)."""
+    mlp_inputs: tuple[str, ...]
+    mlp_output: str
+    norm_after: str | None
+    """The norm that receives the MLP output plus the residual (post-norm only)."""
+
+
+LAYOUTS: dict[Family, Layout] = {
+    "decoder": Layout(
+        model_types=frozenset({"llama", "mistral", "qwen2"}),
+        layers="model.layers",
+        query="self_attn.q_proj",
+        key="self_attn.k_proj",
+        value="self_attn.v_proj",
+        attn_output="self_attn.o_proj",
+        attention_core="self_attn",
+        head_dim_attribute="head_dim",
+        layer_index_attribute="layer_idx",
+        mlp_inputs=("mlp.gate_proj", "mlp.up_proj"),
+        mlp_output="mlp.down_proj",
+        norm_after=None,
+    ),
+    "encoder": Layout(
+        model_types=frozenset({"bert"}),
+        layers="encoder.layer",
+        query="attention.self.query",
+        key="attention.self.key",
+        value="attention.self.value",
+        attn_output="attention.output.dense",
+        attention_core="attention.self",
+        head_dim_attribute="attention_head_size",
+        layer_index_attribute=None,
+        mlp_inputs=("intermediate.dense",),
+        mlp_output="output.dense",
+        norm_after="output.LayerNorm",
+    ),
+}
+"""The one place that knows each family's module layout."""
+
+DECODER_TYPES = LAYOUTS["decoder"].model_types
+"""Causal LMs with the Llama layout (Llama, Mistral, Qwen2)."""
+ENCODER_TYPES = LAYOUTS["encoder"].model_types
+"""BERT-style encoders (BERT, MiniLM)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +142,10 @@ class Attention:
     def heads_per_group(self) -> int:
         return self.q.out_features // self.k.out_features
 
+    @property
+    def num_heads(self) -> int:
+        return self.q.out_features // self.head_dim
+
 
 @dataclass
 class Mlp:
@@ -103,75 +179,81 @@ class TransformerView:
     Parameters
     ----------
     model : nn.Module
-        A ``LlamaForCausalLM``-style or ``BertModel``-style module.
+        A ``LlamaForCausalLM``-style or ``BertModel``-style module with a Hugging Face
+        ``config``.
     """
 
     def __init__(self, model: nn.Module) -> None:
+        config = getattr(model, "config", None)
+        if not isinstance(config, PreTrainedConfig):
+            raise TypeError(f"{type(model).__name__} has no Hugging Face config")
         self.model = model
-        self.family = model_family(model.config)
-
-    @property
-    def config(self):
-        return self.model.config
+        self.config: PreTrainedConfig = config
+        self.family = model_family(config)
+        self.layout = LAYOUTS[self.family]
 
     @property
     def layers(self) -> nn.ModuleList:
-        if self.family == "decoder":
-            return self.model.model.layers
-        return self.model.encoder.layer
+        layers = self.model.get_submodule(self.layout.layers)
+        if not isinstance(layers, nn.ModuleList):
+            raise TypeError(f"{self.layout.layers} is a {type(layers).__name__}, not a ModuleList")
+        return layers
 
     def attention(self, layer: nn.Module) -> Attention:
-        if self.family == "decoder":
-            attn = layer.self_attn
-            return Attention(attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, attn.head_dim)
-        attn = layer.attention
+        layout = self.layout
+        head_dim = getattr(layer.get_submodule(layout.attention_core), layout.head_dim_attribute)
         return Attention(
-            attn.self.query,
-            attn.self.key,
-            attn.self.value,
-            attn.output.dense,
-            attn.self.attention_head_size,
+            _linear(layer, layout.query),
+            _linear(layer, layout.key),
+            _linear(layer, layout.value),
+            _linear(layer, layout.attn_output),
+            int(head_dim),
         )
 
     def mlp(self, layer: nn.Module) -> Mlp:
-        if self.family == "decoder":
-            return Mlp([layer.mlp.gate_proj, layer.mlp.up_proj], layer.mlp.down_proj)
-        return Mlp([layer.intermediate.dense], layer.output.dense, layer.output.LayerNorm)
+        layout = self.layout
+        norm = layer.get_submodule(layout.norm_after) if layout.norm_after is not None else None
+        return Mlp(
+            [_linear(layer, path) for path in layout.mlp_inputs],
+            _linear(layer, layout.mlp_output),
+            norm,
+        )
 
     def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, LayerContext]:
         """Embed a tokenised batch: the input of the first block, and its context."""
         if self.family == "decoder":
-            inner = self.model.model
-            hidden = inner.embed_tokens(batch["input_ids"])
+            inner = self.model.get_submodule("model")
+            hidden = _tensor(inner.get_submodule("embed_tokens")(batch["input_ids"]))
             position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+            # no cache; positional, as transformers renamed it (past_key_values -> cache)
             mask = create_causal_mask(
-                config=self.config,
-                inputs_embeds=hidden,
-                attention_mask=batch.get("attention_mask"),
-                past_key_values=None,
-                position_ids=position_ids,
+                self.config, hidden, batch.get("attention_mask"), None, position_ids=position_ids
             )
-            return hidden, LayerContext(mask, inner.rotary_emb(hidden, position_ids), position_ids)
-        hidden = self.model.embeddings(
-            input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids")
+            cos, sin = inner.get_submodule("rotary_emb")(hidden, position_ids)
+            return hidden, LayerContext(_mask(mask), (cos, sin), position_ids)
+        embeddings = self.model.get_submodule("embeddings")
+        hidden = _tensor(
+            embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
         )
         mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden, attention_mask=batch.get("attention_mask")
         )
-        return hidden, LayerContext(mask)
+        return hidden, LayerContext(_mask(mask))
 
     def run_layer(
         self, layer: nn.Module, hidden: torch.Tensor, context: LayerContext
     ) -> torch.Tensor:
         """Run one block on its input hidden states."""
         if self.family == "decoder":
-            return layer(
-                hidden,
-                attention_mask=context.attention_mask,
-                position_embeddings=context.position_embeddings,
-                position_ids=context.position_ids,
+            return _tensor(
+                layer(
+                    hidden,
+                    attention_mask=context.attention_mask,
+                    position_embeddings=context.position_embeddings,
+                    position_ids=context.position_ids,
+                )
             )
-        return layer(hidden, attention_mask=context.attention_mask)
+        return _tensor(layer(hidden, attention_mask=context.attention_mask))
 
     def widths(self) -> list[LayerWidths]:
         """The current shape of every block."""
@@ -181,10 +263,10 @@ class TransformerView:
             result.append(
                 LayerWidths(
                     intermediate_size=mlp.width,
-                    num_heads=attn.q.out_features // attn.head_dim,
+                    num_heads=attn.num_heads,
                     num_kv_heads=attn.num_groups,
-                    attn_output_bias=attn.o.bias is not None,
-                    mlp_output_bias=mlp.output.bias is not None,
+                    attn_output_bias=_has_bias(attn.o),
+                    mlp_output_bias=_has_bias(mlp.output),
                 )
             )
         return result
@@ -194,14 +276,42 @@ class TransformerView:
         return sum(p.numel() for p in self.layers.parameters())
 
 
-def model_family(config) -> Family:
+def model_family(config: PreTrainedConfig) -> Family:
     """The family of a Hugging Face config, or a ValueError naming its ``model_type``."""
-    if config.model_type in _DECODER_TYPES:
-        return "decoder"
-    if config.model_type in _ENCODER_TYPES:
-        return "encoder"
-    supported = ", ".join(sorted(_DECODER_TYPES | _ENCODER_TYPES))
+    for family, layout in LAYOUTS.items():
+        if config.model_type in layout.model_types:
+            return family
+    supported = ", ".join(sorted(DECODER_TYPES | ENCODER_TYPES))
     raise ValueError(f"model_type {config.model_type!r} is not supported (supported: {supported})")
+
+
+def _linear(root: nn.Module, path: str) -> nn.Linear:
+    module = root.get_submodule(path)
+    if not isinstance(module, nn.Linear):
+        raise TypeError(f"{path} is a {type(module).__name__}, not a Linear")
+    return module
+
+
+def _tensor(value: object) -> torch.Tensor:
+    """A module's hidden-states output (the first item where a block returns a tuple)."""
+    if isinstance(value, tuple):
+        value = value[0]
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"expected hidden states, got {type(value).__name__}")
+    return value
+
+
+def _mask(mask: object) -> torch.Tensor | None:
+    """The dense attention mask built for ``sdpa`` (None when no masking is needed)."""
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise TypeError(f"expected a dense attention mask, got {type(mask).__name__}")
+    return mask
+
+
+def _has_bias(linear: nn.Linear) -> bool:
+    # torch annotates Linear.bias as a Tensor, but it is None for bias=False
+    bias: torch.Tensor | None = linear.bias
+    return bias is not None
 
 
 def drop_layers(view: TransformerView, indices: list[int]) -> None:
@@ -212,15 +322,16 @@ def drop_layers(view: TransformerView, indices: list[int]) -> None:
     kept = [layer for i, layer in enumerate(view.layers) if i not in doomed]
     layers = view.layers
     layers._modules.clear()
+    numbering = view.layout.layer_index_attribute
     for i, layer in enumerate(kept):
         layers.append(layer)
-        if view.family == "decoder":
-            layer.self_attn.layer_idx = i
-    view.config.num_hidden_layers = len(kept)
-    if getattr(view.config, "layer_types", None):
-        view.config.layer_types = [
-            t for i, t in enumerate(view.config.layer_types) if i not in doomed
-        ]
+        if numbering is not None:
+            setattr(layer.get_submodule(view.layout.attention_core), numbering, i)
+    config = view.config
+    config.num_hidden_layers = len(kept)
+    layer_types: list[str] | None = getattr(config, "layer_types", None)
+    if layer_types:
+        config.layer_types = [t for i, t in enumerate(layer_types) if i not in doomed]
 
 
 def keep_mlp_neurons(mlp: Mlp, keep: torch.Tensor) -> None:
@@ -245,7 +356,7 @@ def keep_head_groups(attn: Attention, keep: torch.Tensor) -> None:
 def add_output_bias(linear: nn.Linear, delta: torch.Tensor) -> None:
     """Add ``delta`` to a projection's bias, creating the bias when it has none."""
     with torch.no_grad():
-        if linear.bias is None:
+        if not _has_bias(linear):
             linear.bias = nn.Parameter(torch.zeros_like(delta, dtype=linear.weight.dtype))
         linear.bias.add_(delta.to(linear.weight.dtype))
 
@@ -267,7 +378,7 @@ def _slice_linear(
         weight = linear.weight
         if rows is not None:
             weight = weight[rows]
-            if linear.bias is not None:
+            if _has_bias(linear):
                 linear.bias = nn.Parameter(linear.bias[rows].clone())
         if columns is not None:
             weight = weight[:, columns]
@@ -275,7 +386,7 @@ def _slice_linear(
     linear.out_features, linear.in_features = linear.weight.shape
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, object]:
+def load_model(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model folder (plain or pruned by edgeloom) and its tokenizer, offline.
 
     Causal LMs load with their LM head (``AutoModelForCausalLM``); encoders as the bare
@@ -288,20 +399,37 @@ def load_model(path: str | Path) -> tuple[nn.Module, object]:
     family = model_family(config)
     auto = AutoModelForCausalLM if family == "decoder" else AutoModel
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    widths = getattr(config, WIDTHS_KEY, None)
+    widths: list[dict[str, Any]] | None = getattr(config, WIDTHS_KEY, None)
+    model: PreTrainedModel
     if widths is None:
-        model, info = auto.from_pretrained(
-            folder, local_files_only=True, attn_implementation="sdpa", output_loading_info=True
+        # transformers types the result as the model alone, even with output_loading_info
+        model, info = cast(
+            tuple[PreTrainedModel, dict[str, list[str]]],
+            auto.from_pretrained(
+                folder,
+                local_files_only=True,
+                attn_implementation=ATTN_IMPLEMENTATION,
+                output_loading_info=True,
+            ),
         )
         _check_complete(folder, info["missing_keys"], model)
     else:
-        model = auto.from_config(config, attn_implementation="sdpa")
+        # two calls, not one on ``auto``: mypy cannot look through the union of the classes
+        # to see that from_config belongs to transformers
+        kernel = ATTN_IMPLEMENTATION
+        if family == "decoder":
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=kernel)
+        else:
+            model = AutoModel.from_config(config, attn_implementation=kernel)
         _reshape(TransformerView(model), [LayerWidths(**w) for w in widths])
         _load_weights(model, folder / WEIGHTS_FILE)
-    return model.eval(), tokenizer
+    model.eval()
+    return model, tokenizer
 
 
-def save_model(model: nn.Module, tokenizer, path: str | Path) -> Path:
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path
+) -> Path:
     """Save a (possibly pruned) model as safetensors + config.json with per-layer widths."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -327,7 +455,7 @@ def _reshape(view: TransformerView, widths: list[LayerWidths]) -> None:
             add_output_bias(mlp.output, torch.zeros(mlp.output.out_features))
 
 
-def _load_weights(model: nn.Module, weights: Path) -> None:
+def _load_weights(model: PreTrainedModel, weights: Path) -> None:
     state = load_file(weights)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
@@ -337,7 +465,7 @@ def _load_weights(model: nn.Module, weights: Path) -> None:
         model.tie_weights()
 
 
-def _check_complete(source: Path, missing, model: nn.Module) -> None:
+def _check_complete(source: Path, missing: Iterable[str], model: nn.Module) -> None:
     """Refuse weights that leave part of the model randomly initialised (tied ones aside)."""
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
     untied = sorted(key for key in missing if key not in tied)

@@ -58,14 +58,20 @@ Initialisation uses PyTorch's default initialisers and therefore the global torc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-ARCHITECTURES: tuple[str, ...] = ("cnn1d", "digits-cnn", "cifar-alexnet")
+from edgeloom.api.kinds.splittraining import ARCHITECTURES as FACTS
+from edgeloom.api.kinds.splittraining import Architecture
 
-DEFAULT_SPLIT_POINT: dict[str, int] = {"cnn1d": 2, "digits-cnn": 2, "cifar-alexnet": 5}
+ARCHITECTURES: tuple[str, ...] = tuple(arch.value for arch in FACTS)
+
+DEFAULT_SPLIT_POINT: dict[str, int] = {
+    arch.value: facts.default_split_point for arch, facts in FACTS.items()
+}
+"""Per architecture, from the API's table (``model.splitPoint`` defaults to it)."""
 
 ALEXNET_HIDDEN = 1024
 
@@ -144,17 +150,21 @@ def _cifar_alexnet(num_classes: int, in_shape: tuple[int, ...]) -> list[nn.Modul
     ]
 
 
-def _flat_size(blocks: list[nn.Module], in_shape: tuple[int, ...]) -> int:
+def _flat_size(blocks: Sequence[nn.Module], in_shape: tuple[int, ...]) -> int:
     return int(torch.Size(output_shape(nn.Sequential(*blocks), in_shape)).numel())
 
 
 _BUILDERS: dict[str, Callable[[int, tuple[int, ...]], list[nn.Module]]] = {
-    "cnn1d": _cnn1d,
-    "digits-cnn": _digits_cnn,
-    "cifar-alexnet": _cifar_alexnet,
+    Architecture.CNN1D: _cnn1d,
+    Architecture.DIGITS_CNN: _digits_cnn,
+    Architecture.CIFAR_ALEXNET: _cifar_alexnet,
 }
 
-_INPUT_RANK = {"cnn1d": 2, "digits-cnn": 3, "cifar-alexnet": 3}
+_INPUT_RANK: dict[str, int] = {
+    Architecture.CNN1D: 2,
+    Architecture.DIGITS_CNN: 3,
+    Architecture.CIFAR_ALEXNET: 3,
+}
 
 
 def build_model(architecture: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Sequential:

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -425,7 +426,7 @@ def _fit(
     return sum(losses[-tail:]) / len(losses[-tail:])
 
 
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices (embeddings, projections) but not on norm gains."""
     matrices = [p for p in model.parameters() if p.ndim >= 2]
     vectors = [p for p in model.parameters() if p.ndim < 2]

@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import nats
 import nats.errors
@@ -347,7 +347,12 @@ async def _on_nats_error(err: Exception) -> None:
     log.debug("nats: %s", err)
 
 
-def nats_credentials() -> dict[str, str | None]:
+class NatsCredentials(TypedDict):
+    user: str | None
+    password: str | None
+
+
+def nats_credentials() -> NatsCredentials:
     """user/password for :meth:`Bus.connect` from EDGELOOM_NATS_USER / _PASSWORD (a Secret)."""
     return {
         "user": os.environ.get(podenv.NATS_USER),

@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 J = TypeVar("J", bound="JoinRequest")
 R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T", bound=BaseModel)
-P = TypeVar("P")
-F = TypeVar("F")
 OutcomeT = TypeVar("OutcomeT", bound="RoundOutcome")
+OutcomeT_co = TypeVar("OutcomeT_co", bound="RoundOutcome", covariant=True)
+PlanT = TypeVar("PlanT")
+FitT = TypeVar("FitT")
 
 LOST = (TimeoutError, RemoteError, CodecError)
 """What a participant's failed request raises: it is dropped from the round, not the job."""
@@ -264,18 +265,18 @@ class RoundOutcome:
     """Per-participant figures of this round, for the kind's metrics."""
 
 
-class Strategy(Protocol[P, F, OutcomeT]):
+class Strategy(Protocol[PlanT, FitT, OutcomeT_co]):
     """One federated method, Flower-style: the coordinator calls the three steps in turn."""
 
-    async def configure(self, round: int) -> P:
+    async def configure(self, round: int) -> PlanT:
         """Choose this round's participants and their settings (the control step)."""
         ...
 
-    async def fit(self, round: int, plan: P) -> F:
+    async def fit(self, round: int, plan: PlanT) -> FitT:
         """Run the round's exchanges with the participants."""
         ...
 
-    async def aggregate(self, round: int, fitted: F) -> OutcomeT:
+    async def aggregate(self, round: int, fitted: FitT) -> OutcomeT_co:
         """Fold the participants' results into the global model; the round's outcome."""
         ...
 

@@ -13,17 +13,17 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 import yaml
 
 from edgeloom.api import podenv
 from edgeloom.api.registry import KindInfo, kind_info
-from edgeloom.api.resource import Resource, parse_resource
+from edgeloom.api.resource import Resource, SpecT, parse_resource
 from edgeloom.api.status import Status
 from edgeloom.runtime.bus import Bus, nats_credentials, stop_on_signals
 from edgeloom.runtime.metrics import MetricFactory, MetricsEndpoint
@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 TERMINATION_MESSAGE_BYTES = 4096
 ROLE_IDENTITY: ContextVar[str | None] = ContextVar("edgeloom_role_identity", default=None)
 """``role-index`` of the role whose task is running (several share one process in-process)."""
-
-
-SpecT = TypeVar("SpecT")
 
 
 @dataclass
@@ -87,7 +84,7 @@ class RoleContext(Generic[SpecT]):
         await self.bus.publish(self.subject("status"), status)
 
 
-RoleMain = Callable[[RoleContext[Any]], Awaitable[None]]
+RoleMain = Callable[[RoleContext[Any]], Coroutine[Any, Any, None]]
 
 
 def load_resource_file(path: Path) -> dict[str, Any]:
@@ -95,6 +92,8 @@ def load_resource_file(path: Path) -> dict[str, Any]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     if len(docs) != 1:
         raise ValueError(f"{path}: expected exactly one resource, found {len(docs)}")
+    if not isinstance(docs[0], dict):
+        raise ValueError(f"{path}: a resource must be a mapping")
     return docs[0]
 
 
@@ -193,7 +192,7 @@ async def serve(
     obj = load_resource_file(resource_path)
     info = kind_info(obj.get("kind", ""))
     info.role(role)  # unknown role: KeyError before connecting
-    resource = parse_resource(obj, info.spec_model, info.kind)
+    resource: Resource[Any] = parse_resource(obj, info.spec_model, info.kind)
     stop = asyncio.Event()
     stop_on_signals(stop)
     return await run_role(info, resource, role, index, nats_url, stop, endpoint, run_dir)

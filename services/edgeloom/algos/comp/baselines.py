@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -204,23 +204,38 @@ def _moments(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens.mean(0).float(), tokens.var(0).float()
 
 
+ElementScore = Callable[[torch.Tensor], torch.Tensor]
+"""An element-wise importance of a weight matrix."""
+
+
+def _squared(weight: torch.Tensor) -> torch.Tensor:
+    return weight.detach().pow(2)
+
+
+def _taylor(weight: torch.Tensor) -> torch.Tensor:
+    """First-order Taylor importance ``|w ∂L/∂w|``."""
+    if weight.grad is None:
+        raise ValueError("a weight has no gradient: backpropagate the calibration losses first")
+    return (weight.detach() * weight.grad).abs()
+
+
 def _group_weight_norms(attn: Attention) -> torch.Tensor:
-    return _per_group(attn, lambda w: w.detach().pow(2)).sqrt()
+    return _per_group(attn, _squared).sqrt()
 
 
 def _neuron_weight_norms(mlp: Mlp) -> torch.Tensor:
-    return _per_neuron(mlp, lambda w: w.detach().pow(2)).sqrt()
+    return _per_neuron(mlp, _squared).sqrt()
 
 
 def _group_taylor(attn: Attention) -> torch.Tensor:
-    return _per_group(attn, lambda w: (w.detach() * w.grad).abs())
+    return _per_group(attn, _taylor)
 
 
 def _neuron_taylor(mlp: Mlp) -> torch.Tensor:
-    return _per_neuron(mlp, lambda w: (w.detach() * w.grad).abs())
+    return _per_neuron(mlp, _taylor)
 
 
-def _per_neuron(mlp: Mlp, element) -> torch.Tensor:
+def _per_neuron(mlp: Mlp, element: ElementScore) -> torch.Tensor:
     """Sum an element-wise score over each neuron's input rows and output column."""
     total = element(mlp.output.weight).sum(0)
     for linear in mlp.inputs:
@@ -228,7 +243,7 @@ def _per_neuron(mlp: Mlp, element) -> torch.Tensor:
     return total
 
 
-def _per_group(attn: Attention, element) -> torch.Tensor:
+def _per_group(attn: Attention, element: ElementScore) -> torch.Tensor:
     """Sum an element-wise score over each head group's q/k/v rows and o columns."""
     groups = attn.num_groups
     q = element(attn.q.weight).sum(1).reshape(groups, -1).sum(1)

@@ -17,10 +17,11 @@ from edgeloom.algos.comp.calibration import (
 )
 from edgeloom.algos.comp.layers import block_influence
 from edgeloom.algos.comp.masks import NormalEquations, select_neurons, solve_mask
+from edgeloom.api.kinds.prunejob import PruneStage
 from edgeloom.models.llm import Mlp, TransformerView, drop_layers, keep_mlp_neurons
 
-Stage = str
-"""``LayerPruning``, ``NeuronPruning`` or ``MaskTuning``."""
+Stage = PruneStage
+"""COMP reports ``LayerPruning``, ``NeuronPruning`` and ``MaskTuning``."""
 
 ProgressCallback = Callable[[Stage, int, int], None]
 """Called with ``(stage, blocks done, blocks total)``."""
@@ -90,12 +91,12 @@ def comp_prune(
     costs = [layer_cost(layer) for layer in layers]
     target = options.ratio * report.params_before
 
-    notify("LayerPruning", 0, len(layers))
+    notify(Stage.LAYER_PRUNING, 0, len(layers))
     report.layer_importance = block_influence(view, calibration)
     report.removed_layers = select_layers(
         report.layer_importance, costs, options.layer_share * target
     )
-    notify("LayerPruning", len(layers), len(layers))
+    notify(Stage.LAYER_PRUNING, len(layers), len(layers))
 
     kept = [i for i in range(len(layers)) if i not in report.removed_layers]
     mlps = {i: view.mlp(layers[i]) for i in kept}
@@ -110,10 +111,10 @@ def comp_prune(
         if i not in plan:  # removed: only the teacher goes through it
             teacher.step(layer)
             continue
-        notify("NeuronPruning", done, len(layers))
+        notify(Stage.NEURON_PRUNING, done, len(layers))
         equations = _block_equations(teacher, student, layer, mlps[i])
         keep = select_neurons(equations, plan[i], options.steps, options.variance_bound)
-        notify("MaskTuning", done, len(layers))
+        notify(Stage.MASK_TUNING, done, len(layers))
         mask = (
             solve_mask(equations, keep, options.variance_bound)[0]
             if options.mask_tuning
@@ -126,7 +127,7 @@ def comp_prune(
             mlps[i].output.weight.mul_(mask.to(mlps[i].output.weight.dtype))
         student.step(layer)
     drop_layers(view, report.removed_layers)
-    notify("MaskTuning", len(layers), len(layers))
+    notify(Stage.MASK_TUNING, len(layers), len(layers))
     return report.finish(view)
 
 
@@ -147,7 +148,7 @@ def _block_equations(
     bias = mlp.output.bias.detach() if mlp.output.bias is not None else 0.0
     weight = mlp.output.weight.detach()
     view = student.view
-    total = None
+    total: NormalEquations | None = None
     for index, ((hidden, context, mask), (taught, t_context, _)) in enumerate(
         zip(student.batches(), teacher.batches(), strict=True)
     ):
@@ -167,4 +168,6 @@ def _block_equations(
         target = wanted - (summed - dense[0]) - bias
         part = NormalEquations.from_activations(neurons[0][mask], target[mask], weight)
         total = part if total is None else total + part
+    if total is None:
+        raise ValueError("calibration has no batches")
     return total

@@ -94,7 +94,8 @@ def neuron_scores(
     mask, ridge = solve_mask(equations, keep, variance_bound)
     system, scale = _system(equations, keep)
     system.diagonal().add_((min(ridge, _RIDGES[-1]) + 1e-6) * scale)
-    return mask.double() ** 2 / torch.linalg.inv(system).diagonal()
+    scores: torch.Tensor = mask.double() ** 2 / torch.linalg.inv(system).diagonal()
+    return scores
 
 
 def _system(equations: NormalEquations, keep: torch.Tensor) -> tuple[torch.Tensor, float]:

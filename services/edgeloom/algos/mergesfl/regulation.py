@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
 
 
 def per_sample_times(
-    per_sample_compute_s: Sequence[float], per_sample_transfer_s: Sequence[float]
-) -> np.ndarray:
+    per_sample_compute_s: npt.ArrayLike, per_sample_transfer_s: npt.ArrayLike
+) -> FloatArray:
     """Validated per-sample iteration cost ``μ_i + 2s/β_i`` of each worker, in seconds.
 
     Raises
@@ -31,18 +34,19 @@ def per_sample_times(
 
 def predicted_iteration_times(
     batch_sizes: Sequence[int],
-    per_sample_compute_s: Sequence[float],
-    per_sample_transfer_s: Sequence[float],
-) -> np.ndarray:
+    per_sample_compute_s: npt.ArrayLike,
+    per_sample_transfer_s: npt.ArrayLike,
+) -> FloatArray:
     """Per-worker iteration time ``t_i = b_i (μ_i + 2s/β_i)`` in seconds."""
-    return np.asarray(batch_sizes, dtype=np.float64) * per_sample_times(
+    times: FloatArray = np.asarray(batch_sizes, dtype=np.float64) * per_sample_times(
         per_sample_compute_s, per_sample_transfer_s
     )
+    return times
 
 
 def regulate_batch_sizes(
-    per_sample_compute_s: Sequence[float],
-    per_sample_transfer_s: Sequence[float],
+    per_sample_compute_s: npt.ArrayLike,
+    per_sample_transfer_s: npt.ArrayLike,
     total_batch: int,
     min_batch: int,
     max_batch: int,
@@ -58,9 +62,9 @@ def regulate_batch_sizes(
 
     Parameters
     ----------
-    per_sample_compute_s : sequence of float
+    per_sample_compute_s : array_like of float
         ``μ_i``: forward + backward seconds per sample on worker ``i``.
-    per_sample_transfer_s : sequence of float
+    per_sample_transfer_s : array_like of float
         ``2s/β_i``: seconds to send one sample's features up and its gradient down (the caller
         computes it from the feature size and the link bandwidths).
     total_batch : int
@@ -88,7 +92,7 @@ def regulate_batch_sizes(
     return _round_largest_remainder(ideal, total_batch, max_batch)
 
 
-def _water_fill(speed: np.ndarray, total: int, low: int, high: int) -> np.ndarray:
+def _water_fill(speed: FloatArray, total: int, low: int, high: int) -> FloatArray:
     """Real sizes ``clip(λ v_i, low, high)`` with ``λ`` chosen so that they sum to ``total``.
 
     The sum is piecewise linear in ``λ`` with kinks at ``low/v_i`` and ``high/v_i``; linear
@@ -98,10 +102,11 @@ def _water_fill(speed: np.ndarray, total: int, low: int, high: int) -> np.ndarra
     sums = np.clip(np.outer(kinks, speed), low, high).sum(axis=1)
     j = int(np.searchsorted(sums, total))
     lam = kinks[j - 1] + (total - sums[j - 1]) * (kinks[j] - kinks[j - 1]) / (sums[j] - sums[j - 1])
-    return np.clip(lam * speed, low, high)
+    sizes: FloatArray = np.clip(lam * speed, low, high)
+    return sizes
 
 
-def _round_largest_remainder(ideal: np.ndarray, total: int, high: int) -> list[int]:
+def _round_largest_remainder(ideal: FloatArray, total: int, high: int) -> list[int]:
     sizes = np.floor(ideal + 1e-9)
     remainder = round(total - float(sizes.sum()))
     order = np.argsort(-(ideal - sizes), kind="stable")

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from edgeloom.algos.mergesfl.config import MergeSFLConfig
 from edgeloom.algos.mergesfl.regulation import (
+    FloatArray,
     per_sample_times,
     predicted_iteration_times,
     regulate_batch_sizes,
@@ -40,7 +41,7 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike) -> float:
     return float(np.sum(p_arr[support] * np.log(p_arr[support] / q_arr[support])))
 
 
-def merged_label_distribution(batch_sizes: Sequence[int], label_dists: npt.ArrayLike) -> np.ndarray:
+def merged_label_distribution(batch_sizes: Sequence[int], label_dists: npt.ArrayLike) -> FloatArray:
     """``P_m(c) = Σ_i b_i P_i(c) / Σ_i b_i``, the label distribution of the merged batch.
 
     Parameters
@@ -59,7 +60,8 @@ def merged_label_distribution(batch_sizes: Sequence[int], label_dists: npt.Array
     weights = np.asarray(batch_sizes, dtype=np.float64)
     if weights.shape != (len(rows),) or weights.min() < 0 or weights.sum() <= 0:
         raise ValueError("need one non-negative batch size per row, not all zero")
-    return weights @ rows / weights.sum()
+    merged: FloatArray = weights @ rows / weights.sum()
+    return merged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,18 +326,20 @@ def _rank(selection: WorkerSelection) -> tuple[float, tuple[int, ...]]:
     return selection.objective, selection.workers
 
 
-def _normalise_rows(matrix: npt.ArrayLike) -> np.ndarray:
+def _normalise_rows(matrix: npt.ArrayLike) -> FloatArray:
     rows = np.asarray(matrix, dtype=np.float64)
     if rows.ndim != 2 or not np.all(np.isfinite(rows)) or rows.min() < 0:
         raise ValueError("label distributions must be an (N, C) array of non-negative values")
     sums = rows.sum(axis=1, keepdims=True)
     if np.any(sums <= 0):
         raise ValueError("every label distribution needs a positive total")
-    return rows / sums
+    normalised: FloatArray = rows / sums
+    return normalised
 
 
-def _normalise(values: npt.ArrayLike, name: str) -> np.ndarray:
+def _normalise(values: npt.ArrayLike, name: str) -> FloatArray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1 or not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.sum() <= 0:
         raise ValueError(f"{name} must be a 1-D array of non-negative finite values, not all 0")
-    return arr / arr.sum()
+    normalised: FloatArray = arr / arr.sum()
+    return normalised

@@ -40,6 +40,7 @@ class PruneStage(StrEnum):
     MASK_TUNING = "MaskTuning"
     EVALUATING = "Evaluating"
     SAVING = "Saving"
+    DONE = "Done"
 
 
 class CalibrationSource(StrEnum):
@@ -131,7 +132,8 @@ class PruneJobSpec(ApiModel):
 
 
 class PruneJobStatus(Status):
-    """Status of a pruning job; ``progress.stage`` is a :class:`PruneStage`."""
+    """Status of a pruning job; ``progress.stage`` is Loading, LayerPruning, NeuronPruning,
+    MaskTuning, Evaluating or Saving (the values of PruneStage)."""
 
     params_before: int | None = Field(default=None, ge=0, description="Model parameters before.")
     params_after: int | None = Field(default=None, ge=0, description="Model parameters after.")

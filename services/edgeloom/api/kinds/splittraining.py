@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
@@ -32,10 +33,6 @@ class Architecture(StrEnum):
     CIFAR_ALEXNET = "cifar-alexnet"
 
 
-BLOCKS = {Architecture.CNN1D: 5, Architecture.DIGITS_CNN: 4, Architecture.CIFAR_ALEXNET: 8}
-"""Blocks of each built-in model (a test checks these against edgeloom.models)."""
-
-
 class DatasetName(StrEnum):
     MNIST1D = "mnist1d"
     DIGITS = "digits"
@@ -43,11 +40,48 @@ class DatasetName(StrEnum):
     IMAGEFOLDER = "imagefolder"
 
 
-DATASETS_OF = {
-    Architecture.CNN1D: {DatasetName.MNIST1D},
-    Architecture.DIGITS_CNN: {DatasetName.DIGITS},
-    Architecture.CIFAR_ALEXNET: {DatasetName.CIFAR10, DatasetName.IMAGEFOLDER},
+PATH_DATASETS = (DatasetName.CIFAR10, DatasetName.IMAGEFOLDER)
+"""Datasets read from ``dataset.path``; the others are generated or bundled offline."""
+
+
+@dataclass(frozen=True)
+class ArchitectureFacts:
+    """What the API knows of a built-in model; :mod:`edgeloom.models.split_cnn` builds it
+    (a test checks the block counts against the built models)."""
+
+    blocks: int
+    """Blocks of the model, the unit of ``model.splitPoint``."""
+    default_split_point: int
+    """Leading blocks on the worker when ``model.splitPoint`` is not given."""
+    datasets: tuple[DatasetName, ...]
+    """The datasets the model's input shape fits."""
+
+
+ARCHITECTURES: dict[Architecture, ArchitectureFacts] = {
+    Architecture.CNN1D: ArchitectureFacts(5, 2, (DatasetName.MNIST1D,)),
+    Architecture.DIGITS_CNN: ArchitectureFacts(4, 2, (DatasetName.DIGITS,)),
+    Architecture.CIFAR_ALEXNET: ArchitectureFacts(
+        8, 5, (DatasetName.CIFAR10, DatasetName.IMAGEFOLDER)
+    ),
 }
+"""The one table of the built-in models' facts, read by the validators, the CEL rules and
+:mod:`edgeloom.models`."""
+
+# The messages of the cross-field rules, given alike by pydantic (``edgeloom run``, the
+# operator) and by the CRD's CEL rules (admission); see _CEL_RULES.
+MIN_BATCH_MESSAGE = "training.minBatchSize must not exceed training.maxBatchSize"
+WORKERS_PER_ROUND_MESSAGE = "training.workersPerRound must not exceed the number of workers"
+MIN_WORKERS_MESSAGE = "participation.minWorkers must not exceed the number of workers"
+DATASET_PATH_MESSAGE = f"dataset.path is required for {' and '.join(PATH_DATASETS)}"
+
+
+def _datasets_message(arch: Architecture) -> str:
+    datasets = " or ".join(ARCHITECTURES[arch].datasets)
+    return f"model.architecture {arch} needs dataset.name {datasets}"
+
+
+def _split_point_message(arch: Architecture) -> str:
+    return f"model.splitPoint must be below {ARCHITECTURES[arch].blocks} for {arch}"
 
 
 class PartitionScheme(StrEnum):
@@ -87,8 +121,8 @@ class DatasetRef(ApiModel):
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DatasetRef:
-        if self.name in (DatasetName.CIFAR10, DatasetName.IMAGEFOLDER) and not self.path:
-            raise ValueError(f"path is required for dataset {self.name.value}")
+        if self.name in PATH_DATASETS and not self.path:
+            raise ValueError(DATASET_PATH_MESSAGE)
         return self
 
 
@@ -244,33 +278,18 @@ class SplitTrainingJobSpec(ApiModel):
     def _cross_field(self) -> SplitTrainingJobSpec:
         t = self.training
         if t.min_batch_size > t.max_batch_size:
-            raise ValueError("training.minBatchSize must not exceed training.maxBatchSize")
+            raise ValueError(MIN_BATCH_MESSAGE)
         if t.workers_per_round is not None and t.workers_per_round > self.worker_count:
-            raise ValueError("training.workersPerRound must not exceed the number of workers")
+            raise ValueError(WORKERS_PER_ROUND_MESSAGE)
         if self.participation.min_workers > self.worker_count:
-            raise ValueError("participation.minWorkers must not exceed the number of workers")
+            raise ValueError(MIN_WORKERS_MESSAGE)
         arch = self.model.architecture
-        if self.dataset.name not in DATASETS_OF[arch]:
-            raise ValueError(
-                f"model.architecture {arch.value} does not fit dataset.name "
-                f"{self.dataset.name.value}"
-            )
-        if self.model.split_point is not None and self.model.split_point >= BLOCKS[arch]:
-            raise ValueError(f"model.splitPoint must be below {BLOCKS[arch]} for {arch.value}")
+        if self.dataset.name not in ARCHITECTURES[arch].datasets:
+            raise ValueError(_datasets_message(arch))
+        split_point = self.model.split_point
+        if split_point is not None and split_point >= ARCHITECTURES[arch].blocks:
+            raise ValueError(_split_point_message(arch))
         return self
-
-
-class DropWorkers(ApiModel):
-    """Operator -> server on the job's ``control`` subject: stop using these workers."""
-
-    workers: list[int] = Field(min_length=1, description="Global worker indices to drop.")
-    reason: str = Field(default="", max_length=1024, description="Why, for the server's log.")
-
-
-class WorkersDropped(ApiModel):
-    """Server -> operator: the workers now excluded from every later round."""
-
-    dropped: list[int] = Field(description="Every worker the job has dropped so far.")
 
 
 class SplitTrainingJobStatus(Status):
@@ -282,6 +301,45 @@ class SplitTrainingJobStatus(Status):
     time_to_target_seconds: float | None = Field(
         default=None, ge=0, description="Virtual seconds until the target accuracy was reached."
     )
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+_WORKER_COUNT = "self.workers.map(g, g.count).sum()"
+
+_CEL_RULES: tuple[tuple[str, str], ...] = (
+    ("self.training.minBatchSize <= self.training.maxBatchSize", MIN_BATCH_MESSAGE),
+    (
+        f"!has(self.training.workersPerRound) || self.training.workersPerRound <= {_WORKER_COUNT}",
+        WORKERS_PER_ROUND_MESSAGE,
+    ),
+    (
+        f"!(self.dataset.name in {_cel_list(PATH_DATASETS)}) || "
+        "(has(self.dataset.path) && self.dataset.path != '')",
+        DATASET_PATH_MESSAGE,
+    ),
+    (f"self.participation.minWorkers <= {_WORKER_COUNT}", MIN_WORKERS_MESSAGE),
+    *(
+        (
+            f"self.model.architecture != '{arch}' || "
+            f"self.dataset.name in {_cel_list(facts.datasets)}",
+            _datasets_message(arch),
+        )
+        for arch, facts in ARCHITECTURES.items()
+    ),
+    *(
+        (
+            f"self.model.architecture != '{arch}' || !has(self.model.splitPoint) || "
+            f"self.model.splitPoint < {facts.blocks}",
+            _split_point_message(arch),
+        )
+        for arch, facts in ARCHITECTURES.items()
+    ),
+)
+"""The admission-time twins of the validators above, generated from the same table and
+messages (tests/unit/test_cel_matches_pydantic.py evaluates both on the same specs)."""
 
 
 KIND = register_kind(
@@ -299,43 +357,6 @@ KIND = register_kind(
         description="Split federated learning (MergeSFL, SplitFed, sequential split learning, "
         "FedAvg) over edge workers.",
         printer_columns=DEFAULT_PRINTER_COLUMNS,
-        cel_rules=(
-            (
-                "self.training.minBatchSize <= self.training.maxBatchSize",
-                "training.minBatchSize must not exceed training.maxBatchSize",
-            ),
-            (
-                "!has(self.training.workersPerRound) || "
-                "self.training.workersPerRound <= self.workers.map(g, g.count).sum()",
-                "training.workersPerRound must not exceed the number of workers",
-            ),
-            (
-                "self.dataset.name in ['mnist1d', 'digits'] || has(self.dataset.path)",
-                "dataset.path is required for cifar10 and imagefolder",
-            ),
-            (
-                "self.participation.minWorkers <= self.workers.map(g, g.count).sum()",
-                "participation.minWorkers must not exceed the number of workers",
-            ),
-            (
-                "self.model.architecture != 'cnn1d' || self.dataset.name == 'mnist1d'",
-                "model.architecture cnn1d needs dataset.name mnist1d",
-            ),
-            (
-                "self.model.architecture != 'digits-cnn' || self.dataset.name == 'digits'",
-                "model.architecture digits-cnn needs dataset.name digits",
-            ),
-            (
-                "self.model.architecture != 'cifar-alexnet' || "
-                "self.dataset.name in ['cifar10', 'imagefolder']",
-                "model.architecture cifar-alexnet needs dataset.name cifar10 or imagefolder",
-            ),
-            (
-                "!has(self.model.splitPoint) || self.model.splitPoint < "
-                "(self.model.architecture == 'cnn1d' ? 5 : "
-                "self.model.architecture == 'digits-cnn' ? 4 : 8)",
-                "model.splitPoint must be below the architecture's number of blocks",
-            ),
-        ),
+        cel_rules=_CEL_RULES,
     )
 )

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
+from edgeloom.api.kinds.prunejob import PruneStage
 from edgeloom.runtime.metrics import MetricFactory
 
-STAGES = (
-    "Loading",
-    "LayerPruning",
-    "NeuronPruning",
-    "MaskTuning",
-    "Evaluating",
-    "Saving",
-    "Done",
-)
+STAGES = tuple(PruneStage)
 
 
 class PrunerMetrics:
@@ -26,7 +19,7 @@ class PrunerMetrics:
         )
         self.peak_memory = m.gauge("peak_memory_bytes", "Peak resident memory of the process.")
 
-    def stage(self, current: str) -> None:
+    def stage(self, current: PruneStage) -> None:
         for name in STAGES:
             self._factory.child(self._stage, stage=name).set(1 if name == current else 0)
 

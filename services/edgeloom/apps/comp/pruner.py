@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeloom.api.kinds.prunejob import PruneJobSpec, PruneJobStatus
+from edgeloom.api.kinds.prunejob import PruneJobSpec, PruneJobStatus, PruneStage
 from edgeloom.apps.comp.inputs import prepare
 from edgeloom.apps.comp.methods import run_method
 from edgeloom.apps.comp.metrics import PrunerMetrics
@@ -51,7 +51,11 @@ class Pruning:
     """Progress steps done: each stage change and each block processed counts one."""
 
     async def stage(
-        self, stage: str, message: str, done: int | None = None, total: int | None = None
+        self,
+        stage: PruneStage,
+        message: str,
+        done: int | None = None,
+        total: int | None = None,
     ) -> None:
         self.steps += 1
         self.metrics.stage(stage)
@@ -71,7 +75,7 @@ class Pruning:
     async def run(self) -> Outcome:
         spec, status, metrics = self.spec, self.reporter.status, self.metrics
         loop = asyncio.get_running_loop()
-        await self.stage("Loading", "loading the model and calibration data")
+        await self.stage(PruneStage.LOADING, "loading the model and calibration data")
         with tempfile.TemporaryDirectory(prefix="edgeloom-model-") as scratch:
             folder = await fetch_model_folder(
                 self.ctx.bus, spec.model, Path(scratch), builtin_model_folder
@@ -84,29 +88,29 @@ class Pruning:
         metrics.params("before", status.params_before)
         metrics.quality("before", before.headline)
 
-        def progress(stage: str, done: int, total: int) -> None:
+        def progress(stage: PruneStage, done: int, total: int) -> None:
             message = f"{stage}: {done}/{total} layers"
             asyncio.run_coroutine_threadsafe(self.stage(stage, message, done, total), loop)
 
         started = time.monotonic()
         report = await asyncio.to_thread(run_method, spec, inputs, progress)
         prune_s = time.monotonic() - started
-        await self.stage("Evaluating", "measuring the pruned model")
+        await self.stage(PruneStage.EVALUATING, "measuring the pruned model")
         after = await asyncio.to_thread(inputs.measure, inputs.model)
         status.quality_after = after.headline
         status.params_after = sum(p.numel() for p in inputs.model.parameters())
         metrics.params("after", status.params_after)
         metrics.quality("after", after.headline)
 
-        await self.stage("Saving", "saving the pruned model")
+        await self.stage(PruneStage.SAVING, "saving the pruned model")
         output = Path(spec.output.path) if spec.output.path else self._default_output()
         await asyncio.to_thread(save_model, inputs.model, inputs.tokenizer, output)
         await publish_folder(self.ctx.bus, output, spec.output)
         status.output_path = str(output)
         status.peak_memory_bytes = peak_memory_bytes()
         metrics.peak_memory.set(status.peak_memory_bytes)
-        metrics.stage("Done")
-        status.progress.stage = "Done"
+        metrics.stage(PruneStage.DONE)
+        status.progress.stage = PruneStage.DONE
         summary = {
             "method": spec.method.value,
             "ratio": spec.ratio,

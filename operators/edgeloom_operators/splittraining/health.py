@@ -14,7 +14,7 @@ For each running job, every health interval:
 
 The Prometheus target labels ``namespace`` and ``pod`` are expected, as the chart's PodMonitor
 and the usual ``kubernetes-pods`` annotation scrape job set them. Everything here is pure; the
-operator (:mod:`edgeloom_operators.handlers`) runs the queries and acts on the verdicts.
+loop in :mod:`edgeloom_operators.splittraining.plugin` runs the queries and acts on the verdicts.
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from edgeloom.api import podenv
+from edgeloom.api.kinds.splittraining import KIND
 from edgeloom_operators.prometheus import Sample
-from edgeloom_operators.render import INDEX_OFFSET_ENV
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+HEALTH = "WorkersHealthy"
+"""The condition this loop owns: whether every running worker is healthy."""
 UNHEALTHY_ANNOTATION = "edgeloom.io/unhealthy"
 """Set on a worker pod the operator found unhealthy: the reason and when."""
 STALE, STRAGGLER = "MetricsStale", "Straggler"
@@ -70,7 +73,7 @@ def worker_pods(pods: list[dict[str, Any]], now: datetime) -> list[WorkerPod]:
         offset = 0
         for container in spec.get("containers") or []:
             for env in container.get("env") or []:
-                if env.get("name") == INDEX_OFFSET_ENV:
+                if env.get("name") == podenv.INDEX_OFFSET:
                     offset = int(env.get("value") or 0)
         started = status.get("startTime") or meta.get("creationTimestamp")
         age = (now - datetime.fromisoformat(started)).total_seconds() if started else 0.0
@@ -104,7 +107,7 @@ def stale_query(namespace: str, pods: list[WorkerPod], window_s: float) -> str:
 def round_time_query(namespace: str, name: str, window_s: float) -> str:
     """Each worker's compute + transfer time per round, averaged over ``window_s``, as the
     job's server measured it."""
-    sel = f'namespace="{namespace}",kind="SplitTrainingJob",name="{name}",role="server"'
+    sel = f'namespace="{namespace}",kind="{KIND.kind}",name="{name}",role="server"'
     window = f"[{window_s:g}s]"
     return (
         f"max by (worker) (avg_over_time(edgeloom_worker_compute_seconds{{{sel}}}{window}) "
