@@ -159,7 +159,8 @@ def namespaced_operator_rules(plurals: set[str]) -> set[Rule]:
         rules |= {("edgeloom.io", f"{p}/status", v) for v in ("get", "patch", "update")}
         rules.add(("edgeloom.io", f"{p}/finalizers", "update"))
     rules |= {("batch", "jobs", v) for v in CRUD}
-    rules |= {("", r, v) for r in ("configmaps", "secrets") for v in CRUD}
+    rules |= {("", r, v) for r in ("configmaps", "secrets", "services") for v in CRUD}
+    rules |= {("apps", "deployments", v) for v in CRUD}
     rules |= {("", "pods", v) for v in ("get", "list", "watch", "patch", "delete")}
     rules |= {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
     return rules
