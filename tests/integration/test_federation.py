@@ -11,12 +11,12 @@ from pydantic import BaseModel
 
 from edgeloom.api.kinds.splittraining import KIND as SPLIT
 from edgeloom.api.kinds.splittraining import SplitTrainingJobStatus
-from edgeloom.api.messages import DropWorkers, JobResult, JoinAck, WorkersDropped
+from edgeloom.api.messages import DropWorkers, JobResult, JoinAck, JoinRequest, WorkersDropped
 from edgeloom.api.resource import parse_resource
 from edgeloom.api.status import Phase, get_condition
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.runtime.bus import Bus, Message
-from edgeloom.runtime.federation import JoinRequest, Participants, RunStore
+from edgeloom.runtime.federation import Participants, RunStore
 from edgeloom.runtime.metrics import MetricFactory
 from edgeloom.runtime.reporter import JobFailed, JobReporter, Outcome
 from edgeloom.runtime.role import RoleContext

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -28,10 +27,7 @@ EDGELOOM = [sys.executable, "-m", "edgeloom.cli.main"]
 
 
 @pytest.mark.parametrize("method", ["mergesfl", "splitfed", "sfl", "fedavg"])
-def test_every_method_trains_in_process(
-    tmp_path: Path, method: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO)
+def test_every_method_trains_in_process(tmp_path: Path, method: str) -> None:
     job = write_split_job(tmp_path, name=f"m-{method}", method=method, training={"rounds": 2})
     result = run_file(job, runs_dir=tmp_path / "runs", show_progress=False, in_process=True)
     assert result.succeeded, result.message
@@ -48,11 +44,6 @@ def test_every_method_trains_in_process(
     status = saved["status"]
     assert saved["history"][-1]["bytes_total"] == status["progress"]["bytesTotal"]
     assert status["progress"]["bytesTotal"] == saved["summary"]["bytes_total"]
-    # in-process roles still write one log each, with their own lines only
-    server_log = (run_dir / "logs" / "server-0.log").read_text()
-    assert "round 2: accuracy" in server_log
-    assert (run_dir / "logs" / "worker-2.log").exists()
-    assert "round 2: accuracy" not in (run_dir / "logs" / "worker-2.log").read_text()
 
 
 def test_mergesfl_learns_on_digits(tmp_path: Path) -> None:
@@ -68,6 +59,28 @@ def test_mergesfl_learns_on_digits(tmp_path: Path) -> None:
     accuracies = [h["accuracy"] for h in result.history]
     assert max(accuracies[-3:]) > 0.5  # chance is 0.1
     assert accuracies[-1] > accuracies[0]
+
+
+def test_cli_in_process_run_writes_one_log_per_role(tmp_path: Path) -> None:
+    job = write_split_job(tmp_path, name="inproc", training={"rounds": 2})
+    proc = subprocess.run(
+        [*EDGELOOM, "run", str(job), "--runs-dir", str(tmp_path / "runs"), "--in-process"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "round 2: accuracy" not in proc.stderr  # the console shows warnings only
+    logs = tmp_path / "runs" / "inproc" / "logs"
+    assert "round 2: accuracy" in (logs / "server-0.log").read_text()
+    worker_log = (logs / "worker-2.log").read_text()
+    assert "round 2: accuracy" not in worker_log  # each role's own lines only
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "server-0.log",
+        "worker-0.log",
+        "worker-1.log",
+        "worker-2.log",
+    ]
 
 
 def test_cli_run_with_one_process_per_role(tmp_path: Path) -> None:
@@ -196,7 +209,9 @@ def test_killed_worker_is_dropped_a_replacement_rejoins_and_ctrl_c_stops_all(
         assert not role_pids(job, role, index)  # no orphans
 
 
-def test_server_restart_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "evicted"])
+def test_server_restart_resumes_from_its_checkpoint(tmp_path: Path, stop: signal.Signals) -> None:
+    """A crashed or an evicted (SIGTERM) server: the workers stay for its replacement."""
     job = write_split_job(tmp_path, name="resume", training={"rounds": 8}, checkpointInterval=2)
     run_dir = tmp_path / "run"
     (run_dir / "logs").mkdir(parents=True)
@@ -214,8 +229,9 @@ def test_server_restart_resumes_from_its_checkpoint(tmp_path: Path) -> None:
             server = _spawn(job, "server", 0, nats.url, run_dir, "run-1")
             try:
                 await _wait_for_round(nats.url, "resume", 3)
-                server.popen.send_signal(signal.SIGKILL)
+                server.popen.send_signal(stop)
                 server.popen.wait()
+                assert all(p.popen.poll() is None for p in procs)  # nobody told them to stop
                 first_log = server.log_path.read_text()
                 server.log_path.rename(run_dir / "logs" / "server-0.first.log")
                 server = _spawn(job, "server", 0, nats.url, run_dir, "run-1")

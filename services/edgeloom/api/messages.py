@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeloom.api.base import ApiModel
 
@@ -24,6 +24,15 @@ class JobResult(ApiModel):
         default_factory=list,
         description="One row per round: round, virtual_time_seconds, the metric, ...",
     )
+
+
+class JoinRequest(BaseModel):
+    """Participant -> coordinator on the job's ``join`` subject; each kind's join message
+    subclasses it with what its coordinator needs to know (data held, device profile)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0, description="The participant's index in the job.")
 
 
 class JoinAck(ApiModel):

@@ -34,7 +34,8 @@ from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.procs import die_with_parent
 from edgeloom.local.report import print_summary, write_plot
 from edgeloom.runtime.bus import Bus, Message, nats_credentials
-from edgeloom.runtime.role import ROLE_IDENTITY, load_resource_file, run_role
+from edgeloom.runtime.logs import role_log_handler
+from edgeloom.runtime.role import load_resource_file, run_role
 from edgeloom.runtime.subjects import subject
 
 log = logging.getLogger(__name__)
@@ -118,28 +119,6 @@ def stop_all(procs: list[RoleProcess]) -> None:
         except subprocess.TimeoutExpired:
             p.popen.kill()
             p.popen.wait()
-
-
-class _RoleLogFilter(logging.Filter):
-    """Passes the records logged by one role's task (in-process runs share the root logger)."""
-
-    def __init__(self, identity: str) -> None:
-        super().__init__()
-        self.identity = identity
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return ROLE_IDENTITY.get() == self.identity
-
-
-def _role_log_handlers(run_dir: Path, roles: list[tuple[str, int]]) -> list[logging.Handler]:
-    """One ``logs/<role>-<index>.log`` per in-process role, as the role processes write."""
-    handlers: list[logging.Handler] = []
-    for role, index in roles:
-        handler = logging.FileHandler(run_dir / "logs" / f"{role}-{index}.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.addFilter(_RoleLogFilter(f"{role}-{index}"))
-        handlers.append(handler)
-    return handlers
 
 
 class _Progress:
@@ -259,7 +238,11 @@ async def run_in_process(
     watcher = await _Watcher.start(info, resource, url, show_progress)
     roles = [(role.name, i) for role in info.roles for i in range(role.replicas(resource.spec))]
     stops = {r: asyncio.Event() for r in roles}
-    handlers = _role_log_handlers(run_dir, roles) if run_dir is not None else []
+    handlers = (
+        [role_log_handler(run_dir / "logs" / f"{r}-{i}.log", f"{r}-{i}") for r, i in roles]
+        if run_dir is not None
+        else []
+    )
     for handler in handlers:
         logging.getLogger().addHandler(handler)
     tasks = {

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from edgeloom.api.base import ApiModel
 from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
-from edgeloom.api.messages import DropWorkers, JoinAck, WorkersDropped
+from edgeloom.api.messages import DropWorkers, JoinAck, JoinRequest, WorkersDropped
 from edgeloom.runtime.bus import Bus, Message, RemoteError
 from edgeloom.runtime.codec import CodecError
 from edgeloom.runtime.reporter import JobFailed
@@ -43,12 +43,6 @@ FitT = TypeVar("FitT")
 LOST = (TimeoutError, RemoteError, CodecError)
 """What a participant's failed request raises: it is dropped from the round, not the job."""
 Tensors = dict[str, torch.Tensor]
-
-
-class JoinRequest(BaseModel):
-    """What every participant sends on the job's ``join`` subject; kinds add their fields."""
-
-    index: int = Field(ge=0)
 
 
 @dataclass
@@ -70,6 +64,10 @@ class Participants(Generic[J]):
     min_participants: int
     deadline_s: float
     """Seconds each request may take before its participant is dropped from the round."""
+    role: str = "worker"
+    """The participants' role: they take requests on ``<job>.<role>.<index>``."""
+    minimum_field: str = "participation.minWorkers"
+    """The spec field ``min_participants`` comes from, for error messages."""
     joined: dict[int, J] = field(default_factory=dict)
     excluded: set[int] = field(default_factory=set)
     """Dropped for the rest of the job (by the operator): they may not rejoin."""
@@ -77,7 +75,7 @@ class Participants(Generic[J]):
 
     def subject(self, index: int) -> str:
         """Where participant ``index`` takes requests."""
-        return self.ctx.subject("worker", str(index))
+        return self.ctx.subject(self.role, str(index))
 
     async def listen(self) -> None:
         """Accept joins (also later ones: a restarted worker rejoins) and DropWorkers."""
@@ -90,7 +88,7 @@ class Participants(Generic[J]):
             await self.ctx.bus.respond(msg, JoinAck(accepted=False, reason="index out of range"))
             return
         if hello.index in self.excluded:
-            reason = "the operator dropped this worker from the job"
+            reason = f"the operator dropped this {self.role} from the job"
             await self.ctx.bus.respond(msg, JoinAck(accepted=False, reason=reason, retire=True))
             return
         self.joined[hello.index] = hello
@@ -143,7 +141,7 @@ class Participants(Generic[J]):
         """
         if len(alive) < self.min_participants:
             raise JobFailed(
-                f"only {len(alive)} workers left, participation.minWorkers is "
+                f"only {len(alive)} {self.role}s left, {self.minimum_field} is "
                 f"{self.min_participants}"
             )
         return alive
@@ -173,7 +171,7 @@ class Participants(Generic[J]):
         lost: list[int] = []
         for i, result in zip(indices, results, strict=True):
             if isinstance(result, LOST):
-                log.warning("worker %d dropped from this round: %s", i, result)
+                log.warning("%s %d dropped from this round: %s", self.role, i, result)
                 lost.append(i)
             elif isinstance(result, BaseException):
                 raise result

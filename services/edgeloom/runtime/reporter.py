@@ -143,21 +143,33 @@ class JobReporter(Generic[S]):
         await self.ctx.bus.publish(self.ctx.subject("result"), result)
         return result
 
+    def resume(self, steps: int, **fields: Any) -> None:
+        """Take up where a restored checkpoint left off: ``steps`` done and its progress, in the
+        next report (and in a failure's) even before a new step completes."""
+        self.steps = steps
+        self._completed.set(steps)
+        self.status.progress = Progress(
+            metric_name=self.metric_name, wall_time_seconds=self.wall_time_s(), **fields
+        )
+
     async def run(
         self,
         work: Callable[[], Awaitable[Outcome]],
         on_failure: Callable[[str], Outcome] | None = None,
+        fatal: tuple[type[BaseException], ...] = (Exception,),
     ) -> Outcome:
         """Run the job's ``work`` and report how it ended.
 
-        :class:`JobFailed` ends the job Failed with its message; any other error too, and is
-        logged with its traceback. ``on_failure(message)`` supplies the summary and history a
-        failed job still reports (rounds done so far). Either way the error propagates, so the
-        role exits non-zero and its pod fails.
+        A ``fatal`` error ends the job Failed (``Stalled=True``) with its message;
+        ``on_failure(message)`` supplies the summary and history a failed job still reports
+        (rounds done so far). Errors outside ``fatal`` are not reported as the end of the job:
+        a coordinator that keeps state in checkpoints passes ``fatal=(JobFailed,)``, so a
+        transient error only restarts its pod (the Job retries it) and the retry resumes.
+        Either way the error propagates, so the role exits non-zero.
         """
         try:
             outcome = await work()
-        except Exception as err:
+        except fatal as err:
             if not isinstance(err, JobFailed):
                 log.exception("the job failed")
             message = str(err) or type(err).__name__

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Coroutine
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic
@@ -26,14 +25,13 @@ from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import Resource, SpecT, parse_resource
 from edgeloom.api.status import Status
 from edgeloom.runtime.bus import Bus, nats_credentials, stop_on_signals
+from edgeloom.runtime.logs import ROLE_IDENTITY
 from edgeloom.runtime.metrics import MetricFactory, MetricsEndpoint
 from edgeloom.runtime.subjects import subject
 
 log = logging.getLogger(__name__)
 
 TERMINATION_MESSAGE_BYTES = 4096
-ROLE_IDENTITY: ContextVar[str | None] = ContextVar("edgeloom_role_identity", default=None)
-"""``role-index`` of the role whose task is running (several share one process in-process)."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ import logging
 import resource
 import tempfile
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _log_lost_report(report: Future[None]) -> None:
+    if not report.cancelled() and report.exception() is not None:
+        log.warning("a progress report was lost: %s", report.exception())
+
+
 def _message(spec: PruneJobSpec, status: PruneJobStatus) -> str:
     return (
         f"{spec.method.value}: {status.params_before} -> {status.params_after} parameters, "
@@ -47,8 +53,6 @@ class Pruning:
     spec: PruneJobSpec
     reporter: JobReporter[PruneJobStatus]
     metrics: PrunerMetrics
-    steps: int = 0
-    """Progress steps done: each stage change and each block processed counts one."""
 
     async def stage(
         self,
@@ -57,7 +61,6 @@ class Pruning:
         done: int | None = None,
         total: int | None = None,
     ) -> None:
-        self.steps += 1
         self.metrics.stage(stage)
         if done is not None:
             self.metrics.layers_done.set(done)
@@ -65,7 +68,7 @@ class Pruning:
         await self.reporter.progress(
             stage,
             message,
-            steps=self.steps,
+            steps=self.reporter.steps + 1,  # each stage change and each block counts one
             round=done,
             total_rounds=total,
             stage=stage,
@@ -90,7 +93,8 @@ class Pruning:
 
         def progress(stage: PruneStage, done: int, total: int) -> None:
             message = f"{stage}: {done}/{total} layers"
-            asyncio.run_coroutine_threadsafe(self.stage(stage, message, done, total), loop)
+            report = asyncio.run_coroutine_threadsafe(self.stage(stage, message, done, total), loop)
+            report.add_done_callback(_log_lost_report)
 
         started = time.monotonic()
         report = await asyncio.to_thread(run_method, spec, inputs, progress)

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from edgeloom.api.device import DeviceProfile
-from edgeloom.runtime.federation import JoinRequest
+from edgeloom.api.messages import JoinRequest
 
 
 class _Msg(BaseModel):

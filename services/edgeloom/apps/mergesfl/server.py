@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,9 @@ from edgeloom.apps.mergesfl.messages import Join, Stop
 from edgeloom.apps.mergesfl.metrics import ServerMetrics
 from edgeloom.apps.mergesfl.setup import build_models, build_problem
 from edgeloom.apps.mergesfl.strategies import STRATEGIES, ServerJob
+from edgeloom.runtime.codec import CodecError
 from edgeloom.runtime.federation import Participants, RoundOutcome, RunStore, run_rounds
-from edgeloom.runtime.reporter import History, JobReporter, Outcome
+from edgeloom.runtime.reporter import History, JobFailed, JobReporter, Outcome
 from edgeloom.runtime.role import RoleContext
 
 log = logging.getLogger(__name__)
@@ -95,9 +97,24 @@ class Server:
     def bytes_moved(self) -> int:
         return self.bytes_offset + self.ctx.bus.bytes_sent + self.ctx.bus.bytes_received
 
+    def start(self) -> None:
+        """Progress a report shows before the first round (also when the job fails first)."""
+        self.reporter.resume(0, **self._planned())
+
+    def _planned(self) -> dict[str, Any]:
+        return {
+            "total_rounds": self.spec.training.rounds,
+            "participants_total": self.spec.worker_count,
+        }
+
     async def restore(self) -> bool:
-        """Resume from the last checkpoint, if this run has one."""
-        saved = await self.store.load()
+        """Resume from the last checkpoint, if this run has one; a checkpoint this version
+        cannot read is logged and the run starts over."""
+        try:
+            saved = await self.store.load()
+        except CodecError as err:
+            log.warning("ignoring an unreadable checkpoint, starting over: %s", err)
+            return False
         if saved is None:
             return False
         state, weights = saved
@@ -112,6 +129,19 @@ class Server:
         self.job.estimates.update(state.estimates)
         self.bytes_offset = self.bytes_total = state.bytes_total
         self.last_checkpoint = self.store.ref(state.round)
+        last = self.history[-1] if self.history else {}
+        status = self.reporter.status
+        status.final_accuracy = last.get("accuracy")
+        status.time_to_target_seconds = self.time_to_target_s
+        self.reporter.resume(
+            state.round,
+            **self._planned(),
+            round=state.round,
+            metric_value=last.get("accuracy"),
+            virtual_time_seconds=self.virtual_time_s,
+            bytes_total=self.bytes_total,
+            last_checkpoint=self.last_checkpoint,
+        )
         log.info("resumed from the checkpoint of round %d", state.round)
         return True
 
@@ -180,10 +210,9 @@ class Server:
             phase=Phase.DEGRADED if outcome.dropped else Phase.RUNNING,
             steps=len(self.history),
             planned=self.spec.training.rounds,
+            **self._planned(),
             round=len(self.history),
-            total_rounds=self.spec.training.rounds,
             participants_ready=len(outcome.participants),
-            participants_total=self.spec.worker_count,
             participants_dropped=len(outcome.dropped),
             metric_value=ev.accuracy,
             virtual_time_seconds=self.virtual_time_s,
@@ -198,6 +227,9 @@ class Server:
         return test.x, test.y
 
     async def train(self) -> Outcome:
+        """Resume or start, wait for the workers, run the rounds; the job's outcome."""
+        if not await self.restore():
+            self.start()
         await self.job.participants.wait_for_all(JOIN_TIMEOUT_S)
         strategy = STRATEGIES[self.spec.method](self.job)
         rounds = self.spec.training.rounds
@@ -249,9 +281,12 @@ async def run(ctx: RoleContext[SplitTrainingJobSpec]) -> None:
         ),
         RunStore.of(ctx, ServerState),
     )
-    await server.restore()
     await participants.listen()
     try:
-        await server.reporter.run(server.train, on_failure=server.outcome)
-    finally:
+        # only JobFailed ends the job; other errors restart the pod, which resumes
+        await server.reporter.run(server.train, on_failure=server.outcome, fatal=(JobFailed,))
+    except JobFailed:
         await participants.broadcast(Stop())
+        raise
+    # not on SIGTERM (cancellation): the workers wait for the restarted server
+    await participants.broadcast(Stop())
