@@ -209,6 +209,7 @@ class RunStore(Generic[T]):
 
     @classmethod
     def of(cls, ctx: RoleContext[Any], state_model: type[T]) -> RunStore[T]:
+        """The store of the run ``ctx`` belongs to."""
         run = (ctx.namespace, ctx.name, ctx.run_id)
         return cls(ctx.bus, state_model, state_key(*run), checkpoint_name(*run))
 

@@ -86,6 +86,7 @@ class JobReporter(Generic[S]):
         return self.ctx.resource.metadata.generation
 
     def wall_time_s(self) -> float:
+        """Seconds since the reporter was made (the job's start), as status reports them."""
         return round(time.monotonic() - self.started, 3)
 
     async def progress(

@@ -61,6 +61,7 @@ class Pruning:
         done: int | None = None,
         total: int | None = None,
     ) -> None:
+        """Report ``stage`` (with ``done`` of ``total`` blocks) as status and metrics."""
         self.metrics.stage(stage)
         if done is not None:
             self.metrics.layers_done.set(done)
@@ -76,6 +77,7 @@ class Pruning:
         )
 
     async def run(self) -> Outcome:
+        """Load, measure, prune, measure, save; the summary of before and after."""
         spec, status, metrics = self.spec, self.reporter.status, self.metrics
         loop = asyncio.get_running_loop()
         await self.stage(PruneStage.LOADING, "loading the model and calibration data")
@@ -139,6 +141,7 @@ class Pruning:
 
 
 async def run(ctx: RoleContext[PruneJobSpec]) -> None:
+    """The ``pruner`` role."""
     spec = ctx.spec
     reporter = JobReporter(ctx, PruneJobStatus(), metric_name="quality")
     pruning = Pruning(ctx, spec, reporter, PrunerMetrics(ctx.metrics))

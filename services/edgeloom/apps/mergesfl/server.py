@@ -146,6 +146,7 @@ class Server:
         return True
 
     async def checkpoint(self, completed_rounds: int) -> None:
+        """Store both models and the server's state for a restart."""
         self.last_checkpoint = await self.store.save(
             completed_rounds,
             {"bottom": self.job.bottom.state_dict(), "top": self.job.top.state_dict()},
@@ -164,6 +165,7 @@ class Server:
         )
 
     def record(self, round_: int, outcome: RoundOutcome, ev: Evaluation) -> None:
+        """Add round ``round_`` to the history, the clocks and the metrics."""
         self.virtual_time_s += outcome.virtual_time_s
         self.dropped_total += len(outcome.dropped)
         self.best_accuracy = max(self.best_accuracy, ev.accuracy)
@@ -259,6 +261,7 @@ class Server:
 
 
 async def run(ctx: RoleContext[SplitTrainingJobSpec]) -> None:
+    """The ``server`` role."""
     spec = ctx.spec
     problem = build_problem(spec)
     bottom, top = build_models(spec, problem)

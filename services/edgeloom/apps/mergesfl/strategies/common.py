@@ -50,9 +50,11 @@ class ServerJob:
         return self.participants.require(sorted(self.participants.joined))
 
     def round_size(self, candidates: list[int]) -> int:
+        """How many workers a round takes (``training.workersPerRound``, else all)."""
         return min(self.spec.training.workers_per_round or len(candidates), len(candidates))
 
     def uniform_batches(self, chosen: list[int]) -> dict[int, int]:
+        """``totalBatchSize`` split as evenly as the batch bounds allow."""
         t = self.spec.training
         sizes = uniform_batch_sizes(
             t.total_batch_size, len(chosen), t.min_batch_size, t.max_batch_size
@@ -124,10 +126,12 @@ class Usage:
         self.samples += t.samples
 
     def figures(self) -> WorkerFigures:
+        """What the server's per-worker metrics show of this round."""
         return (self.batch, self.compute_s, self.transfer_s)
 
 
 def sgd(params: object, lr: float, spec: SplitTrainingJobSpec) -> torch.optim.SGD:
+    """The SGD optimiser both sides create anew each round (momentum does not carry over)."""
     return torch.optim.SGD(params, lr=lr, momentum=spec.training.momentum)  # type: ignore[arg-type]
 
 
@@ -159,6 +163,7 @@ def step_each(
 
 
 def mean_loss(values: list[float]) -> float | None:
+    """The round's mean training loss, rounded for the history; None without steps."""
     return round(float(np.mean(values)), 5) if values else None
 
 
@@ -179,9 +184,11 @@ class SplitFit:
     uploads: dict[int, Reply[Timing]]
 
     def states(self) -> list[dict[str, torch.Tensor]]:
+        """The uploaded bottom models of the workers that finished, in ``alive`` order."""
         return [self.uploads[i].message.tensors for i in self.alive]
 
     def outcome(self) -> RoundOutcome:
+        """The round's outcome for the coordinator."""
         return RoundOutcome(
             self.alive,
             sorted(set(self.dropped)),

@@ -15,6 +15,8 @@ from edgeloom.runtime.federation import Reply, RoundOutcome
 
 @dataclass
 class LocalFit:
+    """A FedAvg round before aggregation."""
+
     plan: Plan
     alive: list[int]
     dropped: list[int]
@@ -24,6 +26,8 @@ class LocalFit:
 
 @dataclass
 class FedAvg:
+    """FedAvg (McMahan et al., AISTATS 2017); see the module docstring."""
+
     job: ServerJob
 
     @property
@@ -34,6 +38,7 @@ class FedAvg:
         return random_plan(self.job, round)
 
     async def fit(self, round: int, plan: Plan) -> LocalFit:
+        """Load the whole model, train locally, upload: three parallel calls."""
         workers, iterations = self.job.participants, self.job.spec.training.iterations_per_round
         state = self.whole.state_dict()
         loads, dropped = await workers.call_many(
@@ -61,6 +66,7 @@ class FedAvg:
         return LocalFit(plan, alive, dropped, {i: (loads[i], trains[i], ups[i]) for i in alive})
 
     async def aggregate(self, round: int, fitted: LocalFit) -> RoundOutcome:
+        """Whole models averaged by sample count; the round lasts as its slowest worker."""
         uploads = [fitted.steps[i][2] for i in fitted.alive]
         self.whole.load_state_dict(
             average_state_dicts(

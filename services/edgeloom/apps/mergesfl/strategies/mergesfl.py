@@ -37,12 +37,16 @@ from edgeloom.runtime.federation import RoundOutcome
 
 
 def label_distribution_from_counts(counts: list[int]) -> np.ndarray:
+    """A worker's label distribution from its label counts (zeros when it holds no data)."""
     total = max(sum(counts), 1)
     return np.asarray(counts, dtype=np.float64) / total
 
 
 @dataclass
 class MergeSFL:
+    """MergeSFL (Liao et al., ICDE 2024, arXiv:2311.13348): the module docstring says which
+    parts follow the paper and the official code, and which are reconstructions."""
+
     job: ServerJob
 
     async def configure(self, round: int) -> Plan:
@@ -76,6 +80,8 @@ class MergeSFL:
         return Plan(round, chosen, batches, learning_rate(job.spec, round))
 
     async def fit(self, round: int, plan: Plan) -> SplitFit:
+        """The split exchange with one merged top-model step per iteration (or, without
+        feature merging, one step per worker's batch in turn)."""
         top = self.job.top
         opt = sgd(top.parameters(), plan.learning_rate, self.job.spec)
 
@@ -99,6 +105,7 @@ class MergeSFL:
         return await split_exchange(self.job, plan, step)
 
     async def aggregate(self, round: int, fitted: SplitFit) -> RoundOutcome:
+        """Bottoms averaged by batch size; the shared top has stepped already."""
         batches = [fitted.plan.batches[i] for i in fitted.alive]
         self.job.bottom.load_state_dict(aggregate_bottom_models(fitted.states(), batches))
         return fitted.outcome()

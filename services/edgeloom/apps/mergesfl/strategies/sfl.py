@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SequentialFit:
+    """A split-learning round: who finished, who was dropped, the summed device time."""
+
     done: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
     virtual_time_s: float = 0.0
@@ -37,12 +39,16 @@ class SequentialFit:
 
 @dataclass
 class SplitLearning:
+    """Vanilla split learning (Gupta and Raskar, 2018; the SFL baseline of the MergeSFL paper);
+    see the module docstring."""
+
     job: ServerJob
 
     async def configure(self, round: int) -> Plan:
         return random_plan(self.job, round)
 
     async def fit(self, round: int, plan: Plan) -> SequentialFit:
+        """The chosen workers in a random order, each a whole round on the shared top."""
         job = self.job
         order = [plan.chosen[j] for j in job.rng.permutation(len(plan.chosen))]
         opt = sgd(job.top.parameters(), plan.learning_rate, job.spec)
@@ -85,6 +91,7 @@ class SplitLearning:
         return vt + up.value.total_s
 
     async def aggregate(self, round: int, fitted: SequentialFit) -> RoundOutcome:
+        """Nothing to average: the last worker's bottom is already loaded."""
         return RoundOutcome(
             fitted.done,
             fitted.dropped,

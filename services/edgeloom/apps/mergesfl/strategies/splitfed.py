@@ -26,6 +26,8 @@ from edgeloom.runtime.federation import RoundOutcome
 
 @dataclass
 class SplitFed:
+    """SplitFed V1 (Thapa et al., AAAI 2022); see the module docstring."""
+
     job: ServerJob
     tops: dict[int, nn.Module] = field(default_factory=dict)
     """This round's per-worker top copies."""
@@ -34,6 +36,7 @@ class SplitFed:
         return random_plan(self.job, round)
 
     async def fit(self, round: int, plan: Plan) -> SplitFit:
+        """The split exchange, each worker's features stepping its own top copy."""
         self.tops = {i: copy.deepcopy(self.job.top) for i in plan.chosen}
         opts = {
             i: sgd(top.parameters(), plan.learning_rate, self.job.spec)
@@ -48,6 +51,7 @@ class SplitFed:
         return await split_exchange(self.job, plan, per_worker_step)
 
     async def aggregate(self, round: int, fitted: SplitFit) -> RoundOutcome:
+        """Bottoms and top copies averaged by the workers' sample counts."""
         samples = [float(fitted.uploads[i].value.samples) for i in fitted.alive]
         self.job.bottom.load_state_dict(average_state_dicts(fitted.states(), samples))
         tops = [self.tops[i].state_dict() for i in fitted.alive]
