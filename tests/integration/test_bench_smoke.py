@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from edgeloom.bench import benchmark_names
+
+# prunejob's quick run starts four PruneJobs, a process each: over 300 s on a busy 2-core machine
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def _check_shape(path: Path, benchmark: str, methods: set[str], metrics: set[str]) -> dict:
@@ -26,24 +29,28 @@ def _check_shape(path: Path, benchmark: str, methods: set[str], metrics: set[str
     return data
 
 
-@pytest.mark.parametrize(
-    ("name", "methods", "metrics"),
-    [
-        ("transport", {"codec", "raw"}, {"throughput_bytes_per_s"}),
-        (
-            "splittraining",
-            {"mergesfl", "fedavg"},
-            {"final_accuracy", "time_to_target_s", "bytes_total"},
-        ),
-        ("prunejob", {"comp", "llm-pruner"}, {"params", "wall_s", "peak_memory_bytes"}),
-        pytest.param(  # starts a real control plane: e2e tier
-            "operator",
-            {"edgeloom-operator"},
-            {"children_p99_s", "status_p99_s", "peak_memory_bytes", "errors"},
-            marks=pytest.mark.e2e,
-        ),
-    ],
-)
+SMOKE = [  # name, methods of its --quick run, metrics every method has
+    pytest.param("transport", {"codec", "raw"}, {"throughput_bytes_per_s"}),
+    pytest.param(
+        "splittraining",
+        {"mergesfl", "fedavg"},
+        {"final_accuracy", "time_to_target_s", "bytes_total"},
+    ),
+    pytest.param("prunejob", {"comp", "llm-pruner"}, {"params", "wall_s", "peak_rss_bytes"}),
+    pytest.param(  # starts a real control plane: e2e tier
+        "operator",
+        {"edgeloom-operator"},
+        {"children_p99_s", "status_p99_s", "peak_memory_bytes", "errors"},
+        marks=pytest.mark.e2e,
+    ),
+]
+
+
+def test_every_registered_benchmark_has_a_smoke_run() -> None:
+    assert set(benchmark_names()) == {entry.values[0] for entry in SMOKE}
+
+
+@pytest.mark.parametrize(("name", "methods", "metrics"), SMOKE)
 def test_quick_benchmark_writes_json_and_png(
     tmp_path: Path, name: str, methods: set[str], metrics: set[str]
 ) -> None:

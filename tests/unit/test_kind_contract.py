@@ -17,6 +17,7 @@ import yaml
 
 from edgeloom.api.crdgen import generate_crd
 from edgeloom.api.registry import KindInfo, kinds
+from edgeloom.bench.registry import builtin_benchmarks
 from edgeloom.local.runner import load_and_validate
 from edgeloom_operators.kinds import default_plugins
 
@@ -85,8 +86,6 @@ def test_has_a_dashboard_of_its_own_series(info: KindInfo) -> None:
 
 @pytest.mark.parametrize("info", KINDS, ids=_ids)
 def test_has_a_benchmark(info: KindInfo) -> None:
-    from edgeloom.bench.registry import builtin_benchmarks
-
     covering = [b.name for b in builtin_benchmarks() if info.kind in b.kinds]
     assert covering, f"{info.kind}: add a benchmark with kinds = ({info.kind!r},)"
 

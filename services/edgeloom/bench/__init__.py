@@ -1,40 +1,29 @@
-"""Benchmarks: ``edgeloom bench NAME`` writes bench/results/NAME.json and a PNG."""
+"""Benchmarks: ``edgeloom bench NAME`` writes bench/results/NAME.json and a PNG.
 
-from __future__ import annotations
+A benchmark is a :class:`Benchmark` registered with ``@benchmark(NAME)``; the harness
+(:func:`run_benchmark`) picks its cases and methods, runs them and writes the one result shape.
+"""
 
-from collections.abc import Callable
-from pathlib import Path
-
+from edgeloom.bench.harness import Benchmark, Case, CaseResult, UnknownSelection, run_benchmark
+from edgeloom.bench.registry import (
+    UnknownBenchmark,
+    benchmark,
+    benchmark_names,
+    describe_benchmarks,
+    get_benchmark,
+)
 from edgeloom.bench.results import BenchResult
 
-
-def _transport(quick: bool, out_dir: Path) -> BenchResult:
-    from edgeloom.bench import transport
-
-    return transport.run(quick=quick, out_dir=out_dir)
-
-
-def _splittraining(quick: bool, out_dir: Path) -> BenchResult:
-    from edgeloom.bench import splittraining
-
-    return splittraining.run(quick=quick, out_dir=out_dir)
-
-
-def _prunejob(quick: bool, out_dir: Path) -> BenchResult:
-    from edgeloom.bench import prunejob
-
-    return prunejob.run(quick=quick, out_dir=out_dir)
-
-
-def _operator(quick: bool, out_dir: Path) -> BenchResult:
-    from edgeloom.bench import operator
-
-    return operator.run(quick=quick, out_dir=out_dir)
-
-
-BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
-    "transport": _transport,
-    "splittraining": _splittraining,
-    "prunejob": _prunejob,
-    "operator": _operator,
-}
+__all__ = [
+    "BenchResult",
+    "Benchmark",
+    "Case",
+    "CaseResult",
+    "UnknownBenchmark",
+    "UnknownSelection",
+    "benchmark",
+    "benchmark_names",
+    "describe_benchmarks",
+    "get_benchmark",
+    "run_benchmark",
+]

@@ -1,17 +1,27 @@
-"""The one results shape every benchmark writes (DESIGN.md, Testing tiers)."""
+"""The one results shape every benchmark writes (DESIGN.md, Testing tiers), and its writer.
+
+``{"benchmark", "revision", "command", "cases": [{"case", "params", "results": {method:
+{metric_with_unit: value | null}}}]}``: metric names carry their unit (``_s``, ``_bytes``,
+``_bytes_per_s``, ratios 0-1), ``null`` means never reached, and figures are raw.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path("bench/results")
 
+Figures = dict[str, Any]
+"""One method's figures in one case: metric name (with its unit) to value."""
+
 
 def git_revision() -> str:
+    """``git rev-parse --short HEAD`` of the working directory, or ``unknown``."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
@@ -23,15 +33,13 @@ def git_revision() -> str:
 
 @dataclass
 class BenchResult:
-    """A benchmark run: cases, each with params and per-method metrics."""
+    """A benchmark run: cases, each with params and per-method figures."""
 
     benchmark: str
     command: str
     cases: list[dict[str, Any]] = field(default_factory=list)
 
-    def add_case(
-        self, case: str, params: dict[str, Any], results: dict[str, dict[str, Any]]
-    ) -> None:
+    def add_case(self, case: str, params: dict[str, Any], results: dict[str, Figures]) -> None:
         self.cases.append({"case": case, "params": params, "results": results})
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,8 +50,21 @@ class BenchResult:
             "cases": self.cases,
         }
 
-    def write(self, out_dir: Path = RESULTS_DIR) -> Path:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{self.benchmark}.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+
+@dataclass(frozen=True)
+class ResultFiles:
+    """Where a run's figures went."""
+
+    json: Path
+    png: Path
+
+
+def write_results(
+    result: BenchResult, out_dir: Path, plot: Callable[[BenchResult, Path], None]
+) -> ResultFiles:
+    """Write ``OUT_DIR/NAME.json`` and, through ``plot``, ``OUT_DIR/NAME.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ResultFiles(out_dir / f"{result.benchmark}.json", out_dir / f"{result.benchmark}.png")
+    files.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    plot(result, files.png)
+    return files

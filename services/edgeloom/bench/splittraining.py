@@ -1,8 +1,9 @@
 """``edgeloom bench splittraining``: MergeSFL against SplitFed, split learning and FedAvg.
 
 Every method trains on the same data, partition, seed, worker device profiles and round
-budget, through the real role code over a real nats-server (roles run in-process, see
-:func:`edgeloom.local.runner.run_in_process`), and is reported in virtual device time. Each
+budget, through the real role code over a real nats-server (each run is a SplitTrainingJob
+handed to the local runner in-process, as ``edgeloom run --in-process`` does: see
+:mod:`edgeloom.bench.jobs`), and is reported in virtual device time. Each
 method, baselines and ablations alike, gets the same grid of learning rate x momentum and its
 best final accuracy is reported (momentum matters: it makes the methods that step one model on
 one skewed worker batch after another collapse). Target accuracies are fixed per case
@@ -11,18 +12,25 @@ before any run.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import os
+import sys
+import tempfile
 import uuid
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeloom.api.registry import kind_info
-from edgeloom.api.resource import API_VERSION, parse_resource
-from edgeloom.bench.results import RESULTS_DIR, BenchResult
+from edgeloom.api.resource import API_VERSION
+from edgeloom.bench.harness import Benchmark, Case, CaseResult
+from edgeloom.bench.jobs import run_job
+from edgeloom.bench.plot import method_lines, panels
+from edgeloom.bench.registry import benchmark
+from edgeloom.bench.results import BenchResult, Figures
 from edgeloom.local.nats_server import NatsServer
 
 WORKERS = [  # ten heterogeneous workers: three Jetson-like device classes
@@ -124,21 +132,19 @@ def resource(
 
 
 def run_one(url: str, obj: dict[str, Any], label: str) -> list[dict[str, Any]]:
-    """Train one configuration to the end; returns its per-round history."""
+    """Train one configuration to the end, in-process as ``edgeloom run --in-process`` does;
+    returns its per-round history."""
     import torch
-
-    from edgeloom.local.runner import run_in_process
 
     torch.set_num_threads(1)
     logging.getLogger("edgeloom").setLevel(logging.WARNING)
-    info = kind_info("SplitTrainingJob")
-    res = parse_resource(obj, info.spec_model, info.kind)
-    res.metadata.uid = str(uuid.uuid4())
-    history = asyncio.run(run_in_process(info, res, url)).history
+    with tempfile.TemporaryDirectory(prefix="edgeloom-bench-") as runs:
+        history = run_job(obj, url, Path(runs), in_process=True).history
     last = history[-1]
     print(
         f"  {label}: accuracy {last['accuracy']:.3f} after {last['round']} rounds, "
         f"{last['virtual_time_seconds']:.0f} s virtual",
+        file=sys.stderr,
         flush=True,
     )
     return history
@@ -157,92 +163,112 @@ def summarise(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
 
 
 Setting = tuple[float, float]
+History = list[dict[str, Any]]
 
 
-def _best(runs: dict[Setting, list[dict[str, Any]]]) -> Setting:
+def _best(runs: dict[Setting, History]) -> Setting:
     return max(runs, key=lambda k: (runs[k][-1]["accuracy"], -runs[k][-1]["virtual_time_seconds"]))
 
 
-def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
-    """Run every case and method; write ``splittraining.json`` and ``splittraining.png``."""
-    cases = ["mnist1d-dirichlet-0.1"] if quick else list(CASES)
-    rounds = 3 if quick else 40
-    grid = ((0.05, 0.9),) if quick else GRID
-    methods = (
-        {"mergesfl": METHODS["mergesfl"], "fedavg": METHODS["fedavg"]}
-        if quick
-        else {**METHODS, **ABLATIONS}
-    )
-    result = BenchResult(
-        "splittraining", "edgeloom bench splittraining" + (" --quick" if quick else "")
-    )
-    curves: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    parallel = max(1, min(2, os.cpu_count() or 1))
-    with NatsServer() as server, ProcessPoolExecutor(parallel) as pool:
-        for case in cases:
-            print(f"{case}: {len(methods) * len(grid)} runs", flush=True)
-            futures = {
-                (m, k): pool.submit(
-                    run_one, server.url, resource(case, o, k, rounds), f"{m} lr={k[0]} m={k[1]}"
-                )
-                for m, o in methods.items()
-                for k in grid
-            }
-            runs = {m: {k: futures[(m, k)].result() for k in grid} for m in methods}
-            chosen = {m: _best(runs[m]) for m in methods}
-            target = CASES[case]["target_accuracy"]
-            results = {}
-            for m in methods:
-                results[m] = summarise(runs[m][chosen[m]], target)
-                results[m]["learning_rate"], results[m]["momentum"] = chosen[m]
-                results[m]["final_accuracy_by_setting"] = {
-                    f"lr={k[0]},momentum={k[1]}": runs[m][k][-1]["accuracy"] for k in grid
-                }
-            params = {
-                "workers": sum(g["count"] for g in WORKERS),
-                "seed": 0,
-                "rounds": rounds,
-                "iterations_per_round": 20,
-                "total_batch_size": 320,
-                "target_accuracy": target,
-                "grid_learning_rate_momentum": [list(k) for k in grid],
-                "dataset": CASES[case]["dataset"],
-                "partition": CASES[case]["partition"],
-                "worker_groups": WORKERS,
-            }
-            result.add_case(case, params, results)
-            curves[case] = {m: runs[m][chosen[m]] for m in methods}
-    result.write(out_dir)
-    plot(result, curves, out_dir / "splittraining.png")
-    return result
+@dataclass
+class Session:
+    """One nats-server for every run, and at most two runs at a time (one process each)."""
+
+    server: NatsServer
+    pool: ProcessPoolExecutor
 
 
-def plot(
-    result: BenchResult, curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path
-) -> None:
-    import matplotlib
+@benchmark("splittraining")
+class SplitTrainingBenchmark(Benchmark[Session]):
+    """MergeSFL against SplitFed, split learning and FedAvg (and MergeSFL's ablations)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    kinds = ("SplitTrainingJob",)
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
-    for ax, case in zip(axes[0], result.cases, strict=True):
-        for method, history in curves[case["case"]].items():
-            style = "--" if method.startswith("mergesfl-") else "-"
-            ax.plot(
-                [h["virtual_time_seconds"] for h in history],
-                [h["accuracy"] for h in history],
-                style,
-                label=method,
+    @property
+    def rounds(self) -> int:
+        return 3 if self.quick else 40
+
+    @property
+    def grid(self) -> tuple[Setting, ...]:
+        return ((0.05, 0.9),) if self.quick else GRID
+
+    def cases(self) -> list[Case]:
+        names = ["mnist1d-dirichlet-0.1"] if self.quick else list(CASES)
+        return [
+            Case(
+                name,
+                {
+                    "workers": sum(g["count"] for g in WORKERS),
+                    "seed": 0,
+                    "rounds": self.rounds,
+                    "iterations_per_round": 20,
+                    "total_batch_size": 320,
+                    "target_accuracy": CASES[name]["target_accuracy"],
+                    "grid_learning_rate_momentum": [list(k) for k in self.grid],
+                    "dataset": CASES[name]["dataset"],
+                    "partition": CASES[name]["partition"],
+                    "worker_groups": WORKERS,
+                },
             )
-        ax.axhline(case["params"]["target_accuracy"], color="grey", lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_title(case["case"])
-        ax.set_xlabel("virtual device time (s, log)")
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            for name in names
+        ]
+
+    def methods(self) -> list[str]:
+        return ["mergesfl", "fedavg"] if self.quick else [*METHODS, *ABLATIONS]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        parallel = max(1, min(2, os.cpu_count() or 1))
+        with NatsServer() as server, ProcessPoolExecutor(parallel) as pool:
+            yield Session(server, pool)
+
+    def run_case(self, case: Case, methods: Sequence[str], session: Session) -> CaseResult:
+        overrides = {**METHODS, **ABLATIONS}
+        futures = {
+            (m, k): session.pool.submit(
+                run_one,
+                session.server.url,
+                resource(case.name, overrides[m], k, self.rounds),
+                f"{m} lr={k[0]} m={k[1]}",
+            )
+            for m in methods
+            for k in self.grid
+        }
+        runs = {m: {k: futures[(m, k)].result() for k in self.grid} for m in methods}
+        results: dict[str, Figures] = {}
+        curves: dict[str, History] = {}
+        for m in methods:
+            chosen = _best(runs[m])
+            curves[m] = runs[m][chosen]
+            results[m] = summarise(curves[m], case.params["target_accuracy"])
+            results[m]["learning_rate"], results[m]["momentum"] = chosen
+            results[m]["final_accuracy_by_setting"] = {
+                f"lr={k[0]},momentum={k[1]}": runs[m][k][-1]["accuracy"] for k in self.grid
+            }
+        return CaseResult(results, plot_data=curves)
+
+    def plot(
+        self, result: BenchResult, plot_data: dict[str, dict[str, History]], path: Path
+    ) -> None:
+        """Test accuracy against virtual device time, one panel per case."""
+        with panels(path, len(result.cases)) as axes:
+            for ax, case in zip(axes, result.cases, strict=True):
+                curves = plot_data[case["case"]]
+                method_lines(
+                    ax,
+                    {
+                        m: (
+                            [h["virtual_time_seconds"] for h in history],
+                            [h["accuracy"] for h in history],
+                        )
+                        for m, history in curves.items()
+                    },
+                    dashed=list(ABLATIONS),
+                )
+                ax.axhline(case["params"]["target_accuracy"], color="grey", lw=0.8, ls=":")
+                ax.set_xscale("log")
+                ax.set(
+                    title=case["case"],
+                    xlabel="virtual device time (s, log)",
+                    ylabel="test accuracy",
+                )

@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import nats
 import torch
 
-from edgeloom.bench.results import RESULTS_DIR, BenchResult
+from edgeloom.bench.harness import Benchmark, Case, CaseResult
+from edgeloom.bench.plot import MiB, grouped_bars, panels
+from edgeloom.bench.registry import benchmark
+from edgeloom.bench.results import BenchResult
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.runtime.bus import Bus
 from edgeloom.runtime.codec import encode
 
-MiB = 1024 * 1024
 SIZES = {"1MB": 1 * MiB, "8MB": 8 * MiB, "64MB": 64 * MiB}
 
 
@@ -82,68 +87,72 @@ async def _raw_throughput(url: str, payload: bytes, repeats: int) -> float:
     return repeats * len(payload) / elapsed
 
 
-async def _run_case(url: str, nbytes: int, repeats: int, trials: int) -> dict[str, float]:
+async def _run_case(
+    url: str, nbytes: int, repeats: int, trials: int, methods: Sequence[str]
+) -> dict[str, float]:
     tensors = tensor_dict(nbytes)
     payload = encode('{"type":"bench"}', tensors).tobytes()
-    codec, raw = [], []
+    throughput: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(trials):  # interleaved so both see the same machine state
-        raw.append(await _raw_throughput(url, payload, repeats))
-        codec.append(await _codec_throughput(url, tensors, repeats))
-    return {"codec": max(codec), "raw": max(raw)}
+        if "raw" in throughput:
+            throughput["raw"].append(await _raw_throughput(url, payload, repeats))
+        if "codec" in throughput:
+            throughput["codec"].append(await _codec_throughput(url, tensors, repeats))
+    return {m: max(values) for m, values in throughput.items()}
 
 
-def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
-    """Run every size and write ``transport.json`` and ``transport.png``."""
-    result = BenchResult("transport", "edgeloom bench transport" + (" --quick" if quick else ""))
-    target_bytes = 32 * MiB if quick else 256 * MiB
-    trials = 1 if quick else 3
-    with NatsServer() as server:
-        for case, nbytes in SIZES.items():
-            repeats = max(1, target_bytes // nbytes)
-            best = asyncio.run(_run_case(server.url, nbytes, repeats, trials))
-            params = {
-                "payload_bytes": nbytes,
-                "repeats": repeats,
-                "trials": trials,
-                "max_payload_bytes": server.max_payload,
-            }
-            result.add_case(
-                case, params, {m: {"throughput_bytes_per_s": round(v, 1)} for m, v in best.items()}
+@benchmark("transport")
+class TransportBenchmark(Benchmark[NatsServer]):
+    """The bus's codec path against raw nats-py on one nats-server."""
+
+    def cases(self) -> list[Case]:
+        target_bytes = 32 * MiB if self.quick else 256 * MiB
+        trials = 1 if self.quick else 3
+        return [
+            Case(
+                name,
+                {
+                    "payload_bytes": nbytes,
+                    "repeats": max(1, target_bytes // nbytes),
+                    "trials": trials,
+                },
             )
-    result.write(out_dir)
-    plot(result, out_dir / "transport.png")
-    return result
+            for name, nbytes in SIZES.items()
+        ]
 
+    def methods(self) -> list[str]:
+        return ["codec", "raw"]
 
-def plot(result: BenchResult, path: Path) -> None:
-    import matplotlib
+    def session(self) -> AbstractContextManager[NatsServer]:
+        return NatsServer()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cases = [c["case"] for c in result.cases]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.38
-    for i, method in enumerate(("raw", "codec")):
-        values = [c["results"][method]["throughput_bytes_per_s"] / MiB for c in result.cases]
-        ax.bar([x + (i - 0.5) * width for x in range(len(cases))], values, width, label=method)
-    for x, c in enumerate(result.cases):
-        r = c["results"]
-        ratio = r["codec"]["throughput_bytes_per_s"] / r["raw"]["throughput_bytes_per_s"]
-        top = r["codec"]["throughput_bytes_per_s"] / MiB
-        ax.annotate(
-            f"codec/raw {ratio:.0%}",
-            (x + width / 2, top),
-            xytext=(0, 3),
-            textcoords="offset points",
-            ha="center",
-            fontsize=8,
+    def run_case(self, case: Case, methods: Sequence[str], session: NatsServer) -> CaseResult:
+        p = case.params
+        best = asyncio.run(
+            _run_case(session.url, p["payload_bytes"], p["repeats"], p["trials"], methods)
         )
-    ax.set_xticks(range(len(cases)), cases)
-    ax.set_ylabel("throughput (MiB/s)")
-    ax.set_title("tensor dicts through NATS: codec vs raw nats-py")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        return CaseResult(
+            {m: {"throughput_bytes_per_s": round(v, 1)} for m, v in best.items()},
+            params={"max_payload_bytes": session.max_payload},
+        )
+
+    def plot(self, result: BenchResult, plot_data: dict[str, Any], path: Path) -> None:
+        methods = [m for m in ("raw", "codec") if m in result.cases[0]["results"]]
+        bars = {
+            m: [c["results"][m]["throughput_bytes_per_s"] / MiB for c in result.cases]
+            for m in methods
+        }
+        with panels(path, 1, (6, 3.5)) as (ax,):
+            tops = grouped_bars(ax, [c["case"] for c in result.cases], bars)
+            if methods == ["raw", "codec"]:
+                for (x, top), raw in zip(tops, bars["raw"], strict=True):
+                    ax.annotate(
+                        f"codec/raw {top / raw:.0%}",
+                        (x, top),
+                        xytext=(0, 3),
+                        textcoords="offset points",
+                        ha="center",
+                        fontsize=8,
+                    )
+            ax.set_ylabel("throughput (MiB/s)")
+            ax.set_title("tensor dicts through NATS: codec vs raw nats-py")

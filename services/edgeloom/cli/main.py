@@ -9,6 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from edgeloom.api import podenv
+from edgeloom.runtime.logs import LOG_FORMAT
+
 EXIT_INVALID = 2
 EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM
 
@@ -38,10 +41,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _default_index() -> int:
-    if "EDGELOOM_INDEX" in os.environ:
-        return int(os.environ["EDGELOOM_INDEX"])
-    offset = int(os.environ.get("EDGELOOM_INDEX_OFFSET", "0"))
-    return offset + int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    if podenv.INDEX in os.environ:
+        return int(os.environ[podenv.INDEX])
+    offset = int(os.environ.get(podenv.INDEX_OFFSET, "0"))
+    return offset + int(os.environ.get(podenv.JOB_COMPLETION_INDEX, "0"))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -88,17 +91,36 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from edgeloom.bench import BENCHMARKS
+    from edgeloom.bench import UnknownBenchmark, UnknownSelection, get_benchmark, run_benchmark
 
-    if args.name not in BENCHMARKS:
-        print(
-            f"error: unknown benchmark {args.name!r} (known: {', '.join(BENCHMARKS)})",
-            file=sys.stderr,
-        )
+    try:
+        bench = get_benchmark(args.name)(quick=args.quick)
+        _, files = run_benchmark(bench, args.out, cases=args.case, methods=args.method)
+    except (UnknownBenchmark, UnknownSelection) as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
         return EXIT_INVALID
-    result = BENCHMARKS[args.name](quick=args.quick, out_dir=args.out)
-    print(f"wrote {args.out / (result.benchmark + '.json')}")
+    print(f"wrote {files.json} and {files.png}")
     return 0
+
+
+class _BenchHelp(argparse.Action):
+    """``edgeloom bench -h``: the help and every registered benchmark, looked up only then."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from edgeloom.bench import describe_benchmarks
+
+        parser.epilog = "benchmarks:\n" + describe_benchmarks()
+        parser.print_help()
+        parser.exit()
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -139,44 +161,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--resource",
         type=Path,
-        default=os.environ.get("EDGELOOM_RESOURCE"),
-        required="EDGELOOM_RESOURCE" not in os.environ,
+        default=os.environ.get(podenv.RESOURCE),
+        required=podenv.RESOURCE not in os.environ,
         help="resource file",
     )
     serve.add_argument(
         "--role",
-        default=os.environ.get("EDGELOOM_ROLE"),
-        required="EDGELOOM_ROLE" not in os.environ,
+        default=os.environ.get(podenv.ROLE),
+        required=podenv.ROLE not in os.environ,
     )
     serve.add_argument(
         "--index",
         type=int,
         default=_default_index(),
-        help="replica index; default EDGELOOM_INDEX, or JOB_COMPLETION_INDEX (an Indexed Job) "
-        "plus EDGELOOM_INDEX_OFFSET (where that Job's replicas start)",
+        help=f"replica index; default {podenv.INDEX}, or {podenv.JOB_COMPLETION_INDEX} (an "
+        f"Indexed Job) plus {podenv.INDEX_OFFSET} (where that Job's replicas start)",
     )
-    serve.add_argument(
-        "--nats", default=os.environ.get("EDGELOOM_NATS_URL", "nats://127.0.0.1:4222")
-    )
+    serve.add_argument("--nats", default=os.environ.get(podenv.NATS_URL, "nats://127.0.0.1:4222"))
     serve.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ["EDGELOOM_METRICS_PORT"])
-        if "EDGELOOM_METRICS_PORT" in os.environ
-        else None,
-        help="serve /metrics on this port; default EDGELOOM_METRICS_PORT, else no endpoint",
+        default=int(os.environ[podenv.METRICS_PORT]) if podenv.METRICS_PORT in os.environ else None,
+        help=f"serve /metrics on this port; default {podenv.METRICS_PORT}, else no endpoint",
     )
     serve.add_argument(
         "--metrics-addr",
-        default=os.environ.get("EDGELOOM_METRICS_ADDR") or "0.0.0.0",
-        help="address /metrics listens on; default EDGELOOM_METRICS_ADDR (in a pod: its IP)",
+        default=os.environ.get(podenv.METRICS_ADDR) or "0.0.0.0",
+        help=f"address /metrics listens on; default {podenv.METRICS_ADDR} (in a pod: its IP)",
     )
     serve.add_argument(
         "--metrics-linger",
         type=float,
-        default=float(os.environ.get("EDGELOOM_METRICS_LINGER_SECONDS") or 0),
+        default=float(os.environ.get(podenv.METRICS_LINGER_SECONDS) or 0),
         help="seconds /metrics stays up after the work is done, so the last values are "
-        "scraped; default EDGELOOM_METRICS_LINGER_SECONDS, else 0",
+        f"scraped; default {podenv.METRICS_LINGER_SECONDS}, else 0",
     )
     serve.add_argument("--run-dir", type=Path, default=None)
     serve.set_defaults(func=_cmd_serve)
@@ -186,9 +204,23 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--root", type=Path, default=Path("."), help="repository root")
     crds.set_defaults(func=_cmd_crds)
 
-    bench = sub.add_parser("bench", help="run a benchmark; JSON + PNG under bench/results/")
-    bench.add_argument("name")
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark; JSON + PNG under bench/results/",
+        description="Run a benchmark (a system against its baselines on the same data, seed\n"
+        "and device profiles) and write OUT/NAME.json and OUT/NAME.png.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    bench.add_argument("-h", "--help", action=_BenchHelp, help="show this help and the benchmarks")
+    bench.add_argument("name", help="benchmark (see the list below)")
     bench.add_argument("--quick", action="store_true", help="small smoke-sized run")
+    bench.add_argument(
+        "--case", action="append", help="run only this case (repeatable); default all"
+    )
+    bench.add_argument(
+        "--method", action="append", help="run only this method (repeatable); default all"
+    )
     bench.add_argument("--out", type=Path, default=Path("bench/results"))
     bench.set_defaults(func=_cmd_bench)
 
@@ -204,10 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = args.command == "run"  # the progress bar and summary say enough; roles log to files
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    if quiet and not args.verbose:  # the console shows warnings; in-process role logs get all
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.WARNING)
     return args.func(args)
 
 

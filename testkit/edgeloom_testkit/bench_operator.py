@@ -1,5 +1,8 @@
 """``edgeloom bench operator``: reconcile latency of the operator on a real control plane.
 
+Part of the test kit, not of the shipped package, because it needs the kit's control plane; it
+registers with the harness through the ``edgeloom.benchmarks`` entry point (testkit/pyproject.toml).
+
 Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
 (:mod:`edgeloom_testkit.controlplane`), registers the fake nodes, installs the CRDs, runs the
 operator as its own process (``kopf run``, as the chart's Deployment does) against a real
@@ -11,6 +14,8 @@ The operator's CPU time and peak RSS come from /proc.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -19,14 +24,19 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from edgeloom.bench.results import RESULTS_DIR, BenchResult
+from edgeloom.bench import Benchmark, BenchResult, Case, CaseResult, benchmark
+from edgeloom.bench.plot import method_lines, panels
 from edgeloom.local.nats_server import NatsServer
 from edgeloom_testkit.controlplane import (
+    REPO_ROOT,
     ControlPlane,
     free_port,
     register_nodes,
@@ -34,10 +44,9 @@ from edgeloom_testkit.controlplane import (
     wait_for,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = {
-    "SplitTrainingJob": ROOT / "examples" / "splittraining-mnist1d.yaml",
-    "PruneJob": ROOT / "examples" / "prunejob-minilm.yaml",
+    "SplitTrainingJob": REPO_ROOT / "examples" / "splittraining-mnist1d.yaml",
+    "PruneJob": REPO_ROOT / "examples" / "prunejob-minilm.yaml",
 }
 PLURALS = {"SplitTrainingJob": "splittrainingjobs", "PruneJob": "prunejobs"}
 
@@ -117,7 +126,10 @@ class ProcessSampler:
 
     def memory(self, field: str) -> int:
         text = Path(f"/proc/{self.pid}/status").read_text()
-        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) * 1024
+        found = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+        if found is None:
+            raise RuntimeError(f"/proc/{self.pid}/status has no {field}")
+        return int(found.group(1)) * 1024
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,7 +138,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def start_operator(plane: ControlPlane, nats_url: str, log_path: Path) -> subprocess.Popen:
+def start_operator(plane: ControlPlane, nats_url: str, log_path: Path) -> subprocess.Popen[bytes]:
     port = free_port()
     env = {
         **os.environ,
@@ -235,78 +247,105 @@ def _first_errors(log_text: str, lines: int = 30) -> str:
     return "\n".join(log_text[start.start() :].splitlines()[:lines]) if start else ""
 
 
-def run(quick: bool = False, out_dir: Path = RESULTS_DIR) -> BenchResult:
-    count = 10 if quick else 100
-    result = BenchResult("operator", "edgeloom bench operator" + (" --quick" if quick else ""))
-    with tempfile.TemporaryDirectory(prefix="edgeloom-bench-operator-") as tmp:
-        work = Path(tmp)
-        with start_control_plane(work / "cluster") as plane, NatsServer() as nats:
+@dataclass
+class Session:
+    """The control plane with the CRDs and one namespace per kind, and the operator."""
+
+    plane: ControlPlane
+    operator: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@benchmark("operator")
+class OperatorBenchmark(Benchmark[Session]):
+    """Reconcile latency of the operator on a real control plane (needs make controlplane)."""
+
+    @property
+    def count(self) -> int:
+        return 10 if self.quick else 100
+
+    def cases(self) -> list[Case]:
+        return [
+            Case(
+                f"{kind.lower()}-{self.count}",
+                {
+                    "kind": kind,
+                    "resources": self.count,
+                    "jobs_per_resource": len(_jobs_of(kind, resources(kind, 1)[0])),
+                    "cores": os.cpu_count(),
+                },
+            )
+            for kind in EXAMPLES
+        ]
+
+    def methods(self) -> list[str]:
+        return ["edgeloom-operator"]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with contextlib.ExitStack() as stack:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeloom-bench-")))
+            plane = stack.enter_context(start_control_plane(work / "cluster"))
+            nats = stack.enter_context(NatsServer())
             register_nodes(plane)
-            plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+            plane.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
             plane.kubectl("wait", "--for=condition=Established", "crd", "--all", timeout=120)
             for plural in PLURALS.values():  # served, not just established
-                wait_for(lambda p=plural: plane.kubectl("get", p, "-A").returncode == 0, 60, plural)
+                wait_for(functools.partial(_served, plane, plural), 60, plural)
             for kind in EXAMPLES:
                 plane.kubectl("create", "namespace", namespace_of(kind))
             log_path = work / "operator.log"
             operator = start_operator(plane, nats.url, log_path)
-            try:
-                for kind in EXAMPLES:
-                    print(f"applying {count} {kind} resources at once", file=sys.stderr)
-                    log_start = log_path.stat().st_size
-                    figures = measure(plane, kind, count, operator.pid)
-                    burst_log = log_path.read_bytes()[log_start:].decode(errors="replace")
-                    figures |= _log_counts(burst_log)
-                    if figures["errors"]:
-                        print(_first_errors(burst_log), file=sys.stderr)
-                    print(
-                        f"{kind}: children p99 {figures['children_p99_s']:.3f} s, status p99 "
-                        f"{figures['status_p99_s']:.3f} s, operator CPU "
-                        f"{figures['operator_cpu_s']:.1f} s, peak "
-                        f"{figures['peak_memory_bytes'] / 2**20:.0f} MiB",
-                        file=sys.stderr,
+            stack.callback(stop_operator, operator)
+            yield Session(plane, operator, log_path)
+
+    def run_case(self, case: Case, methods: Sequence[str], session: Session) -> CaseResult:
+        kind = case.params["kind"]
+        print(f"applying {self.count} {kind} resources at once", file=sys.stderr)
+        log_start = session.log_path.stat().st_size
+        figures = measure(session.plane, kind, self.count, session.operator.pid)
+        burst_log = session.log_path.read_bytes()[log_start:].decode(errors="replace")
+        figures |= _log_counts(burst_log)
+        if figures["errors"]:
+            print(_first_errors(burst_log), file=sys.stderr)
+        print(
+            f"{kind}: children p99 {figures['children_p99_s']:.3f} s, status p99 "
+            f"{figures['status_p99_s']:.3f} s, operator CPU "
+            f"{figures['operator_cpu_s']:.1f} s, peak "
+            f"{figures['peak_memory_bytes'] / 2**20:.0f} MiB",
+            file=sys.stderr,
+        )
+        return CaseResult({"edgeloom-operator": figures})
+
+    def plot(self, result: BenchResult, plot_data: dict[str, Any], path: Path) -> None:
+        """Latency CDFs: creation → children and creation → status, one line per case."""
+        title = f"{result.command}: {result.cases[0]['params']['resources']} resources at once"
+        with panels(path, 2, (5.5, 4.2), title=title) as axes:
+            for ax, metric, label in (
+                (axes[0], "children_latencies_s", "create → every child Job exists"),
+                (axes[1], "status_latencies_s", "create → first status written"),
+            ):
+                curves = {}
+                for case in result.cases:
+                    values = sorted(case["results"]["edgeloom-operator"][metric])
+                    curves[case["case"]] = (
+                        values,
+                        [(i + 1) / len(values) for i in range(len(values))],
                     )
-                    result.add_case(
-                        f"{kind.lower()}-{count}",
-                        {
-                            "kind": kind,
-                            "resources": count,
-                            "jobs_per_resource": len(_jobs_of(kind, resources(kind, 1)[0])),
-                            "cores": os.cpu_count(),
-                        },
-                        {"edgeloom-operator": figures},
-                    )
-            finally:
-                operator.terminate()
-                try:
-                    operator.wait(15)
-                except subprocess.TimeoutExpired:
-                    operator.kill()
-                    operator.wait()
-    result.write(out_dir)
-    plot(result, out_dir / "operator.png")
-    return result
+                method_lines(ax, curves, steps=True)
+                ax.axvline(2.0, color="grey", ls="--", label="goal: p99 < 2 s")
+                ax.set(title=label, xlabel="seconds", ylabel="fraction of resources")
+                ax.legend(fontsize=8)
 
 
-def plot(result: BenchResult, path: Path) -> None:
-    """Latency CDFs: creation → children and creation → status, one line per case."""
-    import matplotlib
+def _served(plane: ControlPlane, plural: str) -> bool:
+    return plane.kubectl("get", plural, "-A").returncode == 0
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, metric, title in (
-        (axes[0], "children_latencies_s", "create → every child Job exists"),
-        (axes[1], "status_latencies_s", "create → first status written"),
-    ):
-        for case in result.cases:
-            values = sorted(case["results"]["edgeloom-operator"][metric])
-            ax.step(values, [(i + 1) / len(values) for i in range(len(values))], label=case["case"])
-        ax.axvline(2.0, color="grey", ls="--", label="goal: p99 < 2 s")
-        ax.set(title=title, xlabel="seconds", ylabel="fraction of resources")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{result.command}: {result.cases[0]['params']['resources']} resources at once")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def stop_operator(operator: subprocess.Popen[bytes]) -> None:
+    operator.terminate()
+    try:
+        operator.wait(15)
+    except subprocess.TimeoutExpired:
+        operator.kill()
+        operator.wait()
