@@ -106,12 +106,8 @@ class JobReporter(Generic[S]):
         tells a stuck job from a finished one. ``fields`` are :class:`Progress` fields
         (``round``, ``stage``, ``metric_value``, ``bytes_total``...).
         """
-        self.steps = steps
-        self._completed.set(steps)
+        self.resume(steps, **fields)
         self._planned.set(planned if planned is not None else steps + 1)
-        self.status.progress = Progress(
-            metric_name=self.metric_name, wall_time_seconds=self.wall_time_s(), **fields
-        )
         await self._publish(phase, reason, message)
 
     async def _publish(self, phase: Phase, reason: str, message: str) -> None:
@@ -145,8 +141,9 @@ class JobReporter(Generic[S]):
         return result
 
     def resume(self, steps: int, **fields: Any) -> None:
-        """Take up where a restored checkpoint left off: ``steps`` done and its progress, in the
-        next report (and in a failure's) even before a new step completes."""
+        """Set ``steps`` done and the progress ``fields`` without publishing: a restored
+        checkpoint's, shown by the next report (and by a failure's) even before a new step
+        completes. :meth:`progress` sets them the same way, then publishes."""
         self.steps = steps
         self._completed.set(steps)
         self.status.progress = Progress(
