@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +16,9 @@ from edgeloom.local.runner import run_file
 from edgeloom.models.sentence_encoder import minilm_path
 from edgeloom.runtime.artifacts import get_folder, put_folder
 from edgeloom.runtime.bus import Bus
+from edgeloom_testkit.cli import edgeloom_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-EDGELOOM = [sys.executable, "-m", "edgeloom.cli.main"]
 
 
 def write_job(directory: Path, name: str, **spec: object) -> Path:
@@ -44,12 +42,7 @@ def test_comp_prunes_the_tiny_llama_in_its_own_process(tmp_path: Path, tiny_llam
         ratio=0.25,
         output={"path": str(output)},
     )
-    proc = subprocess.run(
-        [*EDGELOOM, "run", str(job), "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = edgeloom_run(job, tmp_path / "runs", "--no-progress", timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "runs" / "llama-comp" / "result.json").read_text())
     summary, status = result["summary"], result["status"]
@@ -130,12 +123,6 @@ def test_minilm_from_and_to_the_object_store(tmp_path: Path):
 
 def test_a_missing_model_fails_the_job_naming_the_path(tmp_path: Path):
     job = write_job(tmp_path, "nomodel", model={"path": str(tmp_path / "nowhere")}, ratio=0.2)
-    proc = subprocess.run(
-        [*EDGELOOM, "run", str(job), "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = edgeloom_run(job, tmp_path / "runs", "--no-progress", timeout=120)
     assert proc.returncode == 1
     assert "nowhere" in proc.stderr and "config.json is missing" in proc.stderr
-

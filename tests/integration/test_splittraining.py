@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +19,10 @@ from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.runner import _spawn, run_file, stop_all
 from edgeloom.runtime.bus import Bus, Message
 from edgeloom_operators.control import ControlError, drop_workers
+from edgeloom_testkit.cli import EDGELOOM, edgeloom_run
 from edgeloom_testkit.kinds.splittraining import role_pids, write_split_job
 
 pytestmark = pytest.mark.integration
-EDGELOOM = [sys.executable, "-m", "edgeloom.cli.main"]
 
 
 @pytest.mark.parametrize("method", ["mergesfl", "splitfed", "sfl", "fedavg"])
@@ -63,12 +62,7 @@ def test_mergesfl_learns_on_digits(tmp_path: Path) -> None:
 
 def test_cli_in_process_run_writes_one_log_per_role(tmp_path: Path) -> None:
     job = write_split_job(tmp_path, name="inproc", training={"rounds": 2})
-    proc = subprocess.run(
-        [*EDGELOOM, "run", str(job), "--runs-dir", str(tmp_path / "runs"), "--in-process"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = edgeloom_run(job, tmp_path / "runs", "--in-process", timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert "round 2: accuracy" not in proc.stderr  # the console shows warnings only
     logs = tmp_path / "runs" / "inproc" / "logs"
@@ -85,12 +79,7 @@ def test_cli_in_process_run_writes_one_log_per_role(tmp_path: Path) -> None:
 
 def test_cli_run_with_one_process_per_role(tmp_path: Path) -> None:
     job = write_split_job(tmp_path, name="procs", training={"rounds": 2})
-    proc = subprocess.run(
-        [*EDGELOOM, "run", str(job), "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = edgeloom_run(job, tmp_path / "runs", "--no-progress", timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert "job succeeded" in proc.stdout and "final_accuracy" in proc.stdout
     logs = sorted(p.name for p in (tmp_path / "runs" / "procs" / "logs").iterdir())
@@ -100,12 +89,7 @@ def test_cli_run_with_one_process_per_role(tmp_path: Path) -> None:
 
 def test_invalid_file_exits_2_names_the_field_and_starts_nothing(tmp_path: Path) -> None:
     job = write_split_job(tmp_path, name="bad", method="sgd", workers=[{"name": "w", "count": -1}])
-    proc = subprocess.run(
-        [*EDGELOOM, "run", str(job), "--runs-dir", str(tmp_path / "runs")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = edgeloom_run(job, tmp_path / "runs", timeout=60)
     assert proc.returncode == 2
     assert "spec.method" in proc.stderr and "spec.workers[0].count" in proc.stderr
     assert not (tmp_path / "runs").exists()
