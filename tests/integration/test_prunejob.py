@@ -53,6 +53,8 @@ def test_comp_prunes_the_tiny_llama_in_its_own_process(tmp_path: Path, tiny_llam
     # COMP refits each block to the unpruned model, so quality may even improve slightly.
     assert 0.9 * status["qualityBefore"] < status["qualityAfter"] < 1.5 * status["qualityBefore"]
     assert status["peakMemoryBytes"] > 0
+    # the step's own peak sits above the loaded model and data, so below the process's peak
+    assert 0 < summary["prune_peak_memory_bytes"] < status["peakMemoryBytes"]
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert ready["status"] == "True" and ready["reason"] == "Completed"
     metrics = (tmp_path / "runs" / "llama-comp" / "metrics" / "pruner-0.prom").read_text()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgeloom.api.kinds.prunejob import PruneJobSpec, PruneJobStatus, PruneStage
 from edgeloom.apps.comp.inputs import prepare
+from edgeloom.apps.comp.memory import StepPeak, warm_up
 from edgeloom.apps.comp.methods import run_method
 from edgeloom.apps.comp.metrics import PrunerMetrics
 from edgeloom.models.builtins import builtin_model_folder
@@ -98,9 +99,12 @@ class Pruning:
             report = asyncio.run_coroutine_threadsafe(self.stage(stage, message, done, total), loop)
             report.add_done_callback(_log_lost_report)
 
+        await asyncio.to_thread(warm_up, inputs)
+        step_peak = StepPeak()
         started = time.monotonic()
         report = await asyncio.to_thread(run_method, spec, inputs, progress)
         prune_s = time.monotonic() - started
+        prune_peak = step_peak.bytes()
         await self.stage(PruneStage.EVALUATING, "measuring the pruned model")
         after = await asyncio.to_thread(inputs.measure, inputs.model)
         status.quality_after = after.headline
@@ -131,6 +135,7 @@ class Pruning:
             **{f"{k}_after": v for k, v in after.values.items() if k != after.name},
             "prune_wall_s": round(prune_s, 3),
             "peak_memory_bytes": status.peak_memory_bytes,
+            "prune_peak_memory_bytes": prune_peak,
             "output": str(output),
         }
         return Outcome(_message(spec, status), summary)
