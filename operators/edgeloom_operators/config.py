@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgeloom.api import podenv
+from edgeloom.runtime.natsauth import DEFAULT_LIFETIME_S
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,15 @@ class OperatorConfig:
     ----------
     nats_url
         NATS URL that job pods connect to (and the operator, for status reports).
-    nats_user, nats_password
-        NATS credentials; copied into each job's Secret, never logged.
+    nats_ca
+        PEM of the CA that signed the NATS server's certificate (EDGELOOM_NATS_CA_FILE); the
+        operator verifies the server with it and copies it into each job's Secret.
+    authority_secret, authority_namespace, create_authority
+        The Secret holding the NATS account key that signs every job's credentials
+        (:mod:`edgeloom_operators.credentials`); with ``create_authority`` the operator makes
+        one when it is missing (the chart's own NATS). No secret: NATS without auth (tests).
+    credential_lifetime_s
+        How long the credentials minted for a job stay valid.
     services_image, image_pull_policy
         Image of the role pods (``edgeloom serve``) and its pull policy.
     prometheus_url
@@ -33,8 +42,11 @@ class OperatorConfig:
     """
 
     nats_url: str
-    nats_user: str | None = None
-    nats_password: str | None = None
+    nats_ca: str | None = None
+    authority_secret: str | None = None
+    authority_namespace: str = "default"
+    create_authority: bool = False
+    credential_lifetime_s: float = DEFAULT_LIFETIME_S
     services_image: str = "ghcr.io/edgeloom/edgeloom-services:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     prometheus_url: str | None = None
@@ -45,7 +57,9 @@ class OperatorConfig:
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
-        """Read EDGELOOM_NATS_URL (required), EDGELOOM_NATS_USER / _PASSWORD,
+        """Read EDGELOOM_NATS_URL (required), EDGELOOM_NATS_CA_FILE,
+        EDGELOOM_NATS_AUTHORITY_SECRET / _NAMESPACE / _CREATE,
+        EDGELOOM_NATS_CREDENTIAL_LIFETIME_SECONDS,
         EDGELOOM_SERVICES_IMAGE, EDGELOOM_SERVICES_IMAGE_PULL_POLICY, EDGELOOM_PROMETHEUS_URL,
         EDGELOOM_HEALTH_INTERVAL_SECONDS, EDGELOOM_METRICS_PORT, EDGELOOM_METRICS_ADDR and
         EDGELOOM_JOB_METRICS_LINGER_SECONDS."""
@@ -55,8 +69,15 @@ class OperatorConfig:
         defaults = cls(nats_url=url)
         return cls(
             nats_url=url,
-            nats_user=os.environ.get(podenv.NATS_USER) or None,
-            nats_password=os.environ.get(podenv.NATS_PASSWORD) or None,
+            nats_ca=Path(ca).read_text() if (ca := os.environ.get(podenv.NATS_CA_FILE)) else None,
+            authority_secret=os.environ.get("EDGELOOM_NATS_AUTHORITY_SECRET") or None,
+            authority_namespace=os.environ.get(
+                "EDGELOOM_NATS_AUTHORITY_NAMESPACE", defaults.authority_namespace
+            ),
+            create_authority=os.environ.get("EDGELOOM_NATS_AUTHORITY_CREATE") == "true",
+            credential_lifetime_s=_number(
+                "EDGELOOM_NATS_CREDENTIAL_LIFETIME_SECONDS", defaults.credential_lifetime_s
+            ),
             services_image=os.environ.get("EDGELOOM_SERVICES_IMAGE", defaults.services_image),
             image_pull_policy=os.environ.get(
                 "EDGELOOM_SERVICES_IMAGE_PULL_POLICY", defaults.image_pull_policy

@@ -27,14 +27,15 @@ from pydantic import ValidationError
 from edgeloom.api.registry import KindInfo
 from edgeloom.api.resource import GROUP, VERSION, InvalidResource, Resource, parse_resource
 from edgeloom.api.status import READY, Phase, set_summary_conditions
-from edgeloom_operators import jetstream
+from edgeloom.runtime.natsauth import Issuer
+from edgeloom_operators import credentials, jetstream
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.kube import Immutable, Kube, connect
 from edgeloom_operators.metrics import OperatorMetrics
 from edgeloom_operators.plugin import Children, ChildType, KindPlugin, Loop, index
 from edgeloom_operators.prometheus import Prometheus
 from edgeloom_operators.refresher import Key, Refresher
-from edgeloom_operators.render import MANAGER, job_selector
+from edgeloom_operators.render import MANAGER, child_name, job_selector, nats_secret
 from edgeloom_operators.reports import ReportListener
 from edgeloom_operators.status import INVALID_SPEC, Verdict, derive_status
 
@@ -57,6 +58,8 @@ class Operator:
     config: OperatorConfig
     nc: NATS
     plugins: Mapping[str, KindPlugin]
+    issuer: Issuer | None = None
+    """Signs each job's NATS credentials; None: NATS without auth."""
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reports: dict[Key, dict[str, Any]] = field(default_factory=dict)
     verdicts: dict[Key, dict[str, Verdict]] = field(default_factory=dict)
@@ -119,6 +122,8 @@ class Operator:
         if cause == "create":
             self.reports.pop(key, None)  # a report of a deleted namesake is not this run's
         applied: list[str] = []
+        if self._ensure_credentials(plugin.info, body, spec):
+            applied.append(f"Secret/{child_name(meta['name'], 'nats')}")
         children: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in plugin.observes}
         for child in plugin.render(body, spec, self.config):
             what = f"{child['kind']} {child['metadata']['name']}"
@@ -145,6 +150,22 @@ class Operator:
             self.kube.event(body, "Normal", "Created", "created " + ", ".join(applied))
         else:
             self.refresh(plugin, meta["namespace"], meta["name"])
+
+    def _ensure_credentials(self, info: KindInfo, body: dict[str, Any], spec: Any) -> bool:
+        """Write the job's NATS Secret (URL, CA, a user per role) unless the one there can be
+        kept (:func:`~edgeloom_operators.credentials.still_valid`); True when written."""
+        meta = body["metadata"]
+        name = child_name(meta["name"], "nats")
+        lifetime = self.config.credential_lifetime_s
+        if self.issuer is None:
+            creds: dict[str, str] = {}
+        else:
+            existing = self.kube.get_secret(meta["namespace"], name)
+            if credentials.still_valid(existing, info, meta["uid"], lifetime):
+                return False
+            creds = credentials.mint(self.issuer, info, body, spec, lifetime)
+        self.kube.apply(nats_secret(body, info, self.config, creds))
+        return True
 
     def _invalid(self, info: KindInfo, body: dict[str, Any], message: str) -> None:
         meta = body["metadata"]
@@ -192,7 +213,8 @@ class Operator:
             outcome = plugin.outcome(children)
             report = self.reports.get(key)
             terminal = plugin.semantics.terminal
-            if outcome.phase in terminal and (report or {}).get("phase") not in terminal:
+            if outcome.phase in terminal and (report or {}).get("phase") != outcome.phase:
+                # the pod's own last word, where NATS brought none (or another, maybe forged)
                 report = self._final_report(info, namespace, name) or report
             generation = body["metadata"].get("generation", 1)
             verdicts = self.verdicts.get(key)
@@ -306,8 +328,14 @@ async def start_operator(plugins: Mapping[str, KindPlugin]) -> Operator:
     """The operator from its environment (:meth:`OperatorConfig.from_env`): the API client,
     NATS, its ``/metrics``, the refresher and the status-report listener."""
     config = OperatorConfig.from_env()
-    nc = await jetstream.connect(config)
-    op = Operator(Kube(connect()), config, nc, plugins)
+    kube = Kube(connect())
+    issuer = None
+    if config.authority_secret is not None:
+        issuer = credentials.load_issuer(
+            kube, config.authority_namespace, config.authority_secret, config.create_authority
+        )
+    nc = await jetstream.connect(config, issuer)
+    op = Operator(kube, config, nc, plugins, issuer)
     if config.metrics_port is not None:
         op.metrics.factory.serve(config.metrics_port, config.metrics_addr)
     op.refresher.start()

@@ -1,50 +1,58 @@
-"""The operator's NATS connection, and deleting what a run left in JetStream.
+"""The operator's NATS connection, and deleting what a job left in JetStream.
 
-A job's coordinator may keep its state in the KV bucket and its checkpoint in the object
-store (:mod:`edgeloom.api.jobstate`); a kind whose runs do (its plugin's ``cleanup``) deletes
-both with the resource, through a finalizer whose retries are bounded so a NATS outage cannot
-block a deletion for long.
+A job's coordinator may keep its state and checkpoints in the job's own buckets
+(:mod:`edgeloom.api.jobstate`); a kind whose runs do (its plugin's ``cleanup``) deletes them
+with the resource, through a finalizer whose retries are bounded so a NATS outage cannot block
+a deletion for long.
 """
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.client import RawCredentials
 from nats.js.errors import NotFoundError
 
-from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
+from edgeloom.api.jobstate import job_buckets
+from edgeloom.runtime.natsauth import ADMIN, Issuer
 from edgeloom_operators.config import OperatorConfig
 
 
-async def connect(config: OperatorConfig) -> NATS:
-    """Connect to the jobs' NATS server; reconnect forever afterwards."""
+async def connect(config: OperatorConfig, issuer: Issuer | None) -> NATS:
+    """Connect to the jobs' NATS server as the operator's admin user (minted from the
+    account key, so it needs no Secret of its own), verifying TLS against the configured CA;
+    reconnect forever afterwards."""
+    options: dict[str, Any] = {}
+    if issuer is not None:
+        creds = issuer.creds("edgeloom-operator", ADMIN, config.credential_lifetime_s)
+        options["user_credentials"] = RawCredentials(creds)
+    if config.nats_ca is not None or config.nats_url.startswith("tls://"):
+        options["tls"] = ssl.create_default_context(cadata=config.nats_ca)
     return await nats.connect(
         config.nats_url,
         name="edgeloom-operator",
-        user=config.nats_user,
-        password=config.nats_password,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        **options,
     )
 
 
-async def delete_run_state(nc: NATS, namespace: str, name: str, run_id: str) -> list[str]:
-    """Delete the run's KV state and checkpoint; returns what existed and was deleted."""
+async def delete_job_state(nc: NATS, namespace: str, kind: str, name: str) -> list[str]:
+    """Delete the job's KV and object-store buckets (every run's state and checkpoint);
+    returns the buckets that existed and were deleted."""
     js = nc.jetstream()
+    buckets = job_buckets(namespace, kind, name)
     deleted = []
-    key = state_key(namespace, name, run_id)
-    try:
-        kv = await js.key_value(STATE_BUCKET)
-        await kv.get(key)
-        await kv.purge(key)
-        deleted.append(f"{STATE_BUCKET}/{key}")
-    except NotFoundError:  # no bucket or no key: nothing to delete
-        pass
-    obj = checkpoint_name(namespace, name, run_id)
-    try:
-        store = await js.object_store(CHECKPOINT_BUCKET)
-        await store.delete(obj)
-        deleted.append(f"{CHECKPOINT_BUCKET}/{obj}")
-    except NotFoundError:
-        pass
+    for bucket, delete in (
+        (buckets.state, js.delete_key_value),
+        (buckets.checkpoints, js.delete_object_store),
+    ):
+        try:
+            await delete(bucket)
+        except NotFoundError:  # never created, or deleted already
+            continue
+        deleted.append(bucket)
     return deleted

@@ -216,6 +216,31 @@ class Kube:
                     pass
         return len(self.list("v1", "Pod", namespace, selector))
 
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret (``data`` base64-encoded, as the API returns it), or None."""
+        try:
+            with _mapped():
+                found = self._api("v1", "Secret").get(name=name, namespace=namespace)
+        except NotFound:
+            return None
+        return dict(found.to_dict())
+
+    def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Create an Opaque Secret from plain-text ``data``; one that exists already is kept
+        (:class:`Conflict` is not raised: a concurrent creator won)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": data,
+        }
+        try:
+            with _mapped():
+                self._api("v1", "Secret").create(body=body, namespace=namespace)
+        except Conflict:
+            pass
+
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Merge ``annotations`` into a pod's."""
         with _mapped():

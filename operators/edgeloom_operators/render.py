@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
 
 from edgeloom.api import podenv
+from edgeloom.api.artifacts import FolderOutput
 from edgeloom.api.registry import KindInfo
 from edgeloom_operators.config import OperatorConfig
 
@@ -24,7 +26,13 @@ MANAGER = "edgeloom-operator"
 """Field manager of every server-side apply, and the managed-by label value."""
 RESOURCE_DIR = "/etc/edgeloom"
 RESOURCE_FILE = f"{RESOURCE_DIR}/resource.yaml"
+WORK_DIR = "/work"
+"""Every role pod's writable work folder (an emptyDir; the root filesystem is read-only): its
+working directory and ``edgeloom serve``'s run dir, where default outputs go."""
 TERMINATION_LOG = "/dev/termination-log"
+NATS_DIR = "/var/run/edgeloom/nats"
+"""Where a role pod finds its NATS credentials and the CA (its items of the job's Secret)."""
+CA_KEY = "ca.crt"
 NODE_TIER_LABEL = "edgeloom.io/tier"
 DEVICE_PROFILE_LABEL = "edgeloom.io/device-profile"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -111,12 +119,15 @@ def resource_config_map(body: dict[str, Any], info: KindInfo) -> dict[str, Any]:
     }
 
 
-def nats_secret(body: dict[str, Any], info: KindInfo, config: OperatorConfig) -> dict[str, Any]:
-    """The job's NATS connection (url, user, password) in a Secret its pods read as env."""
-    data = {"url": config.nats_url}
-    if config.nats_user:
-        data["user"] = config.nats_user
-        data["password"] = config.nats_password or ""
+def nats_secret(
+    body: dict[str, Any], info: KindInfo, config: OperatorConfig, creds: Mapping[str, str]
+) -> dict[str, Any]:
+    """The job's NATS connection: the URL, the CA (``ca.crt``) and ``creds``, one
+    ``<role>.creds`` per role (:mod:`edgeloom_operators.credentials`). Written by the shared
+    reconcile loop, not with the other children: credentials are minted, not rendered."""
+    data = {"url": config.nats_url, **creds}
+    if config.nats_ca is not None:
+        data[CA_KEY] = config.nats_ca
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -143,8 +154,28 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class ClaimMount:
+    """A PersistentVolumeClaim of the resource's namespace mounted in a role's pods."""
+
+    claim: str
+    mount_path: str
+    read_only: bool = False
+
+
+def output_claims(*outputs: FolderOutput) -> tuple[ClaimMount, ...]:
+    """The claims to mount, read-write at their paths, for the outputs that name one: what a
+    kind whose spec has :class:`FolderOutput` fields passes to its writing role."""
+    return tuple(
+        ClaimMount(out.volume_claim, out.path)
+        for out in outputs
+        if out.volume_claim is not None and out.path is not None
+    )
+
+
+@dataclass(frozen=True)
 class RoleJob:
-    """One batch/v1 Job running ``replicas`` pods of a role, indices ``offset`` onwards."""
+    """One batch/v1 Job running ``replicas`` pods of a role, indices ``offset`` onwards;
+    ``claims`` are mounted in its pods."""
 
     role: str
     placement: Placement
@@ -153,6 +184,7 @@ class RoleJob:
     group: str | None = None
     essential: bool = True
     requests: dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})
+    claims: tuple[ClaimMount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +204,7 @@ class RoleDeployment:
     ``min_ready_seconds``: how long a new pod must stay ready before it counts as available
     (a pod that crashes right after starting does not make the service Available).
     ``command``: the entrypoint, ``edgeloom serve`` unless a kind ships its own.
+    ``claims``: PersistentVolumeClaims mounted in its pods.
     """
 
     role: str
@@ -181,6 +214,7 @@ class RoleDeployment:
     min_ready_seconds: int = 0
     requests: dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})
     command: tuple[str, ...] = SERVE_COMMAND
+    claims: tuple[ClaimMount, ...] = ()
 
 
 def _env_from_secret(env: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
@@ -188,6 +222,26 @@ def _env_from_secret(env: str, secret: str, key: str, optional: bool = False) ->
     if optional:
         ref["optional"] = True
     return {"name": env, "valueFrom": {"secretKeyRef": ref}}
+
+
+def creds_key(role: str) -> str:
+    """The key of a role's NATS credentials in its job's Secret (and its file in the pod)."""
+    return f"{role}.creds"
+
+
+def _nats_files(
+    role: str, config: OperatorConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The env naming a role's NATS files, and the items of the job's Secret that hold them:
+    only this role's credentials (with auth) and the CA (with TLS)."""
+    env, items = [], []
+    if config.authority_secret is not None:
+        items.append({"key": creds_key(role), "path": creds_key(role)})
+        env.append({"name": podenv.NATS_CREDS, "value": f"{NATS_DIR}/{creds_key(role)}"})
+    if config.nats_ca is not None:
+        items.append({"key": CA_KEY, "path": CA_KEY})
+        env.append({"name": podenv.NATS_CA_FILE, "value": f"{NATS_DIR}/{CA_KEY}"})
+    return env, items
 
 
 def role_pod_template(
@@ -201,21 +255,27 @@ def role_pod_template(
     extra_env: list[dict[str, Any]] | None = None,
     ports: tuple[ServicePort, ...] = (),
     command: tuple[str, ...] = SERVE_COMMAND,
+    claims: tuple[ClaimMount, ...] = (),
 ) -> dict[str, Any]:
     """The pod template of one role: non-root, read-only root filesystem, no service-account
     token, every capability dropped, the RuntimeDefault seccomp profile, the resource mounted
     at /etc/edgeloom, NATS from the resource's Secret, ``/metrics`` on the pod IP (announced
-    by the ``prometheus.io/*`` annotations) and the tier's nodeSelector and tolerations."""
+    by the ``prometheus.io/*`` annotations) and the tier's nodeSelector and tolerations.
+
+    The role writes only to emptyDirs (/tmp, and /work: its working directory and run dir,
+    EDGELOOM_WORK_DIR) and to ``claims``, mounted where the spec says; fsGroup makes those
+    writable by the pod's user."""
     name = body["metadata"]["name"]
     secret = child_name(name, "nats")
+    nats_env, nats_files = _nats_files(role, config)
     env = [
         {"name": podenv.RESOURCE, "value": RESOURCE_FILE},
         {"name": podenv.ROLE, "value": role},
         {"name": podenv.TERMINATION_MESSAGE_PATH, "value": TERMINATION_LOG},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": podenv.WORK_DIR, "value": WORK_DIR},
         _env_from_secret(podenv.NATS_URL, secret, "url"),
-        _env_from_secret(podenv.NATS_USER, secret, "user", optional=True),
-        _env_from_secret(podenv.NATS_PASSWORD, secret, "password", optional=True),
+        *nats_env,
         {"name": podenv.METRICS_PORT, "value": str(METRICS_PORT)},
         {"name": podenv.METRICS_ADDR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": podenv.METRICS_LINGER_SECONDS, "value": f"{config.job_metrics_linger_s:g}"},
@@ -229,6 +289,7 @@ def role_pod_template(
         "image": config.services_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": list(command),
+        "workingDir": WORK_DIR,
         "env": env,
         "ports": [
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
@@ -245,6 +306,12 @@ def role_pod_template(
         "volumeMounts": [
             {"name": "resource", "mountPath": RESOURCE_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "work", "mountPath": WORK_DIR},
+            *([{"name": "nats", "mountPath": NATS_DIR, "readOnly": True}] if nats_files else []),
+            *(
+                {"name": f"claim-{i}", "mountPath": c.mount_path, "readOnly": c.read_only}
+                for i, c in enumerate(claims)
+            ),
         ],
     }
     pod_spec: dict[str, Any] = {
@@ -256,6 +323,8 @@ def role_pod_template(
             "runAsNonRoot": True,
             "runAsUser": 65532,
             "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
@@ -265,6 +334,16 @@ def role_pod_template(
                 "configMap": {"name": child_name(name, "resource")},
             },
             {"name": "tmp", "emptyDir": {}},
+            {"name": "work", "emptyDir": {}},
+            *(
+                [{"name": "nats", "secret": {"secretName": secret, "items": nats_files}}]
+                if nats_files
+                else []
+            ),
+            *(
+                {"name": f"claim-{i}", "persistentVolumeClaim": {"claimName": c.claim}}
+                for i, c in enumerate(claims)
+            ),
         ],
     }
     if placement.tier == "edge":  # k3s-edge taints edge nodes so only edge roles land there
@@ -299,7 +378,15 @@ def role_job(
     if job.replicas > 1 or job.offset:
         extra_env.append({"name": podenv.INDEX_OFFSET, "value": str(job.offset)})
     template = role_pod_template(
-        body, info, job.role, job.placement, job.requests, config, "Never", extra_env
+        body,
+        info,
+        job.role,
+        job.placement,
+        job.requests,
+        config,
+        "Never",
+        extra_env,
+        claims=job.claims,
     )
     job_spec: dict[str, Any] = {
         "backoffLimit": 2 if job.essential else 2 * job.replicas,
@@ -338,6 +425,7 @@ def role_deployment(
         "Always",
         ports=role.ports,
         command=role.command,
+        claims=role.claims,
     )
     spec: dict[str, Any] = {
         "replicas": role.replicas,
@@ -380,11 +468,10 @@ def role_service(body: dict[str, Any], info: KindInfo, role: RoleDeployment) -> 
 def children(
     body: dict[str, Any], info: KindInfo, jobs: list[RoleJob], config: OperatorConfig
 ) -> list[dict[str, Any]]:
-    """A job kind's children: ConfigMap and Secret first (the pods mount them), then the
-    role Jobs."""
+    """A job kind's children: the ConfigMap first (the pods mount it, and the NATS Secret
+    the reconcile loop writes before any child), then the role Jobs."""
     return [
         resource_config_map(body, info),
-        nats_secret(body, info, config),
         *(role_job(body, info, job, config) for job in jobs),
     ]
 
@@ -392,9 +479,9 @@ def children(
 def service_children(
     body: dict[str, Any], info: KindInfo, roles: list[RoleDeployment], config: OperatorConfig
 ) -> list[dict[str, Any]]:
-    """A service kind's children: ConfigMap and Secret first, then each role's Deployment
-    and Service."""
-    out = [resource_config_map(body, info), nats_secret(body, info, config)]
+    """A service kind's children: the ConfigMap first, then each role's Deployment and
+    Service."""
+    out = [resource_config_map(body, info)]
     for role in roles:
         out += [role_deployment(body, info, role, config), role_service(body, info, role)]
     return out

@@ -5,9 +5,13 @@ Two shapes of kind (:class:`Semantics`):
 
 - **jobs** run to an end. The job's report (a NATS status message, or the coordinator pod's
   termination message) carries phase, progress, conditions and typed results; the Jobs decide
-  the terminal outcome when the report cannot (a pod that crashed before reporting, a report
-  lost while the operator was down). ``Ready`` is True exactly when the resource has
-  Succeeded, so ``kubectl wait --for=condition=Ready`` means "finished with a result".
+  the terminal outcome. A terminal report (Succeeded or Failed) only says the end is near: the
+  resource stays Running until the coordinator's Job completes or fails, and that Job's
+  verdict is the phase, whatever the report says, so a forged or stale report cannot end a
+  job or overrule its Job. The Jobs alone also decide when the report cannot (a pod that
+  crashed before reporting, a report lost while the operator was down). ``Ready`` is True
+  exactly when the resource has Succeeded, so ``kubectl wait --for=condition=Ready`` means
+  "finished with a result".
 - **services** run until deleted. Their Deployments decide the phase, as a Deployment's own
   conditions would: Running and ``Ready``/``Available`` when every replica is available,
   Pending or Running while a rollout progresses, Degraded when replicas are missing after it,
@@ -39,6 +43,8 @@ from edgeloom.api.status import (
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 INVALID_SPEC = "InvalidSpec"
 """Ready reason of a resource whose spec does not validate (sticks within its generation)."""
+AWAITING_CONFIRMATION = "AwaitingConfirmation"
+"""Ready reason while a job's terminal report waits for its coordinator's Job to end."""
 AVAILABLE = "Available"
 """Condition a service kind carries beside Ready: its Deployments' replicas are all available."""
 Verdict = tuple[Literal["True", "False", "Unknown"], str, str]
@@ -81,7 +87,7 @@ class Semantics:
         Phases that stick within a generation (a late pod's report cannot undo them).
     reports_phase
         Whether the resource's own reports may set the phase (jobs) or only its children do
-        (services).
+        (services); a reported phase in ``terminal`` waits until the children prove one.
     ready
         Whether the resource is Ready in ``phase`` given what its children prove.
     waiting
@@ -225,6 +231,8 @@ def derive_status(
     with phase, the summary conditions and observedGeneration settled by the kind's
     :class:`Semantics` and the rules of the module docstring.
 
+    Only a decisive outcome writes a terminal phase: a terminal report before it keeps the
+    resource Running (Degraded when it was) with Ready's reason ``AwaitingConfirmation``.
     A terminal phase already written for this generation sticks (a late or retried pod's report
     cannot turn Succeeded back into Running), and so does an invalid spec's Failed; a status
     written for an older generation does not decide the phase of the new one. The operator
@@ -252,16 +260,22 @@ def derive_status(
     else:
         status = kept
     proven = outcome.phase
+    awaiting = reported in semantics.terminal and not outcome.decisive
     phase: Phase
     if sticky and previous is not None:
         phase = previous
     elif outcome.decisive and proven is not None:
-        phase = Phase.FAILED if proven == Phase.SUCCEEDED and reported == Phase.FAILED else proven
+        phase = proven
+    elif awaiting:  # the report's end, unconfirmed: still working, as far as anyone can prove
+        phase = Phase.DEGRADED if previous == Phase.DEGRADED else Phase.RUNNING
     else:
         phase = reported or previous or proven or Phase.PENDING
     theirs = get_condition(status.conditions, READY) if reported is not None else None
     if sticky and own is not None:
         reason, message = own.reason, own.message
+    elif awaiting and reported is not None:
+        reason = AWAITING_CONFIRMATION
+        message = f"the job reported {reported.value}; waiting for its Job to confirm it"
     elif reported is not None and reported != phase == proven:  # the children overrule it
         reason, message = outcome.reason, outcome.message
     elif theirs is not None:

@@ -38,7 +38,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from cryptography import x509
@@ -46,8 +46,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.procs import die_with_parent, venv_executable
+
+if TYPE_CHECKING:
+    from edgeloom_testkit.secure_nats import SecureNats
 
 T = TypeVar("T")
 
@@ -541,26 +543,18 @@ class ControlPlane:
         """Run the cached ``helm ARGS`` against this cluster; same contract as :meth:`kubectl`."""
         return self._run([str(self.bin_dir / "helm"), *args], input, check, timeout)
 
-    def install_edgeloom(self, release: str, namespace: str, nats: NatsServer, *sets: str) -> None:
+    def install_edgeloom(self, release: str, namespace: str, nats: SecureNats, *sets: str) -> None:
         """``helm install --wait`` the repository's chart into a new ``namespace``, its operator
-        pointed at ``nats`` (credentials in a Secret), with ``--set`` values ``sets``.
+        pointed at ``nats`` as an external NATS (account key and CA in Secrets there), allowed
+        to write job Secrets in any namespace (the tests make random ones), with ``--set``
+        values ``sets``.
 
         Pods share the host's network here, so kopf's liveness port is a free one.
         """
         self.kubectl("create", "namespace", namespace)
-        self.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "nats-auth",
-            "-n",
-            namespace,
-            f"--from-literal=user={nats.user}",
-            f"--from-literal=password={nats.password}",
-        )
         values = [
-            f"nats.url={nats.url}",
-            "nats.auth.existingSecret=nats-auth",
+            *nats.create_secrets(self, namespace),
+            "rbac.clusterWideSecrets=true",
             f"operator.healthPort={free_port()}",
             *sets,
         ]

@@ -12,7 +12,6 @@ dashboard panel's query must return series over the test's time range.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import threading
 import time
@@ -23,11 +22,11 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeloom.local.nats_server import NatsServer
 from edgeloom_testkit.controlplane import ControlPlane, wait_for
 from edgeloom_testkit.dashboards import alert_rules, dashboard_queries
 from edgeloom_testkit.node_agent import NodeAgent
 from edgeloom_testkit.prometheus import PodDiscovery, Prometheus, kubernetes_pods_job
+from edgeloom_testkit.secure_nats import secure_nats
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = "edgeloom-observability"
@@ -80,10 +79,13 @@ def prometheus(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="module")
 def installed(
-    control_plane: ControlPlane, node_agent: NodeAgent, prometheus: Prometheus
+    control_plane: ControlPlane,
+    node_agent: NodeAgent,
+    prometheus: Prometheus,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     plane = control_plane
-    with NatsServer(user="edgeloom", password=secrets.token_hex(16)) as nats:
+    with secure_nats(tmp_path_factory.mktemp("nats")) as nats:
         plane.install_edgeloom(
             "observed",
             SYSTEM,

@@ -9,21 +9,26 @@ status. Along the way a worker pod and the operator itself are killed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nats as nats_client
+import nats.errors
 import pytest
 import yaml
 from nats.js.errors import NotFoundError
 
-from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
-from edgeloom.local.nats_server import NatsServer
+from edgeloom.api.jobstate import job_buckets
+from edgeloom.api.kinds.splittraining import SplitTrainingJobStatus
+from edgeloom.api.status import Phase
+from edgeloom.runtime.bus import Bus
 from edgeloom_testkit.controlplane import ControlPlane, wait_for
 from edgeloom_testkit.node_agent import NodeAgent
+from edgeloom_testkit.secure_nats import SecureNats, secure_nats
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "edgeloom"
@@ -39,14 +44,14 @@ def example(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def nats() -> Iterator[NatsServer]:
-    with NatsServer(user="edgeloom", password=secrets.token_hex(16)) as server:
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats]:
+    with secure_nats(tmp_path_factory.mktemp("nats")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def installed(
-    control_plane: ControlPlane, node_agent: NodeAgent, nats: NatsServer
+    control_plane: ControlPlane, node_agent: NodeAgent, nats: SecureNats
 ) -> Iterator[str]:
     """``helm install`` of the chart against the test's nats-server; yields the release name."""
     control_plane.install_edgeloom("edgeloom", SYSTEM, nats)
@@ -78,29 +83,90 @@ def events(plane: ControlPlane, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in items]
 
 
-def run_state_exists(server: NatsServer, namespace: str, name: str, uid: str) -> tuple[bool, bool]:
-    """Whether the run's KV state and checkpoint are in JetStream."""
+def run_state_exists(server: SecureNats, namespace: str, name: str) -> tuple[bool, bool]:
+    """Whether the job's KV state and checkpoint buckets are in JetStream."""
 
     async def check() -> tuple[bool, bool]:
-        nc = await nats_client.connect(server.url, user=server.user, password=server.password)
+        nc = await server.connect()
         js = nc.jetstream()
+        buckets = job_buckets(namespace, "SplitTrainingJob", name)
         found = []
-        try:
-            kv = await js.key_value(STATE_BUCKET)
-            await kv.get(state_key(namespace, name, uid))
-            found.append(True)
-        except NotFoundError:
-            found.append(False)
-        try:
-            store = await js.object_store(CHECKPOINT_BUCKET)
-            await store.get_info(checkpoint_name(namespace, name, uid))
-            found.append(True)
-        except NotFoundError:
-            found.append(False)
+        for stream in (f"KV_{buckets.state}", f"OBJ_{buckets.checkpoints}"):
+            try:
+                await js.stream_info(stream)
+                found.append(True)
+            except NotFoundError:
+                found.append(False)
         await nc.close()
         return found[0], found[1]
 
     return asyncio.run(check())
+
+
+def role_creds(plane: ControlPlane, namespace: str, name: str, folder: Path) -> dict[str, Path]:
+    """Each role's ``.creds`` from the job's Secret, as its pods mount them."""
+    secret = plane.kubectl_json("get", "secret", f"{name}-nats", "-n", namespace)
+    out = {}
+    for key, value in secret["data"].items():
+        if key.endswith(".creds"):
+            out[key.removesuffix(".creds")] = folder / key
+            out[key.removesuffix(".creds")].write_bytes(base64.b64decode(value))
+    return out
+
+
+async def attempts_outside_the_job(
+    server: SecureNats, creds: dict[str, Path], namespace: str, name: str
+) -> dict[str, Any]:
+    """What a pod of this job may not do, each tried with its own credentials: reach another
+    job (``other``) and, as a worker, speak for its coordinator. Returns the server's
+    refusals, and whether another job's store could be read."""
+    other = "edgeloom.other-ns.splittrainingjob.other"
+    mine = f"edgeloom.{namespace}.splittrainingjob.{name}"
+    admin = await server.connect()  # another job's state, for the coordinator to try
+    others = job_buckets("other-ns", "SplitTrainingJob", "other").state
+    kv = await admin.jetstream().create_key_value(bucket=others)
+    await kv.put("run", b"secret weights")
+    out: dict[str, Any] = {}
+    for role, tries in (
+        ("server", [f"{other}.status", f"{other}.worker.0", f"{other}.result"]),
+        ("worker", [f"{mine}.status", f"{mine}.result", f"{mine}.control", f"{other}.join"]),
+    ):
+        errors: list[str] = []
+
+        async def record(err: Exception, into: list[str] = errors) -> None:
+            into.append(str(err))
+
+        nc = await nats_client.connect(
+            server.url,
+            user_credentials=str(creds[role]),
+            tls=server.ssl_context(),
+            error_cb=record,
+            allow_reconnect=False,
+            inbox_prefix=f"_INBOX.{namespace}.splittrainingjob.{name}.{role}",
+        )
+        for subject in tries:
+            await nc.publish(subject, b"{}")
+        await nc.subscribe(f"{other}.join" if role == "server" else f"{mine}.join")
+        await nc.flush()
+        await asyncio.sleep(0.5)
+        out[role] = [e for e in errors if "permissions violation" in e.lower()]
+        if role == "server":
+            try:
+                await (await nc.jetstream().key_value(others)).get("run")
+                out["read_other_store"] = True
+            except nats.errors.TimeoutError:
+                out["read_other_store"] = False
+        await nc.close()
+    await admin.jetstream().delete_key_value(others)
+    await admin.close()
+    return out
+
+
+async def forge_succeeded_report(server: SecureNats, namespace: str, name: str) -> None:
+    bus = await Bus.connect(server.admin, "forger")
+    forged = SplitTrainingJobStatus(phase=Phase.SUCCEEDED, final_accuracy=1.0)
+    await bus.publish(f"edgeloom.{namespace}.splittrainingjob.{name}.status", forged)
+    await bus.drain()
 
 
 def test_the_chart_installs_a_running_operator_with_its_crds(
@@ -168,9 +234,10 @@ def test_the_api_server_refuses_invalid_resources_naming_the_field(
 def test_a_splittrainingjob_runs_to_succeeded_through_a_killed_worker_and_operator(
     control_plane: ControlPlane,
     node_agent: NodeAgent,
-    nats: NatsServer,
+    nats: SecureNats,
     installed: str,
     namespace: str,
+    tmp_path: Path,
 ) -> None:
     plane = control_plane
     path = ROOT / "examples" / "splittraining-mnist1d.yaml"
@@ -199,6 +266,25 @@ def test_a_splittrainingjob_runs_to_succeeded_through_a_killed_worker_and_operat
     running = wait_for(lambda: round_at_least(2), 600, "two rounds reported in status", 1.0)
     assert running["phase"] in ("Running", "Degraded")
     assert running["observedGeneration"] == 1
+
+    # zero trust: each role's own credentials (from the job's Secret, as its pods mount them)
+    # are refused by the server wherever they must not reach
+    creds = role_creds(plane, namespace, name, tmp_path)
+    assert sorted(creds) == ["server", "worker"]
+    refused = asyncio.run(attempts_outside_the_job(nats, creds, namespace, name))
+    assert len(refused["server"]) == 4, refused  # another job's subjects: 3 publishes, 1 sub
+    assert len(refused["worker"]) == 5, refused  # its coordinator's subjects, another job's
+    assert refused["read_other_store"] is False
+    # a forged terminal report (as the admin: the roles' users cannot publish one) does not end
+    # the job while its coordinator's Job runs
+    asyncio.run(forge_succeeded_report(nats, namespace, name))
+    time.sleep(3)
+    assert get(plane, "splittrainingjob", name, namespace)["status"]["phase"] != "Succeeded"
+    # and NATS speaks TLS only
+    with pytest.raises(Exception, match=r"(?i)tls|ssl"):
+        asyncio.run(
+            nats_client.connect(nats.url.replace("tls://", "nats://"), allow_reconnect=False)
+        )
 
     # kill a worker pod: its Job replaces it and the job goes on
     victim = next(p for p, r in sorted(roles.items()) if r == "worker")
@@ -263,11 +349,10 @@ def test_a_splittrainingjob_runs_to_succeeded_through_a_killed_worker_and_operat
     assert diff.returncode == 0, diff.stdout + diff.stderr
 
     # deleting the resource removes every child, and its finalizer the run's JetStream state
-    uid = done["metadata"]["uid"]
     assert done["metadata"]["finalizers"] == ["edgeloom.io/run-state"]
-    assert run_state_exists(nats, namespace, name, uid) == (True, True)
+    assert run_state_exists(nats, namespace, name) == (True, True)
     plane.kubectl("delete", "splittrainingjob", name, "-n", namespace, "--wait=true", timeout=120)
-    assert run_state_exists(nats, namespace, name, uid) == (False, False)
+    assert run_state_exists(nats, namespace, name) == (False, False)
 
     def children_gone() -> bool:
         left = plane.kubectl_json(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,17 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats as nats_client
 import pytest
 import yaml
 
 from edgeloom.api.crdgen import crd_name, render_crd_yaml
-from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.procs import die_with_parent
 from edgeloom.runtime.framing import frame_envelope, read_envelope
 from edgeloom_testkit.controlplane import ControlPlane, wait_for
 from edgeloom_testkit.kinds.echoservice import KIND
 from edgeloom_testkit.node_agent import NodeAgent
+from edgeloom_testkit.secure_nats import ACCOUNT_SECRET, SecureNats, secure_nats
 
 CLOUD = {"cloud-0", "cloud-1"}
 
@@ -38,8 +36,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def nats() -> Iterator[NatsServer]:
-    with NatsServer(user="edgeloom", password=secrets.token_hex(16)) as server:
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats]:
+    with secure_nats(tmp_path_factory.mktemp("nats")) as server:
         yield server
 
 
@@ -57,7 +55,7 @@ def echo_crd(control_plane: ControlPlane) -> Iterator[str]:
 def echo_operator(
     control_plane: ControlPlane,
     node_agent: NodeAgent,
-    nats: NatsServer,
+    nats: SecureNats,
     echo_crd: str,
     namespace: str,
     tmp_path: Path,
@@ -69,9 +67,11 @@ def echo_operator(
         **os.environ,
         "KUBECONFIG": str(control_plane.kubeconfig),
         "EDGELOOM_NATS_URL": nats.url,
-        "EDGELOOM_NATS_USER": nats.user or "",
-        "EDGELOOM_NATS_PASSWORD": nats.password or "",
+        "EDGELOOM_NATS_CA_FILE": str(nats.ca),
+        "EDGELOOM_NATS_AUTHORITY_SECRET": ACCOUNT_SECRET,
+        "EDGELOOM_NATS_AUTHORITY_NAMESPACE": namespace,
     }
+    nats.create_secrets(control_plane, namespace)
     argv = [sys.executable, "-m", "kopf", "run", "--standalone", f"--namespace={namespace}"]
     argv += ["-m", "edgeloom_testkit.kinds.echoservice_operator"]
     with log.open("wb") as out:
@@ -108,9 +108,9 @@ def serving(plane: ControlPlane, namespace: str, replicas: int) -> dict[str, Any
     return status if ok and conditions(status).get("Ready") == "True" else None
 
 
-def echo_request(server: NatsServer, namespace: str, text: str) -> str:
+def echo_request(server: SecureNats, namespace: str, text: str) -> str:
     async def ask() -> str:
-        nc = await nats_client.connect(server.url, user=server.user, password=server.password)
+        nc = await server.connect()
         try:
             subject = f"edgeloom.{namespace}.echoservice.echo.echo"
             reply = await nc.request(subject, frame_envelope(text), timeout=5)
@@ -122,7 +122,7 @@ def echo_request(server: NatsServer, namespace: str, text: str) -> str:
 
 
 def test_a_service_kind_becomes_available_scales_and_recovers_a_lost_pod(
-    control_plane: ControlPlane, nats: NatsServer, namespace: str, echo_operator: Path
+    control_plane: ControlPlane, nats: SecureNats, namespace: str, echo_operator: Path
 ) -> None:
     plane = control_plane
     resource = {

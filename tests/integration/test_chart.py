@@ -1,25 +1,36 @@
 """The Helm chart, linted and rendered by the real ``helm`` built by ``controlplane/build.sh``.
 
 Rendered manifests are parsed and checked for what the operator and its users rely on: the kopf
-command line, a hardened pod, NATS wiring through a Secret, least-privilege RBAC, aggregated
-user roles, the NATS JetStream server, ``helm test`` pods, monitoring (metrics port, scrape
-annotations, PodMonitor, ServiceMonitor, PrometheusRule, Grafana dashboard ConfigMaps) and the
-values schema.
+command line, a hardened pod, NATS wiring through a Secret, least-privilege RBAC (Secrets only
+where jobs may run), aggregated user roles, the NATS JetStream server (TLS only, its
+certificate, the NetworkPolicy in front of it), ``helm test`` pods, monitoring (metrics port,
+scrape annotations, PodMonitor, ServiceMonitor, PrometheusRule, Grafana dashboard ConfigMaps)
+and the values schema. The rendered NATS configuration and certificate are also run: a real
+nats-server started from them serves TLS only, and the ``helm test`` script passes against it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import re
+import socket
 import subprocess
-from collections.abc import Iterable, Iterator
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from edgeloom.runtime.bus import Bus, NatsAccess
+from edgeloom.runtime.natsauth import ADMIN, Authority
+from edgeloom_operators.credentials import authority_secret_data
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "edgeloom"
@@ -159,7 +170,7 @@ def namespaced_operator_rules(plurals: set[str]) -> set[Rule]:
         rules |= {("edgeloom.io", f"{p}/status", v) for v in ("get", "patch", "update")}
         rules.add(("edgeloom.io", f"{p}/finalizers", "update"))
     rules |= {("batch", "jobs", v) for v in CRUD}
-    rules |= {("", r, v) for r in ("configmaps", "secrets", "services") for v in CRUD}
+    rules |= {("", r, v) for r in ("configmaps", "services") for v in CRUD}
     rules |= {("apps", "deployments", v) for v in CRUD}
     rules |= {("", "pods", v) for v in ("get", "list", "watch", "patch", "delete")}
     rules |= {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
@@ -170,6 +181,9 @@ CLUSTER_OPERATOR_RULES: set[Rule] = {
     *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
     *(("", "namespaces", v) for v in ("get", "list", "watch")),
 }
+SECRET_RULES: set[Rule] = {("", "secrets", v) for v in ("get", "create", "patch", "delete")}
+SECRETS_ROLE = f"{FULLNAME}-operator-secrets"
+AUTHORITY_ROLE = f"{FULLNAME}-operator-authority"
 
 
 def test_chart_crds_are_the_generated_crds() -> None:
@@ -188,8 +202,10 @@ def test_chart_crds_are_the_generated_crds() -> None:
         ("nats.url=nats://nats.example:4222",),
         ("operator.watchNamespaces={team-a,team-b}",),
         MONITORING_ON,
+        ("nats.replicas=3", "rbac.jobNamespaces={team-a}", "nats.monitor.service=true"),
+        ("nats.tls.certManager.enabled=true", "nats.tls.certManager.issuerRef.name=ca"),
     ],
-    ids=["defaults", "external-nats", "watch-namespaces", "monitoring"],
+    ids=["defaults", "external-nats", "watch-namespaces", "monitoring", "cluster", "cert-manager"],
 )
 def test_lint_strict_is_clean(helm: Helm, sets: tuple[str, ...]) -> None:
     args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
@@ -232,6 +248,20 @@ def test_operator_deployment_runs_kopf_in_a_hardened_pod(default_docs: list[dict
     }
     assert {"name": "tmp", "mountPath": "/tmp"} in operator["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    # the NATS CA, and only it (never the server's key), at EDGELOOM_NATS_CA_FILE
+    assert env_of(operator)["EDGELOOM_NATS_CA_FILE"]["value"] == "/etc/edgeloom/nats-ca/ca.crt"
+    assert {
+        "name": "nats-ca",
+        "mountPath": "/etc/edgeloom/nats-ca",
+        "readOnly": True,
+    } in operator["volumeMounts"]
+    assert {
+        "name": "nats-ca",
+        "secret": {
+            "secretName": f"{FULLNAME}-nats-tls",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        },
+    } in pod["volumes"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "http-health"}, probe
     assert operator["resources"]["requests"]["memory"] == "128Mi"
@@ -248,26 +278,20 @@ def test_operator_env_wires_nats_credentials_and_the_services_image(helm: Helm) 
     )
     operator = container(docs, "Deployment", f"{FULLNAME}-operator")
     env = env_of(operator)
-    assert env["EDGELOOM_NATS_URL"]["value"] == f"nats://{FULLNAME}-nats.{NAMESPACE}.svc:4222"
-    secret = f"{FULLNAME}-nats-auth"
-    assert env["EDGELOOM_NATS_USER"]["valueFrom"] == {
-        "secretKeyRef": {"name": secret, "key": "user"}
-    }
-    assert env["EDGELOOM_NATS_PASSWORD"]["valueFrom"] == {
-        "secretKeyRef": {"name": secret, "key": "password"}
-    }
+    assert env["EDGELOOM_NATS_URL"]["value"] == f"tls://{FULLNAME}-nats.{NAMESPACE}.svc:4222"
+    # the account key is read through the API (the operator creates it for the chart's NATS)
+    assert env["EDGELOOM_NATS_AUTHORITY_SECRET"]["value"] == f"{FULLNAME}-nats-authority"
+    assert env["EDGELOOM_NATS_AUTHORITY_NAMESPACE"]["value"] == NAMESPACE
+    assert env["EDGELOOM_NATS_AUTHORITY_CREATE"]["value"] == "true"
+    assert env["EDGELOOM_NATS_CREDENTIAL_LIFETIME_SECONDS"]["value"] == "2592000"
+    assert not [e for e in env if "PASSWORD" in e or "USER" in e]
     assert env["EDGELOOM_SERVICES_IMAGE"]["value"] == "ghcr.io/edgeloom/edgeloom-services:v9"
     assert env["EDGELOOM_SERVICES_IMAGE_PULL_POLICY"]["value"] == "Always"
     assert env["EDGELOOM_OPERATOR_NAMESPACE"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}
     }
     assert operator["env"][-1] == {"name": "EDGELOOM_LOG_LEVEL", "value": "debug"}
-
-    auth = find(docs, "Secret", secret)
-    assert auth["metadata"]["namespace"] == NAMESPACE
-    assert set(auth["data"]) == {"user", "password"}
-    assert base64.b64decode(auth["data"]["user"]) == b"edgeloom"
-    assert re.fullmatch(rb"[A-Za-z0-9]{32}", base64.b64decode(auth["data"]["password"]))
+    assert ("Secret", f"{FULLNAME}-nats-authority") not in kinds(docs)  # not Helm's to render
 
 
 def test_operator_rbac_is_least_privilege(default_docs: list[dict]) -> None:
@@ -284,7 +308,19 @@ def test_operator_rbac_is_least_privilege(default_docs: list[dict]) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": f"{FULLNAME}-operator", "namespace": NAMESPACE}
     ]
-    assert not [d for d in default_docs if d["kind"] in ("Role", "RoleBinding")]
+    # besides the authority Secret's Role in the release namespace, no Role and no binding:
+    # watching every namespace, the operator may write Secrets nowhere until a namespace
+    # binds the Secret ClusterRole (it is rendered, but unbound)
+    assert {(d["kind"], d["metadata"]["name"]) for d in default_docs if "Role" in d["kind"]} == {
+        ("ClusterRole", f"{FULLNAME}-operator"),
+        ("ClusterRoleBinding", f"{FULLNAME}-operator"),
+        ("ClusterRole", SECRETS_ROLE),
+        ("Role", AUTHORITY_ROLE),
+        ("RoleBinding", AUTHORITY_ROLE),
+        ("ClusterRole", f"{FULLNAME}-edit"),
+        ("ClusterRole", f"{FULLNAME}-view"),
+    }
+    assert flat_rules(find(default_docs, "ClusterRole", SECRETS_ROLE)["rules"]) == SECRET_RULES
     for doc in default_docs:
         if doc["kind"] in ("ClusterRole", "Role"):
             assert "*" not in set(strings(doc["rules"])), doc["metadata"]["name"]
@@ -323,13 +359,20 @@ def test_watch_namespaces_use_roles_in_each_namespace(helm: Helm) -> None:
     for ns in ("team-a", "team-b"):
         role = next(d for d in docs if d["kind"] == "Role" and d["metadata"].get("namespace") == ns)
         assert flat_rules(role["rules"]) == namespaced
-        binding = next(
-            d for d in docs if d["kind"] == "RoleBinding" and d["metadata"].get("namespace") == ns
-        )
-        assert binding["roleRef"]["kind"] == "Role"
-        assert binding["roleRef"]["name"] == role["metadata"]["name"]
-        assert binding["subjects"][0]["namespace"] == NAMESPACE
-    assert len([d for d in docs if d["kind"] == "Role"]) == 2
+        bindings = {
+            d["roleRef"]["kind"]: d
+            for d in docs
+            if d["kind"] == "RoleBinding" and d["metadata"].get("namespace") == ns
+        }
+        assert bindings["Role"]["roleRef"]["name"] == role["metadata"]["name"]
+        assert bindings["Role"]["subjects"][0]["namespace"] == NAMESPACE
+        # and the Secret rules, in the watched namespaces only
+        assert bindings["ClusterRole"]["roleRef"]["name"] == SECRETS_ROLE
+        assert bindings["ClusterRole"]["subjects"] == [
+            {"kind": "ServiceAccount", "name": f"{FULLNAME}-operator", "namespace": NAMESPACE}
+        ]
+    watched = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] != AUTHORITY_ROLE]
+    assert len(watched) == 2
     # Cluster-wide, the operator keeps only what kopf reads across namespaces.
     cluster_role = find(docs, "ClusterRole", f"{FULLNAME}-operator")
     assert flat_rules(cluster_role["rules"]) == CLUSTER_OPERATOR_RULES
@@ -351,10 +394,15 @@ def test_nats_runs_jetstream_with_auth_by_default(default_docs: list[dict]) -> N
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert nats[probe]["httpGet"]["path"].startswith("/healthz"), probe
         assert nats[probe]["httpGet"]["port"] == "monitor"
-    env = env_of(nats)
-    secret = f"{FULLNAME}-nats-auth"
-    assert env["NATS_USER"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "user"}
-    assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "password"}
+    assert not [e for e in env_of(nats) if "PASSWORD" in e or "USER" in e]
+    (auth,) = [v for v in pod["volumes"] if v["name"] == "nats-auth"]
+    assert auth["secret"] == {  # only the public JWTs, never the account key
+        "secretName": f"{FULLNAME}-nats-authority",
+        "items": [{"key": "auth.conf", "path": "auth.conf"}],
+    }
+    assert {"name": "nats-auth", "mountPath": "/etc/nats-auth", "readOnly": True} in nats[
+        "volumeMounts"
+    ]
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
     assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
@@ -364,16 +412,25 @@ def test_nats_runs_jetstream_with_auth_by_default(default_docs: list[dict]) -> N
     conf = find(default_docs, "ConfigMap", f"{FULLNAME}-nats-config")["data"]["nats.conf"]
     assert re.search(r"jetstream \{\s*store_dir: /data", conf)
     assert re.search(r"^max_payload: 8MB$", conf, re.MULTILINE)
-    assert re.search(r"authorization \{\s*user: \$NATS_USER\s*password: \$NATS_PASSWORD", conf)
+    assert re.search(
+        r"^tls \{\s*cert_file: /etc/nats-tls/tls.crt\s*key_file: /etc/nats-tls/tls.key",
+        conf,
+        re.MULTILINE,
+    )
+    # clients verify the server; the server asks for no client certificate
+    assert not re.search(r"^\s*verify:", conf, re.MULTILINE)
+    assert re.search(r"^include \.\./nats-auth/auth\.conf$", conf, re.MULTILINE)
+    assert "authorization" not in conf
     assert "cluster {" not in conf
 
     client = find(default_docs, "Service", f"{FULLNAME}-nats")
     assert client["spec"]["type"] == "ClusterIP"
-    assert {"name": "nats", "port": 4222, "targetPort": "nats", "protocol": "TCP"} in client[
-        "spec"
-    ]["ports"]
+    assert client["spec"]["ports"] == [
+        {"name": "nats", "port": 4222, "targetPort": "nats", "protocol": "TCP"}
+    ]  # the monitor port is not on the Service
     headless = find(default_docs, "Service", f"{FULLNAME}-nats-headless")
     assert headless["spec"]["clusterIP"] == "None"
+    assert "monitor" not in {p["name"] for p in headless["spec"]["ports"]}
     for service in (client, headless):
         selector = service["spec"]["selector"]
         assert selector.items() <= sts["spec"]["template"]["metadata"]["labels"].items()
@@ -410,29 +467,39 @@ def test_the_health_port_moves_kopfs_endpoint_and_the_container_port(helm: Helm)
 
 def test_external_nats_url_replaces_the_chart_nats(helm: Helm) -> None:
     url = "nats://nats.example:4222"
-    docs = helm.render(f"nats.url={url}")
+    proc = helm.template(f"nats.url={url}")
+    assert proc.returncode != 0 and "nats.auth.existingSecret" in proc.stderr
+    docs = helm.render(f"nats.url={url}", "nats.auth.existingSecret=nats-account")
     names = kinds(docs)
     chart_nats = {n for n in names if n[1].startswith(f"{FULLNAME}-nats")}
     assert chart_nats == set(), chart_nats
     assert ("Pod", f"{FULLNAME}-test-nats") not in names
     env = env_of(container(docs, "Deployment", f"{FULLNAME}-operator"))
     assert env["EDGELOOM_NATS_URL"]["value"] == url
-    assert "EDGELOOM_NATS_USER" not in env  # credentials, if any, are in the URL
+    assert env["EDGELOOM_NATS_AUTHORITY_SECRET"]["value"] == "nats-account"
+    assert env["EDGELOOM_NATS_AUTHORITY_CREATE"]["value"] == "false"
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    role = find(docs, "Role", f"{FULLNAME}-operator-authority")
+    assert role["rules"] == [  # read the given Secret by name; create nothing
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["nats-account"],
+            "verbs": ["get"],
+        }
+    ]
 
-    docs = helm.render(f"nats.url={url}", "nats.auth.existingSecret=nats-creds")
+
+def test_an_existing_authority_replaces_the_one_the_operator_would_create(helm: Helm) -> None:
+    docs = helm.render("nats.auth.existingSecret=nats-account")
+    secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    assert secrets == {f"{FULLNAME}-nats-ca", f"{FULLNAME}-nats-tls"}  # TLS only, no credentials
+    pod = find(docs, "StatefulSet", f"{FULLNAME}-nats")["spec"]["template"]["spec"]
+    (auth,) = [v for v in pod["volumes"] if v["name"] == "nats-auth"]
+    assert auth["secret"]["secretName"] == "nats-account"
     env = env_of(container(docs, "Deployment", f"{FULLNAME}-operator"))
-    assert env["EDGELOOM_NATS_USER"]["valueFrom"]["secretKeyRef"]["name"] == "nats-creds"
-    assert env["EDGELOOM_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "nats-creds"
-    assert not [d for d in docs if d["kind"] == "Secret"]
-
-
-def test_existing_secret_replaces_the_generated_one(helm: Helm) -> None:
-    docs = helm.render("nats.auth.existingSecret=nats-creds")
-    assert not [d for d in docs if d["kind"] == "Secret"]
-    nats_env = env_of(container(docs, "StatefulSet", f"{FULLNAME}-nats"))
-    operator_env = env_of(container(docs, "Deployment", f"{FULLNAME}-operator"))
-    for env, key in ((nats_env, "NATS_PASSWORD"), (operator_env, "EDGELOOM_NATS_PASSWORD")):
-        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "nats-creds", "key": "password"}
+    assert env["EDGELOOM_NATS_AUTHORITY_SECRET"]["value"] == "nats-account"
+    assert env["EDGELOOM_NATS_AUTHORITY_CREATE"]["value"] == "false"
 
 
 def test_helm_test_pods_probe_the_operator_and_nats(default_docs: list[dict]) -> None:
@@ -466,10 +533,13 @@ def test_helm_test_pods_probe_the_operator_and_nats(default_docs: list[dict]) ->
     (check,) = nats_test["spec"]["containers"]
     script = check["command"][2]
     assert f"{FULLNAME}-nats.{NAMESPACE}.svc" in script
+    assert f"{FULLNAME}-nats-0.{FULLNAME}-nats-headless.{NAMESPACE}.svc" in script  # monitor
     assert ":8222/healthz" in script and "CONNECT" in script
-    assert env_of(check)["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == (
-        f"{FULLNAME}-nats-auth"
-    )
+    assert "/etc/edgeloom/nats-ca/ca.crt" in script and "wrap_socket" in script
+    assert {"name": "nats-ca", "mountPath": "/etc/edgeloom/nats-ca", "readOnly": True} in check[
+        "volumeMounts"
+    ]
+    assert "env" not in check  # it holds no credentials: it proves a client without is refused
 
 
 def test_names_and_common_labels_follow_values(helm: Helm) -> None:
@@ -498,6 +568,15 @@ def test_names_and_common_labels_follow_values(helm: Helm) -> None:
         (("monitoring.prometheusRule.staleFor=five minutes",), "staleFor"),
         (("monitoring.dashbords.enabled=true",), "dashbords"),
         (("monitoring.prometheusRule.pruneStalledFor=30m",), "pruneStalledFor"),
+        (("rbac.jobNamespaces={Team_A}",), "jobNamespaces"),
+        (("rbac.clusterWide=true",), "clusterWide"),
+        (("nats.tls.validityDays=0",), "validityDays"),
+        (("nats.tls.extraDnsNames={nats_edge}",), "extraDnsNames"),
+        (("nats.tls.extraIpAddresses={nats.edge}",), "extraIpAddresses"),
+        (("nats.tls.certManager.issuerRef.kind=Vault",), "kind"),
+        (("nats.tls.certManager.duration=90d",), "duration"),
+        (("nats.monitor.port=8222",), "port"),
+        (("nats.networkPolicy.monitorFrom[0].pods.app=x",), "pods"),
     ],
     ids=[
         "negative-replicas",
@@ -512,6 +591,15 @@ def test_names_and_common_labels_follow_values(helm: Helm) -> None:
         "duration",
         "unknown-monitoring-key",
         "stall-threshold-of-one-kind",  # one stalledFor for every kind now
+        "job-namespace",
+        "unknown-rbac-key",
+        "zero-validity",
+        "dns-name",
+        "ip-address",
+        "issuer-kind",
+        "cert-manager-duration",
+        "monitor-port-is-fixed",
+        "network-policy-peer",
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(
@@ -656,3 +744,543 @@ def test_dashboard_values_move_and_label_the_config_maps(helm: Helm) -> None:
 
     docs = helm.render("monitoring.dashboards.enabled=false")
     assert not [d for d in docs if "-dashboard-" in d["metadata"]["name"]]
+
+
+# -- NATS: TLS, the monitor port, the NetworkPolicy ---------------------------------------------
+
+
+def secret_bytes(docs: Iterable[dict[str, Any]], name: str) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in find(docs, "Secret", name)["data"].items()}
+
+
+def nats_names(replicas: int, namespace: str = NAMESPACE) -> set[str]:
+    """The names a client or a route peer may dial the chart's NATS by."""
+    service, headless = f"{FULLNAME}-nats", f"{FULLNAME}-nats-headless"
+    names = {service, f"{service}.{namespace}"}
+    for short in (f"{service}.{namespace}.svc", f"{headless}.{namespace}.svc"):
+        names |= {short, f"{short}.cluster.local"}
+    for i in range(replicas):
+        pod = f"{service}-{i}.{headless}.{namespace}.svc"
+        names |= {pod, f"{pod}.cluster.local"}
+    return names
+
+
+def test_the_generated_certificate_names_every_way_to_reach_nats(helm: Helm) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    docs = helm.render(
+        "nats.replicas=3",
+        "nats.tls.extraDnsNames={nats.edge.example}",
+        "nats.tls.extraIpAddresses={192.0.2.7}",
+    )
+    tls = find(docs, "Secret", f"{FULLNAME}-nats-tls")
+    assert tls["type"] == "kubernetes.io/tls"
+    server, ca = (
+        secret_bytes(docs, f"{FULLNAME}-nats-tls"),
+        secret_bytes(docs, f"{FULLNAME}-nats-ca"),
+    )
+    assert set(server) == {"tls.crt", "tls.key", "ca.crt"} and set(ca) == {"ca.crt", "ca.key"}
+    assert server["ca.crt"] == ca["ca.crt"]
+
+    cert = x509.load_pem_x509_certificate(server["tls.crt"])
+    authority = x509.load_pem_x509_certificate(ca["ca.crt"])
+    cert.verify_directly_issued_by(authority)
+    assert authority.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == nats_names(3) | {"nats.edge.example"}
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["192.0.2.7"]
+    usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= usages
+    key = serialization.load_pem_private_key(server["tls.key"], password=None)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+
+    # routes dial peers by the names in the certificate (mutual TLS with its CA)
+    conf = find(docs, "ConfigMap", f"{FULLNAME}-nats-config")["data"]["nats.conf"]
+    cluster = conf[conf.index("cluster {") :]
+    assert re.search(
+        r"tls \{\s*cert_file: /etc/nats-tls/tls.crt\s*key_file: \S+\s*"
+        r"ca_file: /etc/nats-tls/ca.crt",
+        cluster,
+    )
+    assert set(re.findall(r"nats://(\S+):6222", cluster)) <= nats_names(3)
+    assert "advertise: $CLUSTER_ADVERTISE" in cluster and "no_advertise: true" in cluster
+    nats = container(docs, "StatefulSet", f"{FULLNAME}-nats")
+    advertised = env_of(nats)["CLUSTER_ADVERTISE"]["value"]
+    assert advertised == f"$(SERVER_NAME).{FULLNAME}-nats-headless.{NAMESPACE}.svc:6222"
+    assert advertised.replace("$(SERVER_NAME)", f"{FULLNAME}-nats-2").split(":")[0] in nats_names(3)
+    pod = find(docs, "StatefulSet", f"{FULLNAME}-nats")["spec"]["template"]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "tls"]
+    assert volume["secret"]["secretName"] == f"{FULLNAME}-nats-tls"
+    assert [i["key"] for i in volume["secret"]["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+    assert {"name": "tls", "mountPath": "/etc/nats-tls", "readOnly": True} in nats["volumeMounts"]
+    digest = tls["metadata"]["annotations"]["edgeloom.io/names-sha256"]
+    assert pod["metadata"]["annotations"]["checksum/tls-names"] == digest
+
+
+def test_the_certificate_digest_follows_the_names_only(helm: Helm) -> None:
+    def digest(*sets: str) -> str:
+        tls = find(helm.render(*sets), "Secret", f"{FULLNAME}-nats-tls")
+        return str(tls["metadata"]["annotations"]["edgeloom.io/names-sha256"])
+
+    assert digest() == digest("nats.maxPayload=16MB")  # a new render, the same names
+    assert digest() != digest("nats.replicas=3")
+    assert digest() != digest("nats.tls.extraDnsNames={nats.edge.example}")
+
+
+def test_an_existing_tls_secret_replaces_the_generated_certificate(helm: Helm) -> None:
+    docs = helm.render("nats.tls.existingSecret=nats-cert")
+    assert not [d for d in docs if d["kind"] in ("Certificate",)]
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    pod = find(docs, "StatefulSet", f"{FULLNAME}-nats")["spec"]["template"]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "tls"]
+    assert volume["secret"]["secretName"] == "nats-cert"
+    assert "checksum/tls-names" not in pod["metadata"]["annotations"]
+    operator = find(docs, "Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]
+    (ca,) = [v for v in operator["volumes"] if v["name"] == "nats-ca"]
+    assert ca["secret"]["secretName"] == "nats-cert"
+
+
+def test_cert_manager_issues_the_certificate_for_the_same_names(helm: Helm) -> None:
+    docs = helm.render(
+        "nats.tls.certManager.enabled=true",
+        "nats.tls.certManager.issuerRef.name=edge-ca",
+        "nats.tls.certManager.issuerRef.kind=ClusterIssuer",
+        "nats.tls.extraIpAddresses={192.0.2.7}",
+    )
+    certificate = find(docs, "Certificate", f"{FULLNAME}-nats")
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    spec = certificate["spec"]
+    assert spec["secretName"] == f"{FULLNAME}-nats-tls"
+    assert set(spec["dnsNames"]) == nats_names(1) and spec["ipAddresses"] == ["192.0.2.7"]
+    assert {"server auth", "client auth"} <= set(spec["usages"])
+    assert spec["issuerRef"] == {
+        "name": "edge-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    assert (spec["duration"], spec["renewBefore"]) == ("2160h", "360h")
+    assert spec["privateKey"]["rotationPolicy"] == "Always"
+    assert not [d for d in docs if d["kind"] == "Secret" and "-nats-tls" in d["metadata"]["name"]]
+    assert not [d for d in docs if d["kind"] == "Secret" and "-nats-ca" in d["metadata"]["name"]]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ("nats.tls.existingSecret=cert", "nats.tls.certManager.enabled=true"),
+            "nats.tls.existingSecret and nats.tls.certManager.enabled exclude each other",
+        ),
+        (
+            ("nats.tls.certManager.enabled=true",),
+            "nats.tls.certManager.enabled needs nats.tls.certManager.issuerRef.name",
+        ),
+    ],
+    ids=["secret-and-cert-manager", "cert-manager-without-issuer"],
+)
+def test_contradictory_tls_values_fail_with_a_message(
+    helm: Helm, sets: tuple[str, ...], message: str
+) -> None:
+    proc = helm.template(*sets)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+def test_an_external_nats_is_verified_with_the_named_ca_or_the_trust_store(helm: Helm) -> None:
+    url = "tls://nats.example:4222"
+    account = "nats.auth.existingSecret=nats-account"
+    docs = helm.render(f"nats.url={url}", "nats.tls.caSecret=nats-example-ca", account)
+    operator = find(docs, "Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]
+    (ca,) = [v for v in operator["volumes"] if v["name"] == "nats-ca"]
+    assert ca["secret"] == {
+        "secretName": "nats-example-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    env = env_of(operator["containers"][0])
+    assert env["EDGELOOM_NATS_URL"]["value"] == url
+    assert env["EDGELOOM_NATS_CA_FILE"]["value"] == "/etc/edgeloom/nats-ca/ca.crt"
+    assert not [d for d in docs if d["kind"] in ("Secret", "NetworkPolicy", "Certificate")]
+
+    docs = helm.render(f"nats.url={url}", account)
+    operator = find(docs, "Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]
+    assert "nats-ca" not in {v["name"] for v in operator["volumes"]}
+    assert "EDGELOOM_NATS_CA_FILE" not in env_of(operator["containers"][0])
+
+
+def test_the_monitor_port_joins_the_services_only_when_asked(helm: Helm) -> None:
+    docs = helm.render("nats.monitor.service=true", "nats.replicas=3")
+    for name in (f"{FULLNAME}-nats", f"{FULLNAME}-nats-headless"):
+        ports = find(docs, "Service", name)["spec"]["ports"]
+        assert {
+            "name": "monitor",
+            "port": 8222,
+            "targetPort": "monitor",
+            "protocol": "TCP",
+        } in ports
+    nats = container(docs, "StatefulSet", f"{FULLNAME}-nats")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert nats[probe]["httpGet"]["port"] == "monitor"  # the container port, either way
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector with matchLabels only selects ``labels``."""
+    assert set(selector) <= {"matchLabels"}, selector
+    return dict(selector.get("matchLabels") or {}).items() <= labels.items()
+
+
+def test_the_network_policy_admits_edgeloom_pods_the_operator_and_helm_test(
+    default_docs: list[dict],
+) -> None:
+    from edgeloom.api.kinds.prunejob import KIND as PRUNEJOB
+    from edgeloom_operators.render import labels as job_pod_labels
+
+    policy = find(default_docs, "NetworkPolicy", f"{FULLNAME}-nats")
+    spec = policy["spec"]
+    nats_pod = find(default_docs, "StatefulSet", f"{FULLNAME}-nats")["spec"]["template"]
+    assert selects(spec["podSelector"], nats_pod["metadata"]["labels"])
+    assert spec["policyTypes"] == ["Ingress"]
+    by_port = {rule["ports"][0]["port"]: rule["from"] for rule in spec["ingress"]}
+    assert set(by_port) == {"nats", "monitor"}  # no routes with one replica
+    assert {p["name"] for p in nats_pod["spec"]["containers"][0]["ports"]} >= set(by_port)
+
+    def admitted(port: str, labels: dict[str, str], same_namespace: bool) -> bool:
+        for peer in by_port[port]:
+            in_namespace = "namespaceSelector" in peer or same_namespace
+            if in_namespace and selects(peer.get("podSelector", {}), labels):
+                return True
+        return False
+
+    job_pod = job_pod_labels(PRUNEJOB, "tiny", "pruner")  # what the operator renders
+    operator = find(default_docs, "Deployment", f"{FULLNAME}-operator")["spec"]["template"]
+    test_pod = find(default_docs, "Pod", f"{FULLNAME}-test-nats")
+    assert admitted("nats", job_pod, same_namespace=False)
+    assert admitted("nats", operator["metadata"]["labels"], same_namespace=True)
+    assert admitted("nats", test_pod["metadata"]["labels"], same_namespace=True)
+    assert not admitted("nats", operator["metadata"]["labels"], same_namespace=False)
+    assert not admitted("nats", {"app.kubernetes.io/name": "edgeloom"}, same_namespace=False)
+    assert admitted("monitor", test_pod["metadata"]["labels"], same_namespace=True)
+    assert not admitted("monitor", job_pod, same_namespace=False)
+    assert not admitted("monitor", operator["metadata"]["labels"], same_namespace=True)
+
+
+def test_network_policy_values_add_routes_monitoring_and_clients(helm: Helm) -> None:
+    docs = helm.render(
+        "nats.replicas=3",
+        "nats.networkPolicy.monitorFrom[0].namespaceSelector.matchLabels.team=monitoring",
+        "nats.networkPolicy.extraClientFrom[0].ipBlock.cidr=192.0.2.0/24",
+    )
+    spec = find(docs, "NetworkPolicy", f"{FULLNAME}-nats")["spec"]
+    by_port = {rule["ports"][0]["port"]: rule["from"] for rule in spec["ingress"]}
+    nats_pod = find(docs, "StatefulSet", f"{FULLNAME}-nats")["spec"]["template"]
+    (route_peer,) = by_port["cluster"]
+    assert set(route_peer) == {"podSelector"}
+    assert selects(route_peer["podSelector"], nats_pod["metadata"]["labels"])
+    assert {"namespaceSelector": {"matchLabels": {"team": "monitoring"}}} in by_port["monitor"]
+    assert {"ipBlock": {"cidr": "192.0.2.0/24"}} in by_port["nats"]
+
+    docs = helm.render("nats.networkPolicy.enabled=false")
+    assert not [d for d in docs if d["kind"] == "NetworkPolicy"]
+
+
+# -- the operator's Secrets --------------------------------------------------------------------
+
+
+def secret_bindings(docs: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(kind, namespace) of every binding of the Secret ClusterRole to the operator."""
+    out = set()
+    for doc in docs:
+        if doc["kind"] in ("RoleBinding", "ClusterRoleBinding") and doc["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": SECRETS_ROLE,
+        }:
+            assert doc["subjects"] == [
+                {"kind": "ServiceAccount", "name": f"{FULLNAME}-operator", "namespace": NAMESPACE}
+            ]
+            out.add((doc["kind"], doc["metadata"].get("namespace", "")))
+    return out
+
+
+def secret_verbs(docs: Iterable[dict[str, Any]]) -> set[str]:
+    """Every verb on Secrets that any Role or ClusterRole of the chart grants."""
+    verbs = set()
+    for doc in docs:
+        if doc["kind"] in ("Role", "ClusterRole"):
+            for rule in doc["rules"]:
+                if "" in rule["apiGroups"] and "secrets" in rule["resources"]:
+                    verbs |= set(rule["verbs"])
+    return verbs
+
+
+@pytest.mark.parametrize(
+    ("sets", "bindings"),
+    [
+        ((), set()),
+        (
+            ("rbac.jobNamespaces={ml,research}",),
+            {("RoleBinding", "ml"), ("RoleBinding", "research")},
+        ),
+        (("operator.watchNamespaces={ml}",), {("RoleBinding", "ml")}),
+        (
+            ("operator.watchNamespaces={ml,research}", "rbac.jobNamespaces={research}"),
+            {("RoleBinding", "research")},
+        ),
+        (("rbac.clusterWideSecrets=true",), {("ClusterRoleBinding", "")}),
+    ],
+    ids=["none-by-default", "job-namespaces", "watched", "job-subset-of-watched", "cluster-wide"],
+)
+def test_secrets_are_granted_only_where_jobs_may_run(
+    helm: Helm, sets: tuple[str, ...], bindings: set[tuple[str, str]]
+) -> None:
+    docs = helm.render(*sets)
+    assert secret_bindings(docs) == bindings
+    assert flat_rules(find(docs, "ClusterRole", SECRETS_ROLE)["rules"]) == SECRET_RULES
+    # nothing anywhere lists or watches Secrets (the operator would enumerate them)
+    assert secret_verbs(docs) == {"get", "create", "patch", "delete"}
+    operator_role = find(docs, "ClusterRole", f"{FULLNAME}-operator")
+    assert "secrets" not in set(strings(operator_role["rules"]))
+
+
+def test_the_authority_secret_is_readable_by_name_only(default_docs: list[dict]) -> None:
+    role = find(default_docs, "Role", AUTHORITY_ROLE)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [f"{FULLNAME}-nats-authority"],
+            "verbs": ["get"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]
+    binding = find(default_docs, "RoleBinding", AUTHORITY_ROLE)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": AUTHORITY_ROLE,
+    }
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ("rbac.clusterWideSecrets=true", "rbac.jobNamespaces={ml}"),
+            "rbac.clusterWideSecrets needs operator.watchNamespaces and rbac.jobNamespaces empty",
+        ),
+        (
+            ("rbac.clusterWideSecrets=true", "operator.watchNamespaces={ml}"),
+            "rbac.clusterWideSecrets needs operator.watchNamespaces and rbac.jobNamespaces empty",
+        ),
+        (
+            ("operator.watchNamespaces={ml}", "rbac.jobNamespaces={research}"),
+            "rbac.jobNamespaces lists research, which operator.watchNamespaces does not watch",
+        ),
+    ],
+    ids=["cluster-wide-and-list", "cluster-wide-and-watch", "job-namespace-not-watched"],
+)
+def test_contradictory_rbac_values_fail_with_a_message(
+    helm: Helm, sets: tuple[str, ...], message: str
+) -> None:
+    proc = helm.template(*sets)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+# -- the rendered NATS, run ---------------------------------------------------------------------
+
+AUTHORITY = Authority.new()
+RUNTIME_SECRETS: dict[str, Callable[[], dict[str, bytes]]] = {
+    # the operator creates it on first start (edgeloom_operators.credentials.load_issuer)
+    f"{FULLNAME}-nats-authority": lambda: {
+        k: v.encode() for k, v in authority_secret_data(AUTHORITY).items()
+    },
+}
+"""Secrets the chart's pods use that no template renders (something makes them at run time),
+by name: how this test makes each one's data."""
+
+
+class Materialized:
+    """One container of a rendered pod, laid out on this machine as a kubelet would: its
+    volumes written under a folder, its environment resolved from the rendered Secrets and
+    ConfigMaps, and its mount paths mapped to local folders."""
+
+    def __init__(
+        self, docs: list[dict[str, Any]], pod: dict[str, Any], pod_name: str, root: Path
+    ) -> None:
+        self.docs = docs
+        spec = pod["spec"]
+        (self.container,) = spec["containers"]
+        local: dict[str, Path] = {}
+        for volume in spec.get("volumes", []):
+            local[volume["name"]] = self._write_volume(volume, root / volume["name"])
+        mounts = {}
+        for mount in self.container.get("volumeMounts", []):
+            if mount["name"] not in local:  # a volumeClaimTemplate: an empty folder
+                local[mount["name"]] = root / mount["name"]
+                local[mount["name"]].mkdir(parents=True)
+            mounts[mount["mountPath"]] = local[mount["name"]]
+        self.mounts = dict(sorted(mounts.items(), key=lambda m: -len(m[0])))
+        self.env: dict[str, str] = {}
+        for var in self.container.get("env", []):
+            self.env[var["name"]] = self._value(var, pod_name)
+
+    def data(self, kind: str, name: str) -> dict[str, bytes]:
+        found = [d for d in self.docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        if found and kind == "Secret":
+            return {k: base64.b64decode(v) for k, v in found[0].get("data", {}).items()}
+        if found:
+            return {k: v.encode() for k, v in found[0].get("data", {}).items()}
+        if kind == "Secret" and name in RUNTIME_SECRETS:
+            return RUNTIME_SECRETS[name]()
+        pytest.fail(f"{kind} {name} is not rendered by the chart (nor in RUNTIME_SECRETS)")
+
+    def _write_volume(self, volume: dict[str, Any], dest: Path) -> Path:
+        dest.mkdir(parents=True)
+        for kind, key in (("configMap", "name"), ("secret", "secretName")):
+            if kind in volume:
+                source = volume[kind]
+                data = self.data("ConfigMap" if kind == "configMap" else "Secret", source[key])
+                items = source.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    (dest / item["path"]).write_bytes(data[item["key"]])
+        return dest
+
+    def _value(self, var: dict[str, Any], pod_name: str) -> str:
+        if "value" in var:
+            return re.sub(r"\$\((\w+)\)", lambda m: self.env.get(m[1], m[0]), var["value"])
+        source = var["valueFrom"]
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            return self.data("Secret", ref["name"])[ref["key"]].decode()
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            return self.data("ConfigMap", ref["name"])[ref["key"]].decode()
+        assert source["fieldRef"]["fieldPath"] == "metadata.name", source
+        return pod_name
+
+    def local(self, text: str) -> str:
+        """``text`` with every mount path replaced by its local folder."""
+        for mount, path in self.mounts.items():
+            text = text.replace(mount, str(path))
+        return text
+
+
+@dataclass
+class RenderedNats:
+    """nats-server started from the chart's rendered ConfigMap, Secrets and pod spec."""
+
+    docs: list[dict[str, Any]]
+    client_port: int
+    monitor_port: int
+    process: subprocess.Popen[bytes]
+
+
+def start_rendered_nats(docs: list[dict[str, Any]], root: Path, test: bool = False) -> Any:
+    from edgeloom.local.nats_server import nats_server_binary
+    from edgeloom_testkit.controlplane import free_port
+
+    sts = find(docs, "StatefulSet", f"{FULLNAME}-nats")
+    pod = Materialized(docs, sts["spec"]["template"], f"{FULLNAME}-nats-0", root)
+    client, monitor = free_port(), free_port()
+    conf_dir = pod.mounts["/etc/nats-config"]
+    conf = pod.local((conf_dir / "nats.conf").read_text())
+    conf = re.sub(r"^port: 4222$", f"port: {client}", conf, flags=re.MULTILINE)
+    conf = re.sub(r"^http_port: 8222$", f"http_port: {monitor}", conf, flags=re.MULTILINE)
+    (conf_dir / "nats.conf").write_text(conf)
+    argv = [
+        nats_server_binary(),
+        "--config",
+        str(conf_dir / "nats.conf"),
+        *(["-t"] if test else []),
+    ]
+    env = {**os.environ, **pod.env}
+    if test:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    log = (root / "nats.log").open("wb")
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", monitor), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"nats-server did not start: {(root / 'nats.log').read_text()}")
+            time.sleep(0.1)
+    return RenderedNats(docs, client, monitor, process)
+
+
+def run_helm_test_script(
+    nats: RenderedNats, root: Path, ca_override: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``helm test`` pod's script as rendered, its DNS names dialled to the local server."""
+    test_pod = find(nats.docs, "Pod", f"{FULLNAME}-test-nats")
+    pod = Materialized(nats.docs, test_pod, f"{FULLNAME}-test-nats", root)
+    if ca_override is not None:
+        (pod.mounts["/etc/edgeloom/nats-ca"] / "ca.crt").write_bytes(ca_override)
+    dial = {
+        (f"{FULLNAME}-nats.{NAMESPACE}.svc", 4222): ("127.0.0.1", nats.client_port),
+        (f"{FULLNAME}-nats-0.{FULLNAME}-nats-headless.{NAMESPACE}.svc", 8222): (
+            "127.0.0.1",
+            nats.monitor_port,
+        ),
+    }
+    prelude = (
+        "import socket\n"
+        f"_dial, _connect = {dial!r}, socket.create_connection\n"
+        "socket.create_connection = lambda address, *a, **k: _connect("
+        "_dial.get(tuple(address), address), *a, **k)\n"
+    )
+    (script,) = [a for a in test_pod["spec"]["containers"][0]["command"] if "CONNECT" in a]
+    return subprocess.run(
+        [sys.executable, "-c", prelude + pod.local(script)],
+        env={**os.environ, **pod.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_rendered_nats_serves_tls_only_and_passes_its_helm_test(
+    helm: Helm, tmp_path: Path
+) -> None:
+    # localhost among the certificate's names: this machine dials the server by it
+    nats = start_rendered_nats(helm.render("nats.tls.extraDnsNames={localhost}"), tmp_path / "nats")
+    try:
+        passed = run_helm_test_script(nats, tmp_path / "test")
+        assert passed.returncode == 0, passed.stdout + passed.stderr
+        assert "verified for" in passed.stdout
+        assert "a client without credentials is refused" in passed.stdout
+
+        # a user the operator mints from the authority gets in, over TLS verified with the CA
+        ca = tmp_path / "ca.crt"
+        ca.write_bytes(secret_bytes(nats.docs, f"{FULLNAME}-nats-tls")["ca.crt"])
+        creds = tmp_path / "operator.creds"
+        creds.write_text(AUTHORITY.issuer.creds("edgeloom-operator", ADMIN))
+
+        async def publish() -> None:
+            access = NatsAccess(f"tls://localhost:{nats.client_port}", creds, ca)
+            bus = await Bus.connect(access, "chart-test", connect_deadline_s=10)
+            await bus.publish("edgeloom.ns.prunejob.p.status", "{}")
+            await bus.drain()
+
+        asyncio.run(publish())
+
+        # the verification is real: a CA from another install does not verify this server
+        other = secret_bytes(helm.render(), f"{FULLNAME}-nats-ca")["ca.crt"]
+        refused = run_helm_test_script(nats, tmp_path / "other-ca", ca_override=other)
+        assert refused.returncode != 0
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr, refused.stderr
+    finally:
+        nats.process.kill()
+        nats.process.wait(10)
+
+
+def test_the_rendered_cluster_configuration_loads(helm: Helm, tmp_path: Path) -> None:
+    proc = start_rendered_nats(helm.render("nats.replicas=3"), tmp_path, test=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

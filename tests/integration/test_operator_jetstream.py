@@ -5,13 +5,12 @@ from __future__ import annotations
 import nats
 import pytest
 import torch
-from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
-from edgeloom.api.jobstate import CHECKPOINT_BUCKET, STATE_BUCKET, checkpoint_name, state_key
+from edgeloom.api.jobstate import job_buckets
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.runtime.bus import Bus
-from edgeloom_operators.jetstream import delete_run_state
+from edgeloom_operators.jetstream import delete_job_state
 
 pytestmark = pytest.mark.integration
 
@@ -20,32 +19,34 @@ class Marker(BaseModel):
     run: str
 
 
-async def test_deleting_a_run_removes_its_state_and_checkpoint_and_nothing_else(
+async def test_deleting_a_job_removes_its_buckets_and_nothing_else(
     nats_server: NatsServer,
 ) -> None:
     bus = await Bus.connect(nats_server.url, "server")
-    for uid in ("run-a", "run-b"):
-        kv = await bus.key_value(STATE_BUCKET)
-        await kv.put(state_key("ns", "job", uid), Marker(run=uid))
-        await bus.put_object(
-            CHECKPOINT_BUCKET, checkpoint_name("ns", "job", uid), "{}", {"w": torch.ones(3)}
-        )
+    for job in ("job", "other"):
+        buckets = job_buckets("ns", "SplitTrainingJob", job)
+        for run in ("run-a", "run-b"):
+            kv = await bus.key_value(buckets.state)
+            await kv.put(run, Marker(run=run))
+            await bus.put_object(buckets.checkpoints, run, "{}", {"w": torch.ones(3)})
     nc = await nats.connect(nats_server.url)
-    deleted = await delete_run_state(nc, "ns", "job", "run-a")
-    assert deleted == [f"{STATE_BUCKET}/ns.job.run-a", f"{CHECKPOINT_BUCKET}/ns/job/run-a"]
+    gone = job_buckets("ns", "SplitTrainingJob", "job")
+    assert await delete_job_state(nc, "ns", "SplitTrainingJob", "job") == list(gone.all)
     js = nc.jetstream()
-    with pytest.raises(NotFoundError):
-        await (await js.key_value(STATE_BUCKET)).get("ns.job.run-a")
-    with pytest.raises(KeyError, match="run-a"):
-        await bus.get_object(CHECKPOINT_BUCKET, "ns/job/run-a")
-    assert (await kv.get("ns.job.run-b", Marker)) == Marker(run="run-b")
-    assert (await bus.get_object(CHECKPOINT_BUCKET, "ns/job/run-b")).tensors["w"].sum() == 3
-    assert await delete_run_state(nc, "ns", "job", "run-a") == []  # idempotent
+    streams = {s.config.name for s in await js.streams_info()}
+    assert not {f"KV_{gone.state}", f"OBJ_{gone.checkpoints}"} & streams
+    kept = job_buckets("ns", "SplitTrainingJob", "other")
+    assert await (await bus.key_value(kept.state)).get("run-b", Marker) == Marker(run="run-b")
+    assert (await bus.get_object(kept.checkpoints, "run-a")).tensors["w"].sum() == 3
+    assert await delete_job_state(nc, "ns", "SplitTrainingJob", "job") == []  # idempotent
     await nc.close()
     await bus.drain()
 
 
-async def test_a_run_that_never_wrote_state_deletes_nothing(nats_server: NatsServer) -> None:
-    nc = await nats.connect(nats_server.url)
-    assert await delete_run_state(nc, "ns", "never", "uid") == []
-    await nc.close()
+def test_every_job_has_buckets_of_its_own() -> None:
+    a, b = job_buckets("ns", "SplitTrainingJob", "a"), job_buckets("ns", "SplitTrainingJob", "b")
+    assert len({*a.all, *b.all}) == 4
+    assert (
+        job_buckets("ns", "PruneJob", "a") != a and job_buckets("ns2", "SplitTrainingJob", "a") != a
+    )
+    assert all(len(name) < 64 and "." not in name for name in a.all)

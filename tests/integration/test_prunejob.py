@@ -128,3 +128,8 @@ def test_a_missing_model_fails_the_job_naming_the_path(tmp_path: Path):
     proc = edgeloom_run(job, tmp_path / "runs", "--no-progress", timeout=120)
     assert proc.returncode == 1
     assert "nowhere" in proc.stderr and "config.json is missing" in proc.stderr
+    result = json.loads((tmp_path / "runs" / "nomodel" / "result.json").read_text())
+    assert not result["succeeded"] and "role pruner-0" in result["message"]
+    assert result["status"]["phase"] == "Failed"
+    ready = {c["type"]: c for c in result["status"]["conditions"]}["Ready"]
+    assert "config.json is missing" in ready["message"]  # the job's own words

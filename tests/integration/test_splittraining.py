@@ -17,7 +17,7 @@ from edgeloom.api.kinds.splittraining import KIND as SPLIT
 from edgeloom.api.messages import JobResult
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.runner import _spawn, run_file, stop_all
-from edgeloom.runtime.bus import Bus, Message
+from edgeloom.runtime.bus import Bus, Message, NatsAccess
 from edgeloom_operators.control import ControlError, drop_workers
 from edgeloom_testkit.cli import EDGELOOM, edgeloom_run
 from edgeloom_testkit.kinds.splittraining import role_pids, write_split_job
@@ -135,7 +135,7 @@ def _start_run(job: Path, url: str, runs: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_killed_server_fails_the_run_and_names_it(tmp_path: Path) -> None:
+def test_killed_server_fails_the_run_names_it_and_writes_a_failed_result(tmp_path: Path) -> None:
     job = write_split_job(tmp_path, name="killsrv", training={"rounds": 200})
     with NatsServer() as nats:
         run = _start_run(job, nats.url, tmp_path / "runs")
@@ -146,6 +146,11 @@ def test_killed_server_fails_the_run_and_names_it(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert "role server-0" in err and "exited with code -9" in err
     assert not role_pids(job, "worker", 0)  # the runner stopped the rest
+    saved = json.loads((tmp_path / "runs" / "killsrv" / "result.json").read_text())
+    assert not saved["succeeded"]
+    assert "role server-0" in saved["message"] and "exited with code -9" in saved["message"]
+    assert saved["status"]["phase"] == "Failed"
+    assert saved["status"]["progress"]["round"] >= 1  # the progress the job had reached
 
 
 # Passes alone (Ctrl-C stops everything in about 5 s), but in the full suite the runner has twice
@@ -170,7 +175,9 @@ def test_killed_worker_is_dropped_a_replacement_rejoins_and_ctrl_c_stops_all(
         )
         assert degraded["phase"] == "Degraded"
         assert degraded["progress"]["participantsReady"] == 2  # the job went on without it
-        replacement = _spawn(job, "worker", 1, nats.url, tmp_path / "runs" / "killwrk", "")
+        replacement = _spawn(
+            job, "worker", 1, NatsAccess(nats.url), tmp_path / "runs" / "killwrk", ""
+        )
         healed = asyncio.run(
             _wait_for_status(
                 nats.url, "killwrk", lambda s: s["progress"].get("participantsReady") == 3
@@ -209,8 +216,10 @@ def test_server_restart_resumes_from_its_checkpoint(tmp_path: Path, stop: signal
                 results.append(msg.parse(JobResult))
 
             await bus.subscribe("edgeloom.default.splittrainingjob.resume.result", on_result)
-            procs = [_spawn(job, "worker", i, nats.url, run_dir, "run-1") for i in range(3)]
-            server = _spawn(job, "server", 0, nats.url, run_dir, "run-1")
+            procs = [
+                _spawn(job, "worker", i, NatsAccess(nats.url), run_dir, "run-1") for i in range(3)
+            ]
+            server = _spawn(job, "server", 0, NatsAccess(nats.url), run_dir, "run-1")
             try:
                 await _wait_for_round(nats.url, "resume", 3)
                 server.popen.send_signal(stop)
@@ -218,7 +227,7 @@ def test_server_restart_resumes_from_its_checkpoint(tmp_path: Path, stop: signal
                 assert all(p.popen.poll() is None for p in procs)  # nobody told them to stop
                 first_log = server.log_path.read_text()
                 server.log_path.rename(run_dir / "logs" / "server-0.first.log")
-                server = _spawn(job, "server", 0, nats.url, run_dir, "run-1")
+                server = _spawn(job, "server", 0, NatsAccess(nats.url), run_dir, "run-1")
                 deadline = time.monotonic() + 180
                 while server.popen.poll() is None and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
@@ -270,8 +279,8 @@ def test_a_dropped_worker_leaves_the_job_and_its_replacement_retires(tmp_path: P
                 results.append(msg.parse(JobResult))
 
             await bus.subscribe("edgeloom.default.splittrainingjob.drop.result", on_result)
-            procs = [_spawn(job, "worker", i, nats.url, run_dir, "r") for i in range(3)]
-            server = _spawn(job, "server", 0, nats.url, run_dir, "r")
+            procs = [_spawn(job, "worker", i, NatsAccess(nats.url), run_dir, "r") for i in range(3)]
+            server = _spawn(job, "server", 0, NatsAccess(nats.url), run_dir, "r")
             try:
                 await _wait_for_round(nats.url, "drop", 2)
                 with pytest.raises(ControlError, match="not in this job"):
@@ -281,7 +290,7 @@ def test_a_dropped_worker_leaves_the_job_and_its_replacement_retires(tmp_path: P
                 procs[2].popen.kill()  # as the operator deletes the pod
                 procs[2].popen.wait()
                 procs[2].log_path.rename(run_dir / "logs" / "worker-2.first.log")
-                replacement = _spawn(job, "worker", 2, nats.url, run_dir, "r")
+                replacement = _spawn(job, "worker", 2, NatsAccess(nats.url), run_dir, "r")
                 assert replacement.popen.wait(timeout=120) == 0  # told to retire, exits cleanly
                 assert "no longer needed" in replacement.log_path.read_text()
                 assert server.popen.wait(timeout=240) == 0, server.log_tail()

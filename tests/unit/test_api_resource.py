@@ -136,7 +136,56 @@ def test_missing_metadata_name_is_named() -> None:
     assert "metadata.name" in error_of(obj)
 
 
+@pytest.mark.parametrize("uid", ["0d5c7f1e-3b1a-4c2e-9f00-5e1b2c3d4e5f", "run1", "A-1"])
+def test_a_uuid_like_uid_is_accepted(uid: str) -> None:
+    obj = minimal()
+    obj["metadata"]["uid"] = uid
+
+    assert parse_resource(obj, SplitTrainingJobSpec, KIND).metadata.uid == uid
+
+
+@pytest.mark.parametrize("uid", ["a b", "run.1", "", "-a", "a-", "a/b", "a" * 64, 7])
+def test_a_bad_uid_is_named(uid: Any) -> None:
+    obj = minimal()
+    obj["metadata"]["uid"] = uid
+
+    message = error_of(obj)
+
+    assert message.startswith("metadata.uid: ")
+    assert message.split(": ", 1)[1].strip()
+
+
 # --- field errors name the path -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"workers": [{"name": "edge", "count": "2"}]}, "spec.workers[0].count"),
+        ({"workers": [{"name": "edge", "count": True}]}, "spec.workers[0].count"),
+        ({"training": {"learningRate": "0.1"}}, "spec.training.learningRate"),
+        ({"gpu": "yes"}, "spec.gpu"),
+        ({"workers": [{"name": 5, "count": 2}]}, "spec.workers[0].name"),
+    ],
+    ids=[
+        "int-from-string",
+        "int-from-bool",
+        "float-from-string",
+        "bool-from-string",
+        "str-from-int",
+    ],
+)
+def test_values_are_not_coerced_across_json_types(spec: dict[str, Any], field: str) -> None:
+    assert error_of(minimal(**spec)).startswith(f"{field}: ")
+
+
+def test_numbers_keep_their_json_meaning() -> None:
+    obj = minimal(training={"rounds": 3.0, "learningRate": 1})
+
+    training = parse_resource(obj, SplitTrainingJobSpec, KIND).spec.training
+
+    assert (training.rounds, training.learning_rate) == (3, 1.0)
+    assert error_of(minimal(training={"rounds": 3.5})).startswith("spec.training.rounds: ")
 
 
 def test_wrong_enum_names_spec_method() -> None:

@@ -10,12 +10,15 @@ real (``celpy``, after applying the schema's defaults as the API server does) an
   message naming a field the rule reads;
 * on random specs around the rules' edges, pydantic accepts exactly when every rule holds;
 * every range, enum, length and item-count bound of the schema refuses the value just past
-  it and accepts the value on it, in the schema and in pydantic alike.
+  it and accepts the value on it, in the schema and in pydantic alike;
+* every number of every kind's spec is bounded on both sides and finite, and a value of the
+  wrong JSON type (``true`` or ``"5"`` for an integer) is refused by both, never coerced.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -31,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeloom.api.crdgen import generate_crd
-from edgeloom.api.registry import KindInfo, kind_info
+from edgeloom.api.registry import KindInfo, kind_info, kinds
 from edgeloom.api.resource import API_VERSION, InvalidResource, parse_resource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +56,9 @@ BASES = _examples()
 # example. Each must pass the OpenAPI schema, so that the CEL rule is what refuses it.
 CASES: dict[str, dict[str, list[Spec]]] = {
     "SplitTrainingJob": {
+        "workers[*].count must add up to at most 1000 workers": [
+            {"workers": [{"name": "a", "count": 1000}, {"name": "b", "count": 1}]},
+        ],
         "training.minBatchSize must not exceed training.maxBatchSize": [
             {"training": {"minBatchSize": 97, "maxBatchSize": 96}},
         ],
@@ -106,6 +112,10 @@ CASES: dict[str, dict[str, list[Spec]]] = {
             {"calibration": {"source": "text"}},
             {"calibration": {"source": "text", "path": ""}},
         ],
+        "output.volumeClaim needs an absolute output.path to mount it at": [
+            {"output": {"volumeClaim": "models"}},
+            {"output": {"volumeClaim": "models", "path": "pruned/llama"}},
+        ],
     },
 }
 
@@ -114,6 +124,10 @@ PYDANTIC_WORDING = {
     # ModelSource is shared by several kinds, so its own validator cannot say "model."
     "exactly one of model.builtin, model.path or model.objectStore must be set": (
         "exactly one of builtin, path or objectStore must be set"
+    ),
+    # FolderOutput is shared too.
+    "output.volumeClaim needs an absolute output.path to mount it at": (
+        "volumeClaim needs an absolute path to mount it at"
     ),
 }
 """Where pydantic words a rule differently from its CEL message (otherwise they are equal)."""
@@ -213,8 +227,9 @@ def merged(base: Spec, patch: Spec) -> Spec:
 
 
 def fields_read(rule: str) -> list[str]:
-    """The spec fields a CEL rule reads, e.g. ``training.minBatchSize``."""
-    return re.findall(r"self\.([A-Za-z]+(?:\.[A-Za-z]+)*)", rule)
+    """The spec fields a CEL rule reads, e.g. ``training.minBatchSize`` (``workers`` in
+    ``self.workers.map(...)``: a method is not a field)."""
+    return re.findall(r"self\.([A-Za-z]+(?:\.[A-Za-z]+\b(?!\())*)", rule)
 
 
 def names_a_field(text: str, fields: list[str]) -> bool:
@@ -327,6 +342,10 @@ def prune_job_specs(draw: st.DrawFn) -> Spec:
         source=draw(st.sampled_from([None, "stdlib", "text"])),
         path=draw(st.sampled_from([None, "", "corpus.txt"])),
     )
+    spec["output"] = _present(
+        volumeClaim=draw(st.sampled_from([None, "models"])),
+        path=draw(st.sampled_from([None, "", "pruned", "/models/pruned"])),
+    )
     return spec
 
 
@@ -437,6 +456,11 @@ def _wire_path(path: tuple[str | int, ...]) -> str:
     return text
 
 
+def naming(field: str) -> re.Pattern[str]:
+    """Matches an error line about ``field`` (or a part of it)."""
+    return re.compile(rf"^{re.escape(field)}(:|\[|\.)", re.MULTILINE)
+
+
 def bound_cases() -> Iterator[Any]:
     for kind in sorted(BASES):
         for path, past, on in _bounds(spec_schema(kind), ()):
@@ -448,7 +472,7 @@ def test_schema_bounds_match_pydantic(
     kind: str, path: tuple[str | int, ...], past: Any, on: Any
 ) -> None:
     field = _wire_path(path)
-    named = re.compile(rf"^{re.escape(field)}(:|\[|\.)", re.MULTILINE)
+    named = naming(field)
     # Only what each side says about this field counts: setting a field inside an absent
     # object (model.objectStore.bucket) leaves its siblings missing, which both refuse too.
     if past is not None:
@@ -461,3 +485,97 @@ def test_schema_bounds_match_pydantic(
         assert schema_errors(kind, spec, at=path) == [], f"the schema refuses {field}={on!r}"
         refusal = pydantic_errors(kind, spec) or ""
         assert not named.search(refusal), (field, on, refusal)
+
+
+# -- every number bounded and finite; JSON types checked, never coerced ---------------------------
+
+WRONG_TYPES: dict[str, list[Any]] = {
+    "integer": [True, "5", 1.5],
+    "number": [True, "0.5"],
+    "boolean": [1, "true"],
+    "string": [5, True],
+}
+"""Values of another JSON type, per schema type, as a file gives them (``count: true``,
+``seed: "5"``, ``gpu: 1``): the API server refuses them, so pydantic must not coerce them."""
+
+
+def _leaves(
+    schema: dict[str, Any], path: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], dict[str, Any]]]:
+    """Every scalar field of a schema and its path; a list's first item stands for all."""
+    kind = schema.get("type")
+    if kind == "object":
+        for name, sub in schema.get("properties", {}).items():
+            yield from _leaves(sub, (*path, name))
+    elif kind == "array":
+        yield from _leaves(schema["items"], (*path, 0))
+    else:
+        yield path, schema
+
+
+def leaf_cases(types: tuple[str, ...]) -> Iterator[tuple[str, tuple[str | int, ...], Any]]:
+    for kind in sorted(BASES):
+        for path, leaf in _leaves(spec_schema(kind), ()):
+            if leaf.get("type") in types:
+                yield kind, path, leaf
+
+
+@pytest.mark.parametrize("kind", sorted(kinds()))
+def test_every_number_is_bounded_on_both_sides(kind: str) -> None:
+    unbounded = [
+        _wire_path(path)
+        for path, leaf in _leaves(spec_schema(kind), ())
+        if leaf.get("type") in ("integer", "number") and not {"minimum", "maximum"} <= set(leaf)
+    ]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value"),
+    [
+        pytest.param(kind, path, value, id=f"{kind}-{_wire_path(path)}-{value!r}")
+        for kind, path, leaf in leaf_cases(tuple(WRONG_TYPES))
+        for value in WRONG_TYPES[leaf["type"]]
+    ],
+)
+def test_a_wrong_json_type_is_refused_by_both(
+    kind: str, path: tuple[str | int, ...], value: Any
+) -> None:
+    field = _wire_path(path)
+    spec = _set(BASES[kind], path, value)
+    assert schema_errors(kind, spec, at=path), f"the schema accepts {field}={value!r}"
+    refusal = pydantic_errors(kind, spec)
+    assert refusal is not None and naming(field).search(refusal), (field, value, refusal)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        pytest.param(kind, path, id=f"{kind}-{_wire_path(path)}")
+        for kind, path, _ in leaf_cases(("number",))
+    ],
+)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=str)
+def test_a_non_finite_number_is_refused_naming_the_field(
+    kind: str, path: tuple[str | int, ...], value: float
+) -> None:
+    field = _wire_path(path)
+    refusal = pydantic_errors(kind, _set(BASES[kind], path, value)) or ""
+    assert f"{field}: Input should be a finite number" in refusal.splitlines(), refusal
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value"),
+    [
+        pytest.param(kind, path, value, id=f"{kind}-{_wire_path(path)}")
+        for kind, path, leaf in leaf_cases(("integer",))
+        for value in [float(leaf["minimum"] + (1 if leaf.get("exclusiveMinimum") else 0))]
+    ],
+)
+def test_an_integral_number_fits_an_integer_field(
+    kind: str, path: tuple[str | int, ...], value: float
+) -> None:
+    """The API server takes ``2.0`` for an integer field (Draft 4, and so ``jsonschema``, would
+    not), so pydantic takes it too."""
+    refusal = pydantic_errors(kind, _set(BASES[kind], path, value)) or ""
+    assert not naming(_wire_path(path)).search(refusal), refusal

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 import pytest
 
+from edgeloom.runtime.natsauth import Authority
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.handlers import Operator, register
 from edgeloom_operators.kinds import default_plugins
@@ -142,7 +143,50 @@ def test_a_spec_change_a_child_cannot_take_is_reported_naming_the_fields() -> No
         "spec": {"model": {"builtin": "minilm"}, "ratio": 0.2},
     }
     operator.reconcile(plugin, body, "update")
-    assert kube.applied == ["ConfigMap", "Secret"]
+    assert kube.applied == ["Secret", "ConfigMap"]  # the NATS Secret before any child
     ((reason, message),) = kube.events
     assert reason == "SpecChangeNotApplied"
     assert message.startswith("Job p-pruner keeps its spec.template;")
+
+
+class SecretKube(ImmutableKube):
+    """Keeps what it applies, so a second reconcile finds the job's Secret."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, dict[str, Any]] = {}
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["kind"] == "Secret":
+            self.secrets[obj["metadata"]["name"]] = obj
+        return super().apply(obj)
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.secrets.get(name)
+
+
+def test_job_credentials_are_minted_once_per_resource() -> None:
+    kube = SecretKube()
+    plugin: KindPlugin = PruneJobPlugin()
+    config = OperatorConfig(nats_url="nats://n:4222", authority_secret="authority")
+    issuer = Authority.new().issuer
+    operator = Operator(kube, config, None, index([plugin]), issuer)  # type: ignore[arg-type]
+    body = {
+        "apiVersion": "edgeloom.io/v1alpha1",
+        "kind": "PruneJob",
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"model": {"builtin": "minilm"}, "ratio": 0.2},
+    }
+    operator.reconcile(plugin, body, "update")
+    first = kube.secrets["p-nats"]["data"]["pruner.creds"]
+    operator.reconcile(plugin, body, "update")
+    assert (
+        kube.applied.count("Secret") == 1
+        and kube.secrets["p-nats"]["data"]["pruner.creds"] == first
+    )
+    body["metadata"]["uid"] = "a-new-namesake"
+    operator.reconcile(plugin, body, "update")
+    assert (
+        kube.applied.count("Secret") == 2
+        and kube.secrets["p-nats"]["data"]["pruner.creds"] != first
+    )

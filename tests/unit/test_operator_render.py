@@ -19,16 +19,17 @@ from edgeloom.api.resource import parse_resource
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.plugin import KindPlugin
 from edgeloom_operators.prunejob import PruneJobPlugin
-from edgeloom_operators.render import child_name
+from edgeloom_operators.render import child_name, nats_secret
 from edgeloom_operators.splittraining import SplitTrainingPlugin
 from edgeloom_testkit.kinds.echoservice import EchoServicePlugin
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
+CA = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
 CONFIG = OperatorConfig(
-    nats_url="nats://edgeloom-nats.edgeloom-system.svc:4222",
-    nats_user="edgeloom",
-    nats_password="s3cret",
+    nats_url="tls://edgeloom-nats.edgeloom-system.svc:4222",
+    nats_ca=CA,
+    authority_secret="edgeloom-nats-authority",
     services_image="registry.example/edgeloom-services:0.1.0",
 )
 
@@ -159,17 +160,24 @@ def test_every_child_is_owned_labelled_and_locked_down(
         refs = [e["valueFrom"] for e in container["env"] if "valueFrom" in e]
         secrets = {r["secretKeyRef"]["name"] for r in refs if "secretKeyRef" in r}
         assert secrets == {f"{name}-nats"}
+        # the pod mounts its own role's credentials and the CA, nothing else of the Secret
+        role = container["name"]
+        nats = next(v for v in pod["volumes"] if v["name"] == "nats")["secret"]
+        assert nats["secretName"] == f"{name}-nats"
+        assert [i["key"] for i in nats["items"]] == [f"{role}.creds", "ca.crt"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["EDGELOOM_NATS_CREDS"] == f"/var/run/edgeloom/nats/{role}.creds"
+        assert env["EDGELOOM_NATS_CA_FILE"] == "/var/run/edgeloom/nats/ca.crt"
         fields = {r["fieldRef"]["fieldPath"] for r in refs if "fieldRef" in r}
         assert fields == {"status.podIP"}  # /metrics listens on the pod IP
         annotations = kid["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
-        assert "s3cret" not in yaml.safe_dump(kid)  # the password lives in the Secret only
 
 
 def test_a_service_runs_a_deployment_behind_a_service_selecting_its_pods() -> None:
     kids = {k["kind"]: k for k in render(echoservice, echo_body())}
-    assert sorted(kids) == ["ConfigMap", "Deployment", "Secret", "Service"]
+    assert sorted(kids) == ["ConfigMap", "Deployment", "Service"]
     deployment, service = kids["Deployment"], kids["Service"]
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["minReadySeconds"] > 0
@@ -183,15 +191,19 @@ def test_a_service_runs_a_deployment_behind_a_service_selecting_its_pods() -> No
     assert command == ["python", "-m", "edgeloom_testkit.kinds.echoservice"]
 
 
-def test_the_secret_and_config_map_carry_nats_and_the_resource_without_status() -> None:
+def test_the_secret_carries_the_url_the_ca_and_the_minted_credentials() -> None:
+    body = body_of("prunejob-tiny-llama.yaml")
+    secret = nats_secret(body, prunejob.info, CONFIG, {"pruner.creds": "minted"})
+    assert secret["metadata"]["name"] == "tiny-llama-comp-20-nats"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "0000-1111"
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert decoded == {"url": CONFIG.nats_url, "ca.crt": CA, "pruner.creds": "minted"}
+
+
+def test_the_config_map_carries_the_resource_without_status() -> None:
     body = body_of("prunejob-tiny-llama.yaml")
     body["status"] = {"phase": "Running"}
-    secret, config_map = (
-        next(k for k in render(prunejob, body) if k["kind"] == kind)
-        for kind in ("Secret", "ConfigMap")
-    )
-    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert decoded == {"url": CONFIG.nats_url, "user": "edgeloom", "password": "s3cret"}
+    config_map = next(k for k in render(prunejob, body) if k["kind"] == "ConfigMap")
     resource = yaml.safe_load(config_map["data"]["resource.yaml"])
     assert resource["metadata"]["uid"] == "0000-1111"
     assert resource["spec"] == body["spec"]
@@ -207,6 +219,5 @@ def test_child_names_fit_a_label_value_and_stay_distinct() -> None:
 
 
 def test_the_config_never_shows_the_password() -> None:
-    assert "s3cret" not in repr(CONFIG)
     in_url = OperatorConfig(nats_url="nats://edgeloom:s3cret@nats:4222")
     assert "s3cret" not in repr(in_url) and "nats:4222" in repr(in_url)

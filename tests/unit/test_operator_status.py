@@ -242,10 +242,68 @@ def test_a_job_reads_in_progress_then_current_or_failed_to_kstatus() -> None:
     assert (failed["phase"], summary(failed)) == ("Failed", FAILED)
     stalled = next(c for c in failed["conditions"] if c["type"] == "Stalled")
     assert stalled["reason"] == "DeadlineExceeded"  # the reason sits on the True condition
-    # a job that reports its own failure (a model path that does not exist) is Failed too
-    missing = {"phase": "Failed", "conditions": []}
+    # a job that reports its own failure (a model path that does not exist) is Failed too, once
+    # its Job has failed, and says why in its own words
+    missing = reported_end("Failed", "no model at /models/x")
     reported = derive(PRUNE, 1, running, [job("p", active=1)], missing, now=T1)
-    assert (reported["phase"], summary(reported)) == ("Failed", FAILED)
+    assert (reported["phase"], summary(reported)) == ("Running", WORKING)
+    gone = derive(PRUNE, 1, reported, [job("p", condition="Failed")], missing, now=T1)
+    assert (gone["phase"], summary(gone)) == ("Failed", FAILED)
+    assert ready(gone)["message"] == "no model at /models/x"
+
+
+def reported_end(phase: str, message: str, **results: Any) -> dict[str, Any]:
+    """A coordinator's terminal report, as JobReporter.finish publishes it."""
+    reason = "Completed" if phase == "Succeeded" else "Failed"
+    condition = {"status": "True" if phase == "Succeeded" else "False", "reason": reason}
+    stamp = {"message": message, "lastTransitionTime": "2026-11-25T11:00:00Z"}
+    return {
+        "phase": phase,
+        "conditions": [{"type": "Ready", **condition, **stamp}],
+        **results,
+    }
+
+
+def test_a_terminal_report_waits_for_the_coordinators_job_to_confirm_it() -> None:
+    report = reported_end("Succeeded", "pruned to 80 params", paramsBefore=100, paramsAfter=80)
+    waiting = derive(PRUNE, 1, {}, [job("p", active=1)], report, now=T0)
+    assert (waiting["phase"], summary(waiting)) == ("Running", WORKING)
+    assert ready(waiting)["reason"] == "AwaitingConfirmation"
+    assert "reported Succeeded" in ready(waiting)["message"]
+    between_pods = derive(PRUNE, 1, waiting, [job("p")], report, now=T0)  # none active, no end
+    assert between_pods["phase"] == "Running"
+    done = derive(PRUNE, 1, waiting, [job("p", condition="Complete")], report, now=T1)
+    assert (done["phase"], summary(done)) == ("Succeeded", DONE)
+    assert ready(done)["message"] == "pruned to 80 params"  # the job's own words, confirmed
+    assert (done["paramsBefore"], done["paramsAfter"]) == (100, 80)
+
+
+def test_a_degraded_job_stays_degraded_while_its_end_waits() -> None:
+    jobs = [job("s", active=1), job("w", essential=False, active=2)]
+    degraded = derive(SPLIT, 1, {}, jobs, {"phase": "Degraded"}, now=T0)
+    waiting = derive(SPLIT, 1, degraded, jobs, reported_end("Succeeded", "done"), now=T1)
+    assert waiting["phase"] == "Degraded"
+    assert ready(waiting)["reason"] == "AwaitingConfirmation"
+
+
+def test_a_failed_coordinator_job_wins_over_a_succeeded_report() -> None:
+    forged = reported_end("Succeeded", "all done", paramsAfter=1)
+    running = derive(PRUNE, 1, {}, [job("p", active=1)], forged, now=T0)
+    assert running["phase"] == "Running"
+    failed_job = job("p", condition="Failed", reason="BackoffLimitExceeded", message="3 failures")
+    failed = derive(PRUNE, 1, running, [failed_job], forged, now=T1)
+    assert (failed["phase"], summary(failed)) == ("Failed", FAILED)
+    assert ready(failed)["reason"] == "BackoffLimitExceeded"
+    assert ready(failed)["message"] == "p: 3 failures"
+    later = derive(PRUNE, 1, failed, [failed_job], forged, now=T1)
+    assert later["phase"] == "Failed"
+
+
+def test_a_completed_coordinator_job_wins_over_a_failed_report() -> None:
+    stale = reported_end("Failed", "only 1 workers left")  # an earlier attempt's, or forged
+    done = derive(SPLIT, 1, {}, [job("s", condition="Complete")], stale, now=T0)
+    assert (done["phase"], summary(done)) == ("Succeeded", DONE)
+    assert ready(done)["reason"] == "Completed"
 
 
 def test_the_summary_conditions_keep_their_times_while_their_status_holds() -> None:
@@ -280,6 +338,50 @@ def body_of(plugin: KindPlugin, spec: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": "x", "namespace": "ns", "uid": "u", "generation": 3},
         "spec": spec,
     }
+
+
+class ClusterKube(FakeKube):
+    """One resource with its Jobs and Pods, as :meth:`Operator.refresh` reads them."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__()
+        self.body = body
+        self.children: dict[str, list[dict[str, Any]]] = {"Job": [], "Pod": []}
+
+    def get_resource(self, *_: Any) -> dict[str, Any]:
+        return {**self.body, "status": self.statuses[-1] if self.statuses else {}}
+
+    def list(self, api_version: str, kind: str, *_: Any) -> list[dict[str, Any]]:
+        return self.children[kind]
+
+
+def finished_pod(role: str, termination_message: dict[str, Any]) -> dict[str, Any]:
+    terminated = {"finishedAt": "2026-11-25T12:04:00Z", "message": json.dumps(termination_message)}
+    return {
+        "metadata": {"labels": {"edgeloom.io/role": role}},
+        "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
+    }
+
+
+def test_a_forged_succeeded_report_neither_ends_the_job_nor_outlives_its_failure() -> None:
+    kube = ClusterKube(body_of(PRUNE, {"model": {"builtin": "minilm"}, "ratio": 0.2}))
+    config = OperatorConfig(nats_url="nats://nats:4222")
+    operator = Operator(kube, config, None, index([PRUNE]))  # type: ignore[arg-type]
+    key = ("ns", "PruneJob", "x")
+    kube.children["Job"] = [job("x-pruner", active=1)]
+    operator.reports[key] = reported_end("Succeeded", "all done", paramsAfter=1)
+
+    operator.refresh(PRUNE, "ns", "x")
+    assert kube.statuses[-1]["phase"] == "Running"
+
+    kube.children["Job"] = [job("x-pruner", condition="Failed", reason="BackoffLimitExceeded")]
+    kube.children["Pod"] = [finished_pod("pruner", reported_end("Failed", "no model at /m"))]
+    operator.refresh(PRUNE, "ns", "x")
+    failed = kube.statuses[-1]
+    assert (failed["phase"], summary(failed)) == ("Failed", FAILED)
+    assert ready(failed)["message"] == "no model at /m"  # the pod's own last word, not NATS's
+    assert "paramsAfter" not in failed
+    assert kube.events == ["Running", "Failed"]
 
 
 @pytest.mark.parametrize("plugin", [PRUNE, ECHO], ids=["job", "service"])

@@ -92,4 +92,5 @@ def test_cel_rules_cover_the_cross_field_checks(schema: dict[str, Any]) -> None:
     assert messages == {
         "exactly one of model.builtin, model.path or model.objectStore must be set",
         "calibration.path is required when calibration.source is text",
+        "output.volumeClaim needs an absolute output.path to mount it at",
     }

@@ -38,3 +38,10 @@ def test_architecture_must_fit_the_dataset() -> None:
 def test_snake_case_keys_are_refused_as_kubernetes_would_drop_them() -> None:
     with pytest.raises(InvalidResource, match="min_batch_size"):
         _parse(training={"min_batch_size": 4})
+
+
+def test_total_workers_are_capped() -> None:
+    groups = [{"name": f"g{i}", "count": 1000} for i in range(64)]
+    with pytest.raises(InvalidResource, match=r"^spec: .*workers\[\*\]\.count must add up to at"):
+        _parse(workers=groups)
+    _parse(workers=[{"name": "a", "count": 999}, {"name": "b", "count": 1}])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -271,15 +274,80 @@ async def test_too_many_partial_transfers_are_refused() -> None:
 
 
 async def test_stale_partial_transfers_make_room_for_new_ones() -> None:
-    reassembler = Reassembler(Limits(max_bytes=1024 * 1024), max_partial=1, stale_after_s=-1.0)
+    reassembler = Reassembler(Limits(max_bytes=1024 * 1024), max_partial=1, stale_after_s=0.05)
     abandoned = await sent(payload_of(3000, seed=1)[0])
     encoded, tensors = payload_of(3000, seed=2)
 
     await reassembler.feed(*abandoned[0])
+    await asyncio.sleep(0.1)
     results = await feed_all(reassembler, await sent(encoded))
 
     _, decoded = decode(results[-1])
     assert torch.equal(decoded["x"], tensors["x"])
+
+
+async def test_partial_transfers_beyond_the_byte_budget_are_refused() -> None:
+    first, second = [await sent(payload_of(3000, seed=i)[0]) for i in range(2)]
+    nbytes = int(first[0][1][H_SIZE])
+    reassembler = Reassembler(Limits(max_bytes=nbytes), max_partial_bytes=nbytes + 100)
+
+    await reassembler.feed(*first[0])
+    with pytest.raises(TransferError, match=f"{nbytes} bytes would exceed the {nbytes + 100}"):
+        await reassembler.feed(*second[0])
+    assert reassembler.partial_bytes == nbytes
+
+
+async def test_byte_budget_defaults_to_twice_the_message_limit() -> None:
+    transfers = [await sent(payload_of(3000, seed=i)[0]) for i in range(3)]
+    nbytes = int(transfers[0][0][1][H_SIZE])
+    reassembler = Reassembler(Limits(max_bytes=nbytes + 10))
+
+    assert await feed_all(reassembler, [t[0] for t in transfers[:2]]) == [None, None]
+    with pytest.raises(TransferError, match="would exceed"):
+        await reassembler.feed(*transfers[2][0])
+
+
+async def test_finished_transfer_frees_its_share_of_the_byte_budget() -> None:
+    first, second = [await sent(payload_of(3000, seed=i)[0]) for i in range(2)]
+    nbytes = int(first[0][1][H_SIZE])
+    reassembler = Reassembler(Limits(max_bytes=nbytes), max_partial_bytes=nbytes)
+
+    results = await feed_all(reassembler, first + second)
+
+    assert results[len(first) - 1] is not None and results[-1] is not None
+    assert reassembler.partial_bytes == 0
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` on the event loop until it holds or ``timeout_s`` passes."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def test_idle_partial_transfer_is_evicted_by_the_timer_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reassembler = Reassembler(Limits(max_bytes=1024 * 1024), stale_after_s=0.05, name="subj.a")
+    messages = await sent(payload_of(3000)[0])
+    caplog.set_level(logging.WARNING, logger="edgeloom.runtime.transfer")
+
+    await feed_all(reassembler, messages[:2])
+    await wait_until(lambda: reassembler.partial_bytes == 0)
+
+    transfer, arrived = messages[0][1][H_TRANSFER], len(messages[0][0]) + len(messages[1][0])
+    assert f"evicted partial transfer {transfer} on subj.a: {arrived} of" in caplog.text
+    assert await feed_all(reassembler, messages[2:]) == [None] * len(messages[2:])
+
+
+async def test_eviction_timer_rearms_for_later_transfers() -> None:
+    reassembler = Reassembler(Limits(max_bytes=1024 * 1024), stale_after_s=0.05)
+    for seed in range(2):
+        await reassembler.feed(*(await sent(payload_of(3000, seed=seed)[0]))[0])
+        assert reassembler.partial_bytes > 0
+
+        await wait_until(lambda: reassembler.partial_bytes == 0)
 
 
 @pytest.mark.parametrize(

@@ -83,28 +83,16 @@ Renders "true" or nothing, so use it as (include "edgeloom.nats.internal" .).
 {{- end }}
 
 {{/*
-The URL the operator (and through it every job pod) connects to.
+The URL the operator (and through it every job pod) connects to. The chart's NATS serves TLS
+only, so its URL is tls://.
 */}}
 {{- define "edgeloom.nats.url" -}}
 {{- if .Values.nats.url }}
 {{- .Values.nats.url }}
 {{- else if .Values.nats.enabled }}
-{{- printf "nats://%s.%s.svc:4222" (include "edgeloom.nats.fullname" .) .Release.Namespace }}
+{{- printf "tls://%s.%s.svc:4222" (include "edgeloom.nats.fullname" .) .Release.Namespace }}
 {{- else }}
 {{- fail "nats.enabled is false and nats.url is empty: set nats.url to an external NATS server, or enable the chart's NATS" }}
-{{- end }}
-{{- end }}
-
-{{/*
-Name of the Secret holding the NATS user and password (keys user, password), or nothing when
-the client connects without chart-managed credentials (external NATS without existingSecret:
-put credentials in nats.url).
-*/}}
-{{- define "edgeloom.nats.authSecretName" -}}
-{{- if .Values.nats.auth.existingSecret }}
-{{- .Values.nats.auth.existingSecret }}
-{{- else if include "edgeloom.nats.internal" . }}
-{{- printf "%s-nats-auth" (include "edgeloom.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 
@@ -205,4 +193,84 @@ annotation-based `kubernetes-pods` job does with labelmap: the dashboards and al
 - app.kubernetes.io/name
 - app.kubernetes.io/instance
 - app.kubernetes.io/component
+{{- end }}
+
+{{/*
+Name of the Secret with the chart NATS's server certificate (tls.crt, tls.key, ca.crt): the
+user's (nats.tls.existingSecret), or the one cert-manager or the chart writes.
+*/}}
+{{- define "edgeloom.nats.tlsSecretName" -}}
+{{- if .Values.nats.tls.existingSecret }}
+{{- .Values.nats.tls.existingSecret }}
+{{- else }}
+{{- printf "%s-nats-tls" (include "edgeloom.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret whose ca.crt the operator verifies NATS with: nats.tls.caSecret, else the
+server certificate's Secret of the chart's NATS. Nothing for an external NATS without
+caSecret (the system trust store verifies it).
+*/}}
+{{- define "edgeloom.nats.caSecretName" -}}
+{{- if .Values.nats.tls.caSecret }}
+{{- .Values.nats.tls.caSecret }}
+{{- else if include "edgeloom.nats.internal" . }}
+{{- include "edgeloom.nats.tlsSecretName" . }}
+{{- end }}
+{{- end }}
+
+{{/* Folder of the server certificate (tls.crt, tls.key, ca.crt) in the NATS containers. */}}
+{{- define "edgeloom.nats.tlsDir" -}}
+/etc/nats-tls
+{{- end }}
+
+{{/* Folder of the NATS CA in the operator and helm-test containers (EDGELOOM_NATS_CA_FILE). */}}
+{{- define "edgeloom.nats.caDir" -}}
+/etc/edgeloom/nats-ca
+{{- end }}
+
+{{/*
+DNS names the chart NATS's certificate carries: the client Service (short, namespaced, .svc,
+fully qualified), the headless Service and each pod's name under it (routes dial those), then
+nats.tls.extraDnsNames. Renders a YAML list.
+*/}}
+{{- define "edgeloom.nats.dnsNames" -}}
+{{- $ns := .Release.Namespace }}
+{{- $domain := .Values.clusterDomain }}
+{{- $client := include "edgeloom.nats.fullname" . }}
+{{- $headless := include "edgeloom.nats.headlessName" . }}
+{{- $names := list $client (printf "%s.%s" $client $ns) (printf "%s.%s.svc" $client $ns) (printf "%s.%s.svc.%s" $client $ns $domain) }}
+{{- $names = concat $names (list (printf "%s.%s.svc" $headless $ns) (printf "%s.%s.svc.%s" $headless $ns $domain)) }}
+{{- range $i := until (int .Values.nats.replicas) }}
+{{- $pod := printf "%s-%d.%s.%s.svc" $client $i $headless $ns }}
+{{- $names = concat $names (list $pod (printf "%s.%s" $pod $domain)) }}
+{{- end }}
+{{- toYaml (uniq (concat $names .Values.nats.tls.extraDnsNames)) }}
+{{- end }}
+
+{{/*
+Digest of the names the chart NATS's certificate carries; the generated certificate is signed
+anew (and the NATS pods restarted) when it changes.
+*/}}
+{{- define "edgeloom.nats.tlsNamesDigest" -}}
+{{- dict "dns" (include "edgeloom.nats.dnsNames" . | fromYamlArray) "ips" .Values.nats.tls.extraIpAddresses | toJson | sha256sum }}
+{{- end }}
+
+{{/*
+Name of the Secret in the release namespace holding the NATS account key (key account.nk)
+that signs every job's credentials: nats.auth.existingSecret, or the one the operator
+creates on first start for the chart's own NATS. The operator's RBAC may get this one Secret
+by name there.
+*/}}
+{{- define "edgeloom.nats.authoritySecretName" -}}
+{{- if .Values.nats.auth.existingSecret }}
+{{- .Values.nats.auth.existingSecret }}
+{{- else if include "edgeloom.nats.internal" . }}
+{{- printf "%s-nats-authority" (include "edgeloom.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- else if .Values.nats.url }}
+{{- fail "nats.url is set: set nats.auth.existingSecret to a Secret with the account key (account.nk) of that server's edgeloom account" }}
+{{- else }}
+{{- include "edgeloom.nats.url" . }}{{/* fails: no NATS at all */}}
+{{- end }}
 {{- end }}

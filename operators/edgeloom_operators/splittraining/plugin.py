@@ -46,7 +46,7 @@ class SplitTrainingPlugin(JobPlugin):
     info = KIND
     owned_conditions = (HEALTH,)
     external_state = True
-    """The server's KV state and checkpoint are deleted with the resource."""
+    """The server's KV state and checkpoints (the job's buckets) are deleted with it."""
 
     def render(
         self, body: dict[str, Any], spec: SplitTrainingJobSpec, config: OperatorConfig
@@ -55,8 +55,8 @@ class SplitTrainingPlugin(JobPlugin):
 
     async def cleanup(self, operator: Operator, body: dict[str, Any]) -> list[str]:
         meta = body["metadata"]
-        return await jetstream.delete_run_state(
-            operator.nc, meta["namespace"], meta["name"], meta["uid"]
+        return await jetstream.delete_job_state(
+            operator.nc, meta["namespace"], KIND.kind, meta["name"]
         )
 
     def loops(self) -> tuple[Loop, ...]:

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from edgeloom.api.base import ApiModel
+from edgeloom.api.base import SpecModel
 
 
 class BuiltinModel(StrEnum):
@@ -19,7 +19,7 @@ class BuiltinModel(StrEnum):
     MINILM = "minilm"
 
 
-class ObjectRef(ApiModel):
+class ObjectRef(SpecModel):
     """An object in the job's NATS JetStream object store."""
 
     bucket: str = Field(
@@ -30,7 +30,7 @@ class ObjectRef(ApiModel):
     )
 
 
-class ModelSource(ApiModel):
+class ModelSource(SpecModel):
     """A model folder: exactly one of builtin, path or objectStore."""
 
     builtin: BuiltinModel | None = Field(
@@ -54,14 +54,34 @@ class ModelSource(ApiModel):
         return self
 
 
-class FolderOutput(ApiModel):
-    """Where a job writes a folder it produces (a model, an adapter)."""
+class FolderOutput(SpecModel):
+    """Where a job writes a folder it produces (a model, an adapter).
+
+    In a pod the root filesystem is read-only: without ``path`` the folder goes under the
+    pod's writable work folder (an emptyDir, gone with the pod: add ``objectStore`` to keep
+    it); with ``volumeClaim`` the operator mounts that PersistentVolumeClaim at ``path``.
+    """
 
     path: str | None = Field(
         default=None,
         max_length=4096,
-        description="Folder to write; default runs/<name>/model under the local runner.",
+        description="Folder to write; default runs/<name>/model under the local runner, "
+        "model/ in the pod's work folder (an emptyDir) in a cluster.",
+    )
+    volume_claim: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="A PersistentVolumeClaim in the resource's namespace that the operator "
+        "mounts read-write at path (then required, absolute) in the writing pod; the local "
+        "runner writes to path itself.",
     )
     object_store: ObjectRef | None = Field(
         default=None, description="Also store the folder in the object store."
     )
+
+    @model_validator(mode="after")
+    def _claim_mounted_at_an_absolute_path(self) -> FolderOutput:
+        if self.volume_claim is not None and not (self.path or "").startswith("/"):
+            raise ValueError("volumeClaim needs an absolute path to mount it at")
+        return self

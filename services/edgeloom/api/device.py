@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from edgeloom.api.base import ApiModel
+from edgeloom.api.base import SpecModel
 
 
 class EmulationMode(StrEnum):
@@ -21,7 +21,13 @@ class EmulationMode(StrEnum):
     OFF = "off"
 
 
-class DeviceProfile(ApiModel):
+MAX_BYTES_PER_SECOND = 1e12
+"""1 TB/s (8 Tbit/s): above any link an edge device has; bounds the emulated transfer times."""
+MAX_MEMORY_BYTES = 2**50
+"""1 PiB, far above any device's memory, and an exact integer in JSON (below 2**53)."""
+
+
+class DeviceProfile(SpecModel):
     """Relative speed and network of one device, as emulated on uniform hardware."""
 
     compute_slowdown: float = Field(
@@ -31,14 +37,23 @@ class DeviceProfile(ApiModel):
         description="Compute time multiplier relative to the machine running the role (>= 1).",
     )
     uplink_bytes_per_second: float = Field(
-        default=1.25e7, gt=0, description="Device-to-server bandwidth in bytes per second."
+        default=1.25e7,
+        gt=0,
+        le=MAX_BYTES_PER_SECOND,
+        description="Device-to-server bandwidth in bytes per second.",
     )
     downlink_bytes_per_second: float = Field(
-        default=1.25e7, gt=0, description="Server-to-device bandwidth in bytes per second."
+        default=1.25e7,
+        gt=0,
+        le=MAX_BYTES_PER_SECOND,
+        description="Server-to-device bandwidth in bytes per second.",
     )
     rtt_seconds: float = Field(
         default=0.01, ge=0, le=10, description="Round-trip time added to every exchange, seconds."
     )
     memory_bytes: int | None = Field(
-        default=None, gt=0, description="Memory available to the role, bytes (informational)."
+        default=None,
+        gt=0,
+        le=MAX_MEMORY_BYTES,
+        description="Memory available to the role, bytes (informational).",
     )

@@ -24,6 +24,11 @@ class RoleInfo:
     essential: bool = True
     """When False, the job itself tolerates losing a replica (its participation policy
     decides), so runners log the loss instead of failing the job."""
+    publishes: tuple[str, ...] = ()
+    subscribes: tuple[str, ...] = ()
+    """Channels of its job (``edgeloom.<ns>.<kind>.<name>.<channel>``, NATS wildcards
+    allowed) this role may publish or subscribe to beyond what every coordinator or
+    participant may (:func:`edgeloom.runtime.natsauth.role_permissions`)."""
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 GROUP = "edgeloom.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_UID = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
 class InvalidResource(ValueError):
     """A resource file or object that does not validate; the message names the field."""
+
+
+def _uid_token(uid: str) -> str:
+    if not _UID.fullmatch(uid):
+        raise ValueError(
+            "must be letters, digits and dashes, starting and ending with a letter or digit, "
+            f"such as the UUID Kubernetes assigns; got {uid!r}"
+        )
+    return uid
+
+
+Uid = Annotated[str, Field(max_length=63), AfterValidator(_uid_token)]
+"""``metadata.uid``: it names the run's state in JetStream (KV keys, object names), so only a
+plain token such as a UUID fits."""
 
 
 class Metadata(BaseModel):
@@ -28,7 +44,7 @@ class Metadata(BaseModel):
     name: str = Field(max_length=63, pattern=_DNS1123.pattern)
     namespace: str = Field(default="default", max_length=63, pattern=_DNS1123.pattern)
     generation: int = 1
-    uid: str | None = None
+    uid: Uid | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -54,8 +70,29 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
+def _as_the_api_server_decodes(value: Any) -> Any:
+    """``value`` with every integral float made an int.
+
+    The API server takes an integral number for an integer field (kube-openapi's type check),
+    so ``count: 2.0`` is an integer, and ``seed: 1e15`` or ``1e30`` meet the field's bounds,
+    whose message then says how large the field may be.
+    """
+    if isinstance(value, dict):
+        return {k: _as_the_api_server_decodes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_the_api_server_decodes(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def parse_resource(obj: Any, spec_model: type[SpecT], kind: str) -> Resource[SpecT]:
     """Validate a resource dict of ``kind`` and return it typed.
+
+    Types are checked as the API server's structural schema checks them: strictly on the
+    object's JSON form, so ``count: true`` or ``"5"`` for an integer is refused rather than
+    coerced, while an integral number such as ``2.0`` is an integer and ``0.2`` or ``128`` fit a
+    ``number`` field.
 
     Raises
     ------
@@ -72,8 +109,8 @@ def parse_resource(obj: Any, spec_model: type[SpecT], kind: str) -> Resource[Spe
         raise InvalidResource(f"kind: expected {kind!r}, got {obj.get('kind')!r}")
     try:
         # by alias only: a snake_case key in a file would be dropped by Kubernetes, so refuse it
-        return Resource[spec_model].model_validate(  # type: ignore[valid-type]
-            obj, by_alias=True, by_name=False
+        return Resource[spec_model].model_validate_json(  # type: ignore[valid-type]
+            json.dumps(_as_the_api_server_decodes(obj)), strict=True, by_alias=True, by_name=False
         )
     except ValidationError as err:
         raise InvalidResource(format_validation_error(err)) from None

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,26 +18,31 @@ EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTE
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Run a resource file locally; SIGTERM and SIGHUP stop it as Ctrl-C does, with every role
+    and the embedded nats-server, and it exits 128 + the signal."""
     from edgeloom.api.resource import InvalidResource
+    from edgeloom.local.procs import interrupt_on_stop_signals
     from edgeloom.local.runner import RunFailed, run_file
 
-    try:
-        result = run_file(
-            args.file,
-            nats_url=args.nats,
-            runs_dir=args.runs_dir,
-            show_progress=not args.no_progress,
-            in_process=args.in_process,
-        )
-    except InvalidResource as err:
-        print(f"error: {args.file} is not a valid resource:\n{err}", file=sys.stderr)
-        return EXIT_INVALID
-    except RunFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: every role was stopped", file=sys.stderr)
-        return 130
+    with interrupt_on_stop_signals() as stopped_by:
+        try:
+            result = run_file(
+                args.file,
+                nats_url=args.nats,
+                runs_dir=args.runs_dir,
+                show_progress=not args.no_progress,
+                in_process=args.in_process,
+            )
+        except InvalidResource as err:
+            print(f"error: {args.file} is not a valid resource:\n{err}", file=sys.stderr)
+            return EXIT_INVALID
+        except RunFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            how = signal.Signals(stopped_by[0]).name if stopped_by else "interrupted"
+            print(f"{how}: every role was stopped", file=sys.stderr)
+            return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
     return 0 if result.succeeded else 1
 
 
@@ -196,7 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds /metrics stays up after the work is done, so the last values are "
         f"scraped; default {podenv.METRICS_LINGER_SECONDS}, else 0",
     )
-    serve.add_argument("--run-dir", type=Path, default=None)
+    serve.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path(os.environ[podenv.WORK_DIR]) if os.environ.get(podenv.WORK_DIR) else None,
+        help="writable folder for the role's own files (default outputs, final metrics); "
+        f"default {podenv.WORK_DIR}, else none",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     crds = sub.add_parser("crds", help="generate CRDs from the API models")

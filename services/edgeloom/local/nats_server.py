@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeloom.local.procs import venv_executable
+from edgeloom.local.procs import die_with_parent, venv_executable
+from edgeloom.runtime.natsauth import Authority
 
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
 
@@ -22,9 +23,20 @@ def nats_server_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate (PEM, with its chain) and its key."""
+
+    cert: Path
+    key: Path
+
+
 @dataclass
 class NatsServer:
     """A nats-server process; use as a context manager or call start()/stop().
+
+    The server dies with the thread that started it (:func:`die_with_parent`), so it never
+    outlives its owner, even one killed by SIGKILL; only stop() removes its temporary folder.
 
     Parameters
     ----------
@@ -38,14 +50,16 @@ class NatsServer:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     store_dir: Path | None = None
     port: int = -1
-    user: str | None = None
-    password: str | None = None
+    authority: Authority | None = None
+    """Trust this authority's users only (operator mode); anyone may connect when None."""
+    tls: TlsFiles | None = None
+    """Serve TLS only, with this certificate."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> NatsServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgeloom-nats-")
@@ -59,29 +73,41 @@ class NatsServer:
             "max_pending": 8 * self.max_payload * 64,
             "jetstream": {"store_dir": str(store)},
         }
-        if self.user:
-            config["authorization"] = {"user": self.user, "password": self.password}
+        if self.authority is not None:
+            config |= self.authority.server_config()
+        if self.tls is not None:
+            config["tls"] = {"cert_file": str(self.tls.cert), "key_file": str(self.tls.key)}
         conf = work / "nats.conf"
         conf.write_text(json.dumps(config))  # nats config accepts JSON
-        self.process = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf), "--ports_file_dir", str(work)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        ports_file = work / f"nats-server_{self.process.pid}.ports"
+        try:  # a failed start or a Ctrl-C during it leaves no process or folder behind
+            self.process = subprocess.Popen(
+                [nats_server_binary(), "-c", str(conf), "--ports_file_dir", str(work)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent,
+            )
+            self.port = self._wait_for_port(
+                work / f"nats-server_{self.process.pid}.ports", timeout_s
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_for_port(self, ports_file: Path, timeout_s: float) -> int:
+        """The client port, once the started server has written ``ports_file``."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while not ports_file.exists():
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise RuntimeError(f"nats-server exited with {self.process.returncode}: {err}")
             if time.monotonic() > deadline:
-                self.stop()
                 raise TimeoutError("nats-server did not start in time")
             time.sleep(0.02)
         time.sleep(0.02)  # the ports file is written just before the listener is accepting
         client = json.loads(ports_file.read_text())["nats"][0]
-        self.port = int(client.rsplit(":", 1)[1])
-        return self
+        return int(client.rsplit(":", 1)[1])
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

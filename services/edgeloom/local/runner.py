@@ -5,8 +5,13 @@ anything, starts nats-server (unless given a URL), spawns every role with the po
 (``edgeloom serve``), shows the coordinator's progress, and writes ``result.json``, role
 logs, metrics and a plot under ``runs/<name>/``. The first role of a kind is its coordinator:
 when it exits 0 the job is done; when any role exits non-zero the runner stops the rest and
-fails, naming the role. Roles a kind marks non-essential (SplitTrainingJob workers) may die
-without failing the run: the job's own participation policy decides, as it does in a cluster.
+fails, naming the role, and ``result.json`` says Failed, with the progress the job reached.
+Roles a kind marks non-essential (SplitTrainingJob workers) may die without failing the run:
+the job's own participation policy decides, as it does in a cluster.
+
+The embedded nats-server trusts a fresh authority per run, and every role connects as a user
+with the permissions its pod would get (:mod:`edgeloom.runtime.natsauth`), so only the
+coordinator can publish the result the runner reports.
 """
 
 from __future__ import annotations
@@ -24,17 +29,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from edgeloom.api import podenv
 from edgeloom.api.messages import JobResult
 from edgeloom.api.registry import KindInfo, kind_info
 from edgeloom.api.resource import InvalidResource, Resource, parse_resource
+from edgeloom.api.status import Phase, Status, set_summary_conditions
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.procs import die_with_parent
 from edgeloom.local.report import print_summary, write_plot
-from edgeloom.runtime.bus import Bus, Message, nats_credentials
+from edgeloom.runtime.bus import Bus, Message, NatsAccess
 from edgeloom.runtime.logs import role_log_handler
+from edgeloom.runtime.natsauth import (
+    ADMIN,
+    Authority,
+    Permissions,
+    object_buckets,
+    role_permissions,
+)
 from edgeloom.runtime.role import load_resource_file, run_role
 from edgeloom.runtime.subjects import subject
 
@@ -44,7 +58,16 @@ POLL_S = 0.2
 
 
 class RunFailed(RuntimeError):
-    """A role failed; the message names it."""
+    """A role failed; the message names it, with the tail of its log when there is one.
+
+    ``reason`` is the message without the log; ``result`` the Failed result the run reports,
+    set by the runner before the error leaves it.
+    """
+
+    def __init__(self, reason: str, log_tail: str = "") -> None:
+        super().__init__(f"{reason}:\n{log_tail}" if log_tail else reason)
+        self.reason = reason
+        self.result: JobResult | None = None
 
 
 @dataclass
@@ -64,13 +87,27 @@ class RoleProcess:
 
 
 def load_and_validate(path: Path) -> tuple[KindInfo, Resource[Any]]:
-    """Parse a resource file; InvalidResource names the bad field, nothing is started."""
+    """Parse a resource file as ``kubectl apply`` would take it; nothing is started.
+
+    Raises
+    ------
+    InvalidResource
+        Naming the bad field (or the file's line and column). A ``status`` block or another
+        field beside apiVersion, kind, metadata and spec is refused: kubectl refuses unknown
+        fields, and the API server never takes status from an applied file.
+    """
     try:
         obj = load_resource_file(path)
-    except (OSError, ValueError) as err:  # yaml errors are ValueErrors
+    except OSError as err:
         raise InvalidResource(str(err)) from None
-    if not isinstance(obj, dict):
-        raise InvalidResource(f"{path}: a resource must be a mapping")
+    if "status" in obj:
+        raise InvalidResource(
+            "status: a resource file must not set status; edgeloom writes it as the job runs"
+        )
+    fields = ("apiVersion", "kind", "metadata", "spec")
+    unknown = [f"{key}: unknown field" for key in obj if key not in fields]
+    if unknown:
+        raise InvalidResource("\n".join(unknown))
     try:
         info = kind_info(str(obj.get("kind")))
     except KeyError as err:
@@ -78,10 +115,57 @@ def load_and_validate(path: Path) -> tuple[KindInfo, Resource[Any]]:
     return info, parse_resource(obj, info.spec_model, info.kind)
 
 
-def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path, run_id: str) -> RoleProcess:
+@dataclass(frozen=True)
+class RunNats:
+    """The NATS identities of one run: the runner's own and one per role."""
+
+    runner: NatsAccess
+    roles: dict[str, NatsAccess]
+
+    @classmethod
+    def external(cls, info: KindInfo, url: str) -> RunNats:
+        """Everyone connects to ``url`` as the environment says (EDGELOOM_NATS_CREDS...)."""
+        access = NatsAccess.from_env(url)
+        return cls(access, {role.name: access for role in info.roles})
+
+    @classmethod
+    def embedded(
+        cls, server: NatsServer, info: KindInfo, resource: Resource[Any], run_dir: Path
+    ) -> RunNats:
+        """A user per role with the permissions a pod of that role gets, and an admin for the
+        runner, minted by ``server``'s authority into ``run_dir/nats/*.creds`` (mode 0600)."""
+        assert server.authority is not None
+        issuer, meta = server.authority.issuer, resource.metadata
+        folder = run_dir / "nats"
+        folder.mkdir(mode=0o700)
+
+        def access(user: str, permissions: Permissions) -> NatsAccess:
+            creds = folder / f"{user}.creds"
+            creds.touch(mode=0o600)
+            creds.write_text(issuer.creds(f"{meta.namespace}/{meta.name}/{user}", permissions))
+            return NatsAccess(server.url, creds)
+
+        buckets = object_buckets(resource.spec)
+        return cls(
+            access("runner", ADMIN),
+            {
+                role.name: access(
+                    role.name,
+                    role_permissions(info, meta.namespace, meta.name, role.name, buckets),
+                )
+                for role in info.roles
+            },
+        )
+
+
+def _spawn(
+    path: Path, role: str, index: int, nats: NatsAccess, run_dir: Path, run_id: str
+) -> RoleProcess:
     log_path = run_dir / "logs" / f"{role}-{index}.log"
     log: TextIO = log_path.open("w")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", podenv.RUN_ID: run_id}
+    if nats.creds is not None:
+        env[podenv.NATS_CREDS] = str(nats.creds)
     popen = subprocess.Popen(
         [
             sys.executable,
@@ -95,7 +179,7 @@ def _spawn(path: Path, role: str, index: int, url: str, run_dir: Path, run_id: s
             "--index",
             str(index),
             "--nats",
-            url,
+            nats.url,
             "--run-dir",
             str(run_dir),
         ],
@@ -147,18 +231,21 @@ class _Watcher:
         self.bus = bus
         self.progress = _Progress(show_progress)
         self.results: list[JobResult] = []
+        self.last_status: dict[str, Any] = {}
 
     @classmethod
     async def start(
-        cls, info: KindInfo, resource: Resource[Any], url: str, show_progress: bool
+        cls, info: KindInfo, resource: Resource[Any], nats: NatsAccess, show_progress: bool
     ) -> _Watcher:
         ns, name = resource.metadata.namespace, resource.metadata.name
-        watcher = cls(await Bus.connect(url, f"{name}-runner", **nats_credentials()), show_progress)
-        await watcher.bus.subscribe(
-            subject(ns, info.kind, name, "status"), watcher.progress.on_status
-        )
+        watcher = cls(await Bus.connect(nats, f"{name}-runner"), show_progress)
+        await watcher.bus.subscribe(subject(ns, info.kind, name, "status"), watcher._on_status)
         await watcher.bus.subscribe(subject(ns, info.kind, name, "result"), watcher._on_result)
         return watcher
+
+    async def _on_status(self, message: Message) -> None:
+        self.last_status = json.loads(message.envelope_json)
+        await self.progress.on_status(message)
 
     async def _on_result(self, message: Message) -> None:
         self.results.append(message.parse(JobResult))
@@ -169,6 +256,37 @@ class _Watcher:
             raise RunFailed(f"{coordinator} finished without publishing a result")
         return self.results[-1]
 
+    async def failed_result(self, status_model: type[Status], reason: str) -> JobResult:
+        """The result of a run that failed for ``reason``: Failed, whatever was published.
+
+        Builds on the coordinator's last result, else on its last status report, so the
+        progress, summary and history it reached are kept; a Failed result's message (why the
+        job failed) comes first.
+        """
+        try:  # what the coordinator published just before it exited; NATS may be what failed
+            await self.bus.nc.flush(timeout=2)
+        except Exception as err:  # the role's failure is what the run reports, not this
+            log.warning("cannot flush the runner's NATS connection: %s", err)
+        last = self.results[-1] if self.results else JobResult(succeeded=False, status={})
+        try:
+            status = status_model.model_validate(last.status or self.last_status)
+        except ValidationError:
+            status = status_model()
+        if status.phase != Phase.FAILED:  # a Failed status already says why, in the job's words
+            status.phase = Phase.FAILED
+            status.conditions = set_summary_conditions(
+                status.conditions,
+                Phase.FAILED,
+                False,
+                "RoleFailed",
+                reason,
+                status.observed_generation,
+            )
+        message = f"{last.message} ({reason})" if last.message and not last.succeeded else reason
+        return last.model_copy(
+            update={"succeeded": False, "message": message, "status": status.to_wire()}
+        )
+
     async def close(self) -> None:
         self.progress.bar.close()
         await self.bus.drain()
@@ -178,14 +296,14 @@ async def supervise(
     info: KindInfo,
     resource: Resource[Any],
     path: Path,
-    url: str,
+    nats: RunNats,
     run_dir: Path,
     show_progress: bool,
 ) -> JobResult:
     """Spawn every role and wait for the coordinator; raises RunFailed naming a failed role."""
-    watcher = await _Watcher.start(info, resource, url, show_progress)
+    watcher = await _Watcher.start(info, resource, nats.runner, show_progress)
     procs = [
-        _spawn(path, role.name, i, url, run_dir, str(resource.metadata.uid))
+        _spawn(path, role.name, i, nats.roles[role.name], run_dir, str(resource.metadata.uid))
         for role in info.roles
         for i in range(role.replicas(resource.spec))
     ]
@@ -201,7 +319,8 @@ async def supervise(
                 if info.role(p.role).essential:
                     raise RunFailed(
                         f"role {p.name} (pid {p.popen.pid}) exited with code {code}; "
-                        f"log {p.log_path}:\n{p.log_tail()}"
+                        f"log {p.log_path}",
+                        p.log_tail(),
                     )
                 lost.add(p.name)
                 log.warning(
@@ -214,6 +333,9 @@ async def supervise(
             if all(p.popen.poll() == 0 for p in procs if p.role == coordinator):
                 break
         return await watcher.result(coordinator)
+    except RunFailed as err:
+        err.result = await watcher.failed_result(info.status_model, err.reason)
+        raise
     finally:
         await asyncio.to_thread(stop_all, procs)
         await watcher.close()
@@ -222,7 +344,7 @@ async def supervise(
 async def run_in_process(
     info: KindInfo,
     resource: Resource[Any],
-    url: str,
+    nats: RunNats,
     run_dir: Path | None = None,
     show_progress: bool = False,
 ) -> JobResult:
@@ -235,7 +357,7 @@ async def run_in_process(
     import torch
 
     torch.set_num_threads(1)
-    watcher = await _Watcher.start(info, resource, url, show_progress)
+    watcher = await _Watcher.start(info, resource, nats.runner, show_progress)
     roles = [(role.name, i) for role in info.roles for i in range(role.replicas(resource.spec))]
     stops = {r: asyncio.Event() for r in roles}
     handlers = (
@@ -246,7 +368,9 @@ async def run_in_process(
     for handler in handlers:
         logging.getLogger().addHandler(handler)
     tasks = {
-        r: asyncio.create_task(run_role(info, resource, r[0], r[1], url, stops[r], run_dir=run_dir))
+        r: asyncio.create_task(
+            run_role(info, resource, r[0], r[1], nats.roles[r[0]], stops[r], run_dir=run_dir)
+        )
         for r in roles
     }
     coordinator = [t for (role, _), t in tasks.items() if role == info.roles[0].name]
@@ -266,6 +390,9 @@ async def run_in_process(
                     task.exception(),
                 )
         return await watcher.result(info.roles[0].name)
+    except RunFailed as err:
+        err.result = await watcher.failed_result(info.status_model, err.reason)
+        raise
     finally:
         for stop in stops.values():
             stop.set()
@@ -290,15 +417,30 @@ def run_file(
     if run_dir.exists():
         shutil.rmtree(run_dir)
     (run_dir / "logs").mkdir(parents=True)
+    title = f"{info.kind} {resource.metadata.name}"
     with ExitStack() as stack:
-        url = nats_url or stack.enter_context(NatsServer()).url
-        if in_process:
-            result = asyncio.run(run_in_process(info, resource, url, run_dir, show_progress))
+        if nats_url is not None:
+            nats = RunNats.external(info, nats_url)
         else:
-            result = asyncio.run(
-                supervise(info, resource, path.resolve(), url, run_dir, show_progress)
-            )
-    (run_dir / "result.json").write_text(json.dumps(result.to_wire(), indent=2) + "\n")
-    write_plot(result, run_dir / "progress.png", title=f"{info.kind} {resource.metadata.name}")
+            server = stack.enter_context(NatsServer(authority=Authority.new()))
+            nats = RunNats.embedded(server, info, resource, run_dir)
+        try:
+            if in_process:
+                result = asyncio.run(run_in_process(info, resource, nats, run_dir, show_progress))
+            else:
+                result = asyncio.run(
+                    supervise(info, resource, path.resolve(), nats, run_dir, show_progress)
+                )
+        except RunFailed as err:
+            if err.result is not None:
+                write_result(err.result, run_dir, title)
+            raise
+    write_result(result, run_dir, title)
     print_summary(result, run_dir)
     return result
+
+
+def write_result(result: JobResult, run_dir: Path, title: str) -> None:
+    """``result.json`` and, when the history has the headline metric, ``progress.png``."""
+    (run_dir / "result.json").write_text(json.dumps(result.to_wire(), indent=2) + "\n")
+    write_plot(result, run_dir / "progress.png", title=title)

@@ -13,9 +13,12 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypedDict, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -96,35 +99,59 @@ class Bus:
     @classmethod
     async def connect(
         cls,
-        url: str,
+        access: NatsAccess | str,
         name: str,
         *,
         limits: Limits = DEFAULT_LIMITS,
         connect_deadline_s: float = 30.0,
-        user: str | None = None,
-        password: str | None = None,
+        inbox_prefix: str = "_INBOX",
+        stop: asyncio.Event | None = None,
     ) -> Bus:
-        """Connect with retries until ``connect_deadline_s``; reconnect forever afterwards."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + connect_deadline_s
-        while True:
-            try:
-                nc = await nats.connect(
-                    servers=[url],
-                    name=name,
-                    user=user,
-                    password=password,
-                    connect_timeout=2,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    allow_reconnect=True,
-                    error_cb=_on_nats_error,
-                )
-                break
-            except (TimeoutError, OSError, nats.errors.NoServersError) as err:
-                if loop.time() > deadline:
-                    raise ConnectionError(f"cannot reach NATS at {url}: {err}") from err
-                await asyncio.sleep(0.2)
+        """Connect, retrying until ``connect_deadline_s`` (or until ``stop`` is set, e.g. by
+        SIGTERM); reconnect forever afterwards. ``inbox_prefix`` is where replies arrive (a
+        role's credentials allow it its own prefix only).
+
+        Raises
+        ------
+        ConnectionError
+            No connection in time, or ``stop`` was set first; names the last error (an
+            authorization violation, a TLS failure, an unreachable server).
+        """
+        access = NatsAccess(access) if isinstance(access, str) else access
+        errors: list[str] = []
+
+        async def on_error(err: Exception) -> None:
+            errors.append(str(err) or type(err).__name__)
+            log.debug("nats: %s", err)
+
+        attempt = asyncio.ensure_future(
+            nats.connect(
+                servers=[access.url],
+                name=name,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,  # also retries the first connect, hence the deadline
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=on_error,
+                inbox_prefix=inbox_prefix,
+                **access.options(),
+            )
+        )
+        stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        waits: set[asyncio.Future[Any]] = {attempt} if stopped is None else {attempt, stopped}
+        await asyncio.wait(waits, timeout=connect_deadline_s, return_when=FIRST_COMPLETED)
+        if stopped is not None:
+            stopped.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                await attempt
+            why = "stopped" if stop is not None and stop.is_set() else "no connection in time"
+            last = f": {errors[-1]}" if errors else ""
+            raise ConnectionError(f"cannot reach NATS at {access.url} ({why}){last}")
+        if (failed := attempt.exception()) is not None:  # e.g. refused credentials
+            raise ConnectionError(f"cannot reach NATS at {access.url}: {failed}") from failed
+        nc = attempt.result()
         bus = cls(nc=nc, limits=limits)
         bus._inbox = nc.new_inbox()
         await bus.subscribe(f"{bus._inbox}.*", bus._on_reply)
@@ -171,7 +198,7 @@ class Bus:
         handler's exception is logged (and answered with an error when the sender waits for a
         reply) without ending the subscription. Use ``queue`` for worker pools.
         """
-        reassembler = Reassembler(self.limits)
+        reassembler = Reassembler(self.limits, name=subject)
 
         async def on_msg(msg: Msg) -> None:
             self.bytes_received += len(msg.data)
@@ -343,21 +370,37 @@ class StateStore:
             raise CodecError(f"state {key!r} is not a valid {model.__name__}: {err}") from None
 
 
-async def _on_nats_error(err: Exception) -> None:
-    log.debug("nats: %s", err)
+@dataclass(frozen=True)
+class NatsAccess:
+    """Where and as whom to connect: the URL (``tls://`` for TLS), a ``.creds`` file (the
+    role's user JWT and seed, :mod:`edgeloom.runtime.natsauth`) and the CA that signed the
+    server's certificate."""
 
+    url: str
+    creds: Path | None = None
+    ca_file: Path | None = None
 
-class NatsCredentials(TypedDict):
-    user: str | None
-    password: str | None
+    @classmethod
+    def from_env(cls, url: str | None = None) -> NatsAccess:
+        """From EDGELOOM_NATS_URL (unless ``url`` is given), EDGELOOM_NATS_CREDS and
+        EDGELOOM_NATS_CA_FILE (in a pod: files of the job's Secret)."""
+        url = url or os.environ.get(podenv.NATS_URL)
+        if not url:
+            raise RuntimeError(f"{podenv.NATS_URL} is not set")
+        creds, ca = os.environ.get(podenv.NATS_CREDS), os.environ.get(podenv.NATS_CA_FILE)
+        return cls(url, Path(creds) if creds else None, Path(ca) if ca else None)
 
-
-def nats_credentials() -> NatsCredentials:
-    """user/password for :meth:`Bus.connect` from EDGELOOM_NATS_USER / _PASSWORD (a Secret)."""
-    return {
-        "user": os.environ.get(podenv.NATS_USER),
-        "password": os.environ.get(podenv.NATS_PASSWORD),
-    }
+    def options(self) -> dict[str, Any]:
+        """nats-py ``connect`` options: credentials (re-read at each reconnect, so rotated
+        files take effect) and a TLS context that verifies the server against the CA."""
+        out: dict[str, Any] = {}
+        if self.creds is not None:
+            out["user_credentials"] = str(self.creds)
+        if self.ca_file is not None or self.url.startswith("tls://"):
+            out["tls"] = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file else None
+            )
+        return out
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,12 @@ import yaml
 
 from edgeloom.api import podenv
 from edgeloom.api.registry import KindInfo, kind_info
-from edgeloom.api.resource import Resource, SpecT, parse_resource
+from edgeloom.api.resource import InvalidResource, Resource, SpecT, parse_resource
 from edgeloom.api.status import Status
-from edgeloom.runtime.bus import Bus, nats_credentials, stop_on_signals
+from edgeloom.runtime.bus import Bus, NatsAccess, stop_on_signals
 from edgeloom.runtime.logs import ROLE_IDENTITY
 from edgeloom.runtime.metrics import MetricFactory, MetricsEndpoint
+from edgeloom.runtime.natsauth import inbox_prefix
 from edgeloom.runtime.subjects import subject
 
 log = logging.getLogger(__name__)
@@ -85,13 +87,128 @@ class RoleContext(Generic[SpecT]):
 RoleMain = Callable[[RoleContext[Any]], Coroutine[Any, Any, None]]
 
 
+MAX_RESOURCE_FILE_BYTES = 1 << 20
+"""The largest resource file read: a ConfigMap's limit (1 MiB), which carries it into pods."""
+MAX_RESOURCE_NODES = 100_000
+"""YAML nodes a resource may expand to through aliases (a few lines of anchors can expand to
+billions); kubectl's YAML library refuses such excessive aliasing too."""
+
+_YAML = "tag:yaml.org,2002:"
+_JSON_TAGS = frozenset(f"{_YAML}{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map"))
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+"""Floats such as ``1e15`` or ``2.0e6``: numbers to kubectl (and YAML 1.2), strings to
+PyYAML, whose YAML 1.1 floats need a dot and a signed exponent."""
+
+
+class _ResourceLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading a file the way kubectl does.
+
+    Only JSON's types come out: timestamp-like scalars stay strings, ``1e15`` is a float, and
+    any other tag (``!!python/object``, ``!!binary``, ``!!set``) is refused. Duplicate keys are
+    refused, as ``kubectl apply`` refuses them, and so is a document that aliases expand past
+    :data:`MAX_RESOURCE_NODES`.
+    """
+
+    yaml_constructors = {
+        tag: construct
+        for tag, construct in yaml.SafeLoader.yaml_constructors.items()
+        if tag in _JSON_TAGS
+    }
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != f"{_YAML}timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None and _expanded_nodes(node, {}) > MAX_RESOURCE_NODES:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases expand the document past {MAX_RESOURCE_NODES} nodes (or make it "
+                "contain itself)",
+                node.start_mark,
+            )
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}  # key -> the line it is first given on
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != f"{_YAML}merge":
+                key = self.construct_object(key_node)
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first given on line {lines[key]})",
+                        key_node.start_mark,
+                    )
+                lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+    def refuse_tag(self, node: yaml.Node) -> None:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"tag {node.tag!r} is not allowed: a resource holds only mappings, lists, strings, "
+            "numbers, booleans and null",
+            node.start_mark,
+        )
+
+
+_ResourceLoader.add_constructor(None, _ResourceLoader.refuse_tag)
+_ResourceLoader.add_implicit_resolver(f"{_YAML}float", _EXPONENT_FLOAT, list("-+0123456789."))
+
+
+def _expanded_nodes(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes in ``node`` with every alias expanded, counted once per distinct node; a node
+    that contains itself counts as too many."""
+    if id(node) not in sizes:
+        sizes[id(node)] = MAX_RESOURCE_NODES + 1  # until known: a cycle is too large
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        sizes[id(node)] = 1 + sum(_expanded_nodes(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def _yaml_problem(path: Path, err: yaml.YAMLError) -> str:
+    """``path: line L, column C: problem``, as a YAML error is best read."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return f"{path}: not valid YAML: {err}"
+    mark = err.problem_mark
+    context = f" ({err.context})" if err.context else ""
+    return f"{path}: line {mark.line + 1}, column {mark.column + 1}: {err.problem}{context}"
+
+
 def load_resource_file(path: Path) -> dict[str, Any]:
-    """Read a single-document resource YAML file."""
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    """Read a single-document resource YAML file as kubectl would (see :class:`_ResourceLoader`).
+
+    Raises
+    ------
+    InvalidResource
+        For a file too large, not UTF-8 or not YAML (naming the line and column), for a
+        disallowed tag or duplicate key, and unless it holds exactly one mapping.
+    OSError
+        When the file cannot be read.
+    """
+    if path.stat().st_size > MAX_RESOURCE_FILE_BYTES:
+        raise InvalidResource(f"{path}: larger than {MAX_RESOURCE_FILE_BYTES} bytes")
+    try:
+        docs = [d for d in yaml.load_all(path.read_text(), Loader=_ResourceLoader) if d is not None]
+    except UnicodeDecodeError as err:
+        raise InvalidResource(f"{path}: not a UTF-8 text file ({err.reason})") from None
+    except yaml.YAMLError as err:
+        raise InvalidResource(_yaml_problem(path, err)) from None
+    except RecursionError:
+        raise InvalidResource(f"{path}: nested too deeply") from None
     if len(docs) != 1:
-        raise ValueError(f"{path}: expected exactly one resource, found {len(docs)}")
+        raise InvalidResource(f"{path}: expected exactly one resource, found {len(docs)}")
     if not isinstance(docs[0], dict):
-        raise ValueError(f"{path}: a resource must be a mapping")
+        raise InvalidResource(f"{path}: a resource must be a mapping")
     return docs[0]
 
 
@@ -109,7 +226,7 @@ async def run_role(
     resource: Resource[Any],
     role: str,
     index: int,
-    nats_url: str,
+    nats: NatsAccess,
     stop: asyncio.Event,
     endpoint: MetricsEndpoint | None = None,
     run_dir: Path | None = None,
@@ -123,8 +240,12 @@ async def run_role(
     )
     if endpoint is not None:
         metrics.serve(endpoint.port, endpoint.addr)
+    meta = resource.metadata
     bus = await Bus.connect(
-        nats_url, f"{resource.metadata.name}-{role}-{index}", **nats_credentials()
+        nats,
+        f"{meta.name}-{role}-{index}",
+        inbox_prefix=inbox_prefix(meta.namespace, info.kind, meta.name, role),
+        stop=stop,
     )
     ctx = RoleContext(info, resource, role, index, bus, metrics, stop, run_dir)
     ROLE_IDENTITY.set(ctx.identity)  # this task's context only, and the tasks it starts
@@ -193,4 +314,5 @@ async def serve(
     resource: Resource[Any] = parse_resource(obj, info.spec_model, info.kind)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    return await run_role(info, resource, role, index, nats_url, stop, endpoint, run_dir)
+    access = NatsAccess.from_env(nats_url)
+    return await run_role(info, resource, role, index, access, stop, endpoint, run_dir)

@@ -6,12 +6,16 @@ limits before allocating, verifies each chunk's checksum and copies it into one 
 buffer; nothing is decoded before every chunk has arrived intact. Checksums and copies of large
 chunks run in a worker thread (zlib and numpy release the GIL), so they overlap with the
 socket I/O of the next chunk.
+
+Partial transfers are bounded per receiver in number and in declared bytes, and a timer on the
+event loop evicts those idle longer than ``stale_after_s``, so an abandoned or hostile transfer
+holds its buffer for at most that long.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
 import uuid
 import zlib
 from collections import deque
@@ -22,6 +26,8 @@ from typing import TypeVar
 import numpy as np
 
 from edgeloom.runtime.codec import CodecError, Encoded, Limits
+
+log = logging.getLogger(__name__)
 
 H_TRANSFER = "Edgeloom-Transfer"
 H_CHUNK = "Edgeloom-Chunk"
@@ -81,20 +87,35 @@ async def send(encoded: Encoded, max_payload: int, publish: Publish) -> int:
 class _Partial:
     buffer: np.ndarray
     count: int
+    touched: float
+    """Event-loop time of the last chunk."""
     next_index: int = 0
     filled: int = 0
-    touched: float = field(default_factory=time.monotonic)
 
 
 @dataclass
 class Reassembler:
-    """Rebuilds chunked payloads; one per subscription."""
+    """Rebuilds chunked payloads; one per subscription.
+
+    At most ``max_partial`` transfers and ``max_partial_bytes`` declared bytes (twice
+    ``limits.max_bytes`` when None) are in flight at once; a transfer that would exceed either
+    is refused. A transfer idle for ``stale_after_s`` is evicted by a timer and logged under
+    ``name``; its later chunks are ignored.
+    """
 
     limits: Limits
     max_partial: int = 16
+    max_partial_bytes: int | None = None
     stale_after_s: float = 60.0
+    name: str = ""
     _partial: dict[str, _Partial] = field(default_factory=dict)
     _failed: deque[str] = field(default_factory=lambda: deque(maxlen=64))
+    _timer: asyncio.TimerHandle | None = None
+
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes held by the partial transfers now in flight."""
+        return sum(len(part.buffer) for part in self._partial.values())
 
     async def feed(self, data: bytes, headers: dict[str, str] | None) -> bytes | np.ndarray | None:
         """Add one message; return the full payload when complete, else None.
@@ -102,8 +123,9 @@ class Reassembler:
         Raises
         ------
         TransferError
-            When a chunk is malformed, out of order, too large or the checksum fails; the
-            partial transfer is discarded.
+            When a chunk is malformed, out of order, too large or the checksum fails, or a new
+            transfer exceeds the bounds on transfers in flight; the partial transfer is
+            discarded.
         """
         if not headers or H_TRANSFER not in headers:
             if len(data) > self.limits.max_bytes:
@@ -118,6 +140,8 @@ class Reassembler:
             self._partial.pop(transfer, None)
             self._failed.append(transfer)
             raise
+        finally:
+            self._arm_timer()
 
     async def _feed_chunk(
         self, transfer: str, data: bytes, headers: dict[str, str]
@@ -128,6 +152,7 @@ class Reassembler:
             crc = int(headers[H_CRC])
         except (KeyError, ValueError):
             raise TransferError(f"transfer {transfer}: malformed chunk headers") from None
+        loop = asyncio.get_running_loop()
         part = self._partial.get(transfer)
         if part is None:
             if index != 0:
@@ -137,7 +162,16 @@ class Reassembler:
             self._evict_stale()
             if len(self._partial) >= self.max_partial:
                 raise TransferError(f"transfer {transfer}: too many transfers in flight")
-            part = self._partial[transfer] = _Partial(np.empty(total, np.uint8), count)
+            budget = self.max_partial_bytes
+            if budget is None:
+                budget = 2 * self.limits.max_bytes
+            if self.partial_bytes + total > budget:
+                raise TransferError(
+                    f"transfer {transfer}: {total} bytes would exceed the {budget} bytes "
+                    "allowed in flight"
+                )
+            part = _Partial(np.empty(total, np.uint8), count, loop.time())
+            self._partial[transfer] = part
         if index != part.next_index or count != part.count or total != len(part.buffer):
             raise TransferError(f"transfer {transfer}: chunk {index}/{count} out of order")
         if part.filled + len(data) > len(part.buffer):
@@ -148,7 +182,7 @@ class Reassembler:
             raise TransferError(
                 f"transfer {transfer}: checksum mismatch in chunk {index}, payload corrupted"
             )
-        part.touched = time.monotonic()
+        part.touched = loop.time()
         if part.next_index < part.count:
             return None
         del self._partial[transfer]
@@ -156,10 +190,32 @@ class Reassembler:
             raise TransferError(f"transfer {transfer}: {part.filled} of {total} bytes arrived")
         return part.buffer
 
+    def _arm_timer(self) -> None:
+        """Schedule the next eviction when the oldest partial transfer goes stale."""
+        if self._timer is None and self._partial:
+            oldest = min(part.touched for part in self._partial.values())
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(oldest + self.stale_after_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._evict_stale()
+        self._arm_timer()
+
     def _evict_stale(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, p in self._partial.items() if now - p.touched > self.stale_after_s]:
-            del self._partial[key]
+        now = asyncio.get_running_loop().time()
+        for transfer, part in list(self._partial.items()):
+            if now - part.touched >= self.stale_after_s:
+                del self._partial[transfer]
+                self._failed.append(transfer)
+                log.warning(
+                    "evicted partial transfer %s on %s: %d of %d bytes, idle %.1f s",
+                    transfer,
+                    self.name or "?",
+                    part.filled,
+                    len(part.buffer),
+                    now - part.touched,
+                )
 
 
 def _check_and_copy(data: bytes, crc: int, out: np.ndarray) -> bool:

@@ -14,6 +14,7 @@ runs ``kopf run -m edgeloom_testkit.kinds.echoservice_operator``.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # the role's types; the operator process never imports the ru
     from edgeloom.runtime.bus import Message
     from edgeloom.runtime.role import RoleContext
 
+log = logging.getLogger(__name__)
 MODULE = "edgeloom_testkit.kinds.echoservice"
 PHASE_COLUMN, *_, AGE_COLUMN = DEFAULT_PRINTER_COLUMNS
 ENTRYPOINT = ("python", "-m", MODULE)
@@ -60,7 +62,7 @@ KIND = KindInfo(
     short_names=("echo",),
     spec_model=EchoServiceSpec,
     status_model=EchoServiceStatus,
-    roles=(RoleInfo("echo", "cloud", lambda spec: spec.replicas),),
+    roles=(RoleInfo("echo", "cloud", lambda spec: spec.replicas, subscribes=("echo",)),),
     app_module=MODULE,
     description="A test-only service that echoes requests (edgeloom's test kit).",
     printer_columns=(
@@ -98,9 +100,13 @@ class EchoServicePlugin(ServicePlugin):
 
 async def echo(ctx: RoleContext) -> None:
     """Answer each request on the resource's ``echo`` subject (queue group: one replica
-    answers) with its own envelope, until the pod is stopped."""
+    answers) with its own envelope, until the pod is stopped. A message nobody waits for (no
+    reply subject) is logged and dropped."""
 
     async def answer(message: Message) -> None:
+        if not message.reply:
+            log.warning("ignoring a message on %s that expects no reply", message.subject)
+            return
         await ctx.bus.respond(message, message.envelope_json)
 
     await ctx.bus.subscribe(ctx.subject("echo"), answer, queue="echo")

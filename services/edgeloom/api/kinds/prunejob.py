@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import Field, model_validator
 
 from edgeloom.api.artifacts import FolderOutput, ModelSource
-from edgeloom.api.base import ApiModel
+from edgeloom.api.base import MAX_SEED, SpecModel
 from edgeloom.api.registry import (
     DEFAULT_PRINTER_COLUMNS,
     KindInfo,
@@ -51,7 +51,7 @@ class CalibrationSource(StrEnum):
     TEXT = "text"
 
 
-class Calibration(ApiModel):
+class Calibration(SpecModel):
     """Data the methods look at to decide what to prune (and, for COMP, to tune masks)."""
 
     source: CalibrationSource = Field(
@@ -77,7 +77,7 @@ class Calibration(ApiModel):
         return self
 
 
-class Evaluation(ApiModel):
+class Evaluation(SpecModel):
     """Held-out data for measuring quality before and after pruning."""
 
     samples: int = Field(
@@ -85,7 +85,7 @@ class Evaluation(ApiModel):
     )
 
 
-class CompOptions(ApiModel):
+class CompOptions(SpecModel):
     """COMP's options (ignored by the baselines)."""
 
     layer_share: float = Field(
@@ -106,7 +106,7 @@ class CompOptions(ApiModel):
     )
 
 
-class PruneJobSpec(ApiModel):
+class PruneJobSpec(SpecModel):
     """Desired state of a pruning job."""
 
     method: PruneMethod = Field(
@@ -127,7 +127,7 @@ class PruneJobSpec(ApiModel):
         default_factory=FolderOutput,
         description="Where the pruned model goes (safetensors, config.json with layer widths).",
     )
-    seed: int = Field(default=0, ge=0, description="Seed for calibration sampling.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed for calibration sampling.")
     gpu: bool = Field(default=False, description="Request a GPU for the pruning pod.")
 
 
@@ -184,6 +184,11 @@ KIND = register_kind(
                 "self.calibration.source != 'text' || "
                 "(has(self.calibration.path) && self.calibration.path != '')",
                 "calibration.path is required when calibration.source is text",
+            ),
+            (
+                "!has(self.output.volumeClaim) || "
+                "(has(self.output.path) && self.output.path.startsWith('/'))",
+                "output.volumeClaim needs an absolute output.path to mount it at",
             ),
         ),
     )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from edgeloom.api.base import ApiModel
+from edgeloom.api.base import MAX_SEED, SpecModel
 from edgeloom.api.device import DeviceProfile, EmulationMode
 from edgeloom.api.registry import DEFAULT_PRINTER_COLUMNS, KindInfo, RoleInfo, register_kind
 from edgeloom.api.status import Status
@@ -67,11 +67,24 @@ ARCHITECTURES: dict[Architecture, ArchitectureFacts] = {
 """The one table of the built-in models' facts, read by the validators, the CEL rules and
 :mod:`edgeloom.models`."""
 
+MAX_WORKERS = 1000
+"""Workers of one job in all its groups together: each is a process (a pod in a cluster) with
+its own copy of the data and the bottom model, and a NATS connection to the server."""
+MAX_SAMPLES = 1_000_000
+"""``dataset.samples`` at most: a million 32x32 RGB images are 12 GB of float32 in every role
+that loads them (MNIST-1D: 160 MB); CIFAR-10 has 60,000."""
+MAX_ROUNDS = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_LEARNING_RATE = 10.0
+MAX_WAIT_SECONDS = 86_400.0
+"""A day: deadlines and health windows longer than that would never fire in practice."""
+
 # The messages of the cross-field rules, given alike by pydantic (``edgeloom run``, the
 # operator) and by the CRD's CEL rules (admission); see _CEL_RULES.
 MIN_BATCH_MESSAGE = "training.minBatchSize must not exceed training.maxBatchSize"
 WORKERS_PER_ROUND_MESSAGE = "training.workersPerRound must not exceed the number of workers"
 MIN_WORKERS_MESSAGE = "participation.minWorkers must not exceed the number of workers"
+TOTAL_WORKERS_MESSAGE = f"workers[*].count must add up to at most {MAX_WORKERS} workers"
 DATASET_PATH_MESSAGE = f"dataset.path is required for {' and '.join(PATH_DATASETS)}"
 
 
@@ -90,7 +103,7 @@ class PartitionScheme(StrEnum):
     DOMINANT_CLASS = "dominant-class"
 
 
-class ModelRef(ApiModel):
+class ModelRef(SpecModel):
     """The model and where it is split between worker (bottom) and server (top)."""
 
     architecture: Architecture = Field(
@@ -105,7 +118,7 @@ class ModelRef(ApiModel):
     )
 
 
-class DatasetRef(ApiModel):
+class DatasetRef(SpecModel):
     """Training data; mnist1d and digits are generated or bundled offline."""
 
     name: DatasetName = Field(default=DatasetName.MNIST1D, description="Dataset to train on.")
@@ -115,6 +128,7 @@ class DatasetRef(ApiModel):
     samples: int | None = Field(
         default=None,
         ge=100,
+        le=MAX_SAMPLES,
         description="Samples to use (train+test): MNIST-1D generates this many, other datasets "
         "keep a seeded random subset of this size.",
     )
@@ -126,7 +140,7 @@ class DatasetRef(ApiModel):
         return self
 
 
-class Partition(ApiModel):
+class Partition(SpecModel):
     """How training data is split over workers (non-IID label skew)."""
 
     scheme: PartitionScheme = Field(
@@ -143,11 +157,11 @@ class Partition(ApiModel):
     )
 
 
-class WorkerGroup(ApiModel):
+class WorkerGroup(SpecModel):
     """A group of identical workers."""
 
     name: Name = Field(description="Group name, for people reading the spec.")
-    count: int = Field(ge=1, le=1000, description="Number of workers in the group.")
+    count: int = Field(ge=1, le=MAX_WORKERS, description="Number of workers in the group.")
     profile: DeviceProfile = Field(
         default_factory=DeviceProfile, description="Emulated device profile of each worker."
     )
@@ -159,34 +173,47 @@ class WorkerGroup(ApiModel):
     )
 
 
-class Training(ApiModel):
+class Training(SpecModel):
     """Rounds, batches and optimiser."""
 
-    rounds: int = Field(default=50, ge=1, le=100000, description="Maximum number of rounds.")
+    rounds: int = Field(default=50, ge=1, le=MAX_ROUNDS, description="Maximum number of rounds.")
     iterations_per_round: int = Field(
         default=20, ge=1, le=10000, description="Local iterations per round (tau)."
     )
     total_batch_size: int = Field(
         default=320,
         ge=1,
-        le=65536,
+        le=MAX_BATCH_SIZE,
         description="Merged batch size per iteration summed over selected workers (B).",
     )
-    min_batch_size: int = Field(default=4, ge=1, description="Lower bound of a worker's batch.")
-    max_batch_size: int = Field(default=128, ge=1, description="Upper bound of a worker's batch.")
-    workers_per_round: int | None = Field(
-        default=None, ge=1, description="Workers selected per round (K); default all."
+    min_batch_size: int = Field(
+        default=4, ge=1, le=MAX_BATCH_SIZE, description="Lower bound of a worker's batch."
     )
-    learning_rate: float = Field(default=0.05, gt=0, le=10, description="SGD learning rate.")
+    max_batch_size: int = Field(
+        default=128, ge=1, le=MAX_BATCH_SIZE, description="Upper bound of a worker's batch."
+    )
+    workers_per_round: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Workers selected per round (K); default all.",
+    )
+    learning_rate: float = Field(
+        default=0.05, gt=0, le=MAX_LEARNING_RATE, description="SGD learning rate."
+    )
     lr_decay: float = Field(
         default=0.993, gt=0, le=1, description="Learning rate multiplier applied each round."
     )
-    lr_floor: float = Field(default=0.005, ge=0, description="Learning rate never decays below.")
+    lr_floor: float = Field(
+        default=0.005, ge=0, le=MAX_LEARNING_RATE, description="Learning rate never decays below."
+    )
     momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD momentum.")
-    seed: int = Field(default=0, ge=0, description="Seed for data, partition and model init.")
+    seed: int = Field(
+        default=0, ge=0, le=MAX_SEED, description="Seed for data, partition and model init."
+    )
 
 
-class Ablation(ApiModel):
+class Ablation(SpecModel):
     """Turn MergeSFL's two mechanisms off one at a time."""
 
     feature_merging: bool = Field(
@@ -197,7 +224,7 @@ class Ablation(ApiModel):
     )
 
 
-class StopCondition(ApiModel):
+class StopCondition(SpecModel):
     target_accuracy: float | None = Field(
         default=None, gt=0, le=1, description="Stop once test accuracy reaches this (0-1)."
     )
@@ -211,15 +238,19 @@ class UnhealthyWorkerPolicy(StrEnum):
     REPORT = "report"
 
 
-class Participation(ApiModel):
+class Participation(SpecModel):
     """What happens when workers are slow or die."""
 
     min_workers: int = Field(
-        default=1, ge=1, description="The job fails when fewer workers than this remain."
+        default=1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="The job fails when fewer workers than this remain.",
     )
     round_deadline_seconds: float = Field(
         default=60.0,
         gt=0,
+        le=MAX_WAIT_SECONDS,
         description="Wall seconds a worker may take to answer one request (load, forward, "
         "backward, upload) before it is dropped from the round.",
     )
@@ -233,6 +264,7 @@ class Participation(ApiModel):
     unhealthy_after_seconds: float = Field(
         default=60.0,
         ge=5,
+        le=MAX_WAIT_SECONDS,
         description="A worker is unhealthy when Prometheus could not scrape it for this long, "
         "or when its round time averaged over this long exceeds stragglerFactor times its "
         "peers' median.",
@@ -240,11 +272,12 @@ class Participation(ApiModel):
     straggler_factor: float = Field(
         default=3.0,
         gt=1,
+        le=100,
         description="How many times its peers' median round time makes a worker a straggler.",
     )
 
 
-class SplitTrainingJobSpec(ApiModel):
+class SplitTrainingJobSpec(SpecModel):
     """Desired state of a split federated learning job."""
 
     method: SplitMethod = Field(
@@ -263,7 +296,10 @@ class SplitTrainingJobSpec(ApiModel):
         default_factory=Participation, description="Deadlines and minimum participation."
     )
     checkpoint_interval: int = Field(
-        default=5, ge=1, description="Rounds between server checkpoints in the object store."
+        default=5,
+        ge=1,
+        le=MAX_ROUNDS,
+        description="Rounds between server checkpoints in the object store.",
     )
     emulation: EmulationMode = Field(
         default=EmulationMode.VIRTUAL, description="Device emulation mode: virtual, sleep or off."
@@ -276,6 +312,8 @@ class SplitTrainingJobSpec(ApiModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> SplitTrainingJobSpec:
+        if self.worker_count > MAX_WORKERS:
+            raise ValueError(TOTAL_WORKERS_MESSAGE)
         t = self.training
         if t.min_batch_size > t.max_batch_size:
             raise ValueError(MIN_BATCH_MESSAGE)
@@ -310,6 +348,7 @@ def _cel_list(values: tuple[str, ...]) -> str:
 _WORKER_COUNT = "self.workers.map(g, g.count).sum()"
 
 _CEL_RULES: tuple[tuple[str, str], ...] = (
+    (f"{_WORKER_COUNT} <= {MAX_WORKERS}", TOTAL_WORKERS_MESSAGE),
     ("self.training.minBatchSize <= self.training.maxBatchSize", MIN_BATCH_MESSAGE),
     (
         f"!has(self.training.workersPerRound) || self.training.workersPerRound <= {_WORKER_COUNT}",

@@ -1,7 +1,10 @@
 """Wire protocol between the SplitTrainingJob server and its workers.
 
-Every command goes to ``<job>.worker.<index>`` as a request; the worker answers with the
-matching reply. Tensors travel beside the envelope (see :mod:`edgeloom.runtime.codec`).
+Every command goes to ``<job>.worker.<index>`` as a request, stamped with the server's session
+and a request id (:class:`~edgeloom.runtime.federation.Stamped`) so that a worker refuses
+replays; the worker answers with the matching reply. Tensors travel beside the envelope (see
+:mod:`edgeloom.runtime.codec`). Floats must be finite: a NaN or an infinity is refused with the
+rest of a malformed envelope.
 """
 
 from __future__ import annotations
@@ -12,23 +15,32 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from edgeloom.api.device import DeviceProfile
 from edgeloom.api.messages import JoinRequest
+from edgeloom.runtime.federation import Stamped
+
+MAX_COUNT = 2**53
+"""Sample counts beyond this are not exact as float64 (the selection's label mix)."""
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class _Command(_Msg, Stamped):
+    """A server -> worker request."""
 
 
 class Join(JoinRequest):
-    """Worker -> server when it starts: who it is and what data it holds."""
+    """Worker -> server when it starts: who it is and what data it holds (the server checks
+    that the label counts add up to the samples, one per class)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    samples: int = Field(ge=0)
-    label_counts: list[int]
+    samples: int = Field(ge=0, le=MAX_COUNT)
+    label_counts: list[Annotated[int, Field(ge=0, le=MAX_COUNT)]]
     profile: DeviceProfile
 
 
-class Load(_Msg):
+class Load(_Command):
     """Start of a round: take these weights (tensors) and this batch size."""
 
     op: Literal["load"] = "load"
@@ -39,7 +51,7 @@ class Load(_Msg):
     """fedavg: the tensors are the whole model, not the bottom."""
 
 
-class Forward(_Msg):
+class Forward(_Command):
     """Run the bottom model on the next local batch; reply with features and labels."""
 
     op: Literal["forward"] = "forward"
@@ -47,7 +59,7 @@ class Forward(_Msg):
     iteration: int = Field(ge=0)
 
 
-class Backward(_Msg):
+class Backward(_Command):
     """Apply the feature gradient (tensor ``grad``) and take an optimiser step."""
 
     op: Literal["backward"] = "backward"
@@ -55,7 +67,7 @@ class Backward(_Msg):
     iteration: int = Field(ge=0)
 
 
-class TrainLocal(_Msg):
+class TrainLocal(_Command):
     """fedavg: train the whole model locally for ``iterations`` steps."""
 
     op: Literal["train_local"] = "train_local"
@@ -63,14 +75,16 @@ class TrainLocal(_Msg):
     iterations: int = Field(ge=1)
 
 
-class Upload(_Msg):
+class Upload(_Command):
     """End of a round: send the trained weights back."""
 
     op: Literal["upload"] = "upload"
     round: int = Field(ge=0)
 
 
-class Stop(_Msg):
+class Stop(_Command):
+    """End of the job: exit."""
+
     op: Literal["stop"] = "stop"
 
 

@@ -4,7 +4,9 @@ The server is a federation coordinator (:mod:`edgeloom.runtime.federation`): it 
 workers to join, runs the rounds of the method the spec names (one strategy per method,
 :mod:`edgeloom.apps.mergesfl.strategies`), evaluates the whole model on the held-out balanced
 test set after each round, reports through the job reporter, checkpoints every
-``checkpointInterval`` rounds and resumes from there after a restart.
+``checkpointInterval`` rounds and resumes from there after a restart. A resumed server knows
+no worker until it joins (workers that outlived the server join again when it calls them), so
+it resumes as well when every role of the job was restarted with it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edgeloom.apps.mergesfl.messages import Join, Stop
 from edgeloom.apps.mergesfl.metrics import ServerMetrics
 from edgeloom.apps.mergesfl.setup import build_models, build_problem
 from edgeloom.apps.mergesfl.strategies import STRATEGIES, ServerJob
+from edgeloom.apps.mergesfl.strategies.common import check_join
 from edgeloom.runtime.codec import CodecError
 from edgeloom.runtime.federation import Participants, RoundOutcome, RunStore, run_rounds
 from edgeloom.runtime.reporter import History, JobFailed, JobReporter, Outcome
@@ -45,7 +48,6 @@ class ServerState(BaseModel):
     time_to_target_s: float | None
     dropped_total: int
     history: History
-    workers: dict[int, Join]
     estimates: dict[int, tuple[float, float]]
     excluded: list[int] = Field(default_factory=list)
 
@@ -124,7 +126,6 @@ class Server:
         self.virtual_time_s, self.best_accuracy = state.virtual_time_s, state.best_accuracy
         self.time_to_target_s, self.dropped_total = state.time_to_target_s, state.dropped_total
         self.history = state.history
-        self.job.participants.joined.update(state.workers)
         self.job.participants.exclude(state.excluded)
         self.job.estimates.update(state.estimates)
         self.bytes_offset = self.bytes_total = state.bytes_total
@@ -158,7 +159,6 @@ class Server:
                 time_to_target_s=self.time_to_target_s,
                 dropped_total=self.dropped_total,
                 history=self.history,
-                workers=self.job.participants.joined,
                 estimates=self.job.estimates,
                 excluded=sorted(self.job.participants.excluded),
             ),
@@ -229,7 +229,7 @@ class Server:
         return test.x, test.y
 
     async def train(self) -> Outcome:
-        """Resume or start, wait for the workers, run the rounds; the job's outcome."""
+        """Resume or start, wait for the workers to join, run the rounds; the job's outcome."""
         if not await self.restore():
             self.start()
         await self.job.participants.wait_for_all(JOIN_TIMEOUT_S)
@@ -271,6 +271,7 @@ async def run(ctx: RoleContext[SplitTrainingJobSpec]) -> None:
         total=spec.worker_count,
         min_participants=spec.participation.min_workers,
         deadline_s=spec.participation.round_deadline_seconds,
+        check_join=lambda hello: check_join(hello, problem.num_classes),
     )
     job = ServerJob(
         spec, problem, bottom, top, np.random.default_rng(spec.training.seed), participants

@@ -69,6 +69,19 @@ def build_models(
     return split_model(model, spec.model.split_point or DEFAULT_SPLIT_POINT[arch])
 
 
+def feature_shape(bottom: nn.Module, sample: torch.Tensor) -> torch.Size:
+    """The trailing shape of ``bottom``'s features, from the first row of ``sample`` in eval
+    mode without gradients, so nothing the model holds changes."""
+    was_training = bottom.training
+    bottom.eval()
+    try:
+        with torch.no_grad():
+            shape: torch.Size = bottom(sample[:1]).shape[1:]
+        return shape
+    finally:
+        bottom.train(was_training)
+
+
 def worker_profiles(spec: SplitTrainingJobSpec) -> list[DeviceProfile]:
     """The device profile of each worker index, groups in spec order."""
     return [g.profile for g in spec.workers for _ in range(g.count)]

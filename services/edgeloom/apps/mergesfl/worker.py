@@ -3,21 +3,26 @@
 The worker joins the server, then answers commands on ``<job>.worker.<index>``: load weights,
 forward a batch (features + labels out), backward a feature gradient, train locally, upload
 weights, stop. Each reply carries the device time the command took under the worker's profile.
+
+A command runs only if it is fresh (:class:`~edgeloom.runtime.federation.Freshness`: not a
+replay, not from an earlier server session) and makes sense now: a Load for a round of this job
+with batch bounds, learning rate and weights the spec allows, the other commands for the round
+and iteration in progress. Anything else is refused with an error reply and changes nothing, so
+a stray or replayed message cannot knock the worker out of its round.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import torch
 from torch import nn
 
-from edgeloom.api.kinds.splittraining import SplitTrainingJobSpec
-from edgeloom.api.messages import JoinAck
+from edgeloom.api.kinds.splittraining import SplitMethod, SplitTrainingJobSpec
 from edgeloom.apps.mergesfl.messages import (
     COMMAND,
     Backward,
+    Command,
     Forward,
     Join,
     Load,
@@ -29,13 +34,14 @@ from edgeloom.apps.mergesfl.messages import (
 from edgeloom.apps.mergesfl.metrics import WorkerMetrics
 from edgeloom.apps.mergesfl.setup import build_models, build_problem, worker_profiles
 from edgeloom.data.pair import TensorPair
-from edgeloom.runtime.bus import Message, NoResponders
+from edgeloom.runtime.bus import Message
 from edgeloom.runtime.codec import CodecError
 from edgeloom.runtime.device import DeviceClock, compute_timer
+from edgeloom.runtime.federation import Freshness, Member, Refused, check_state, refuse
 from edgeloom.runtime.role import RoleContext
 
 log = logging.getLogger(__name__)
-JOIN_RETRY_S = 0.5
+Tensors = dict[str, torch.Tensor]
 
 
 def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
@@ -72,22 +78,82 @@ class Worker:
         self.label_counts = problem.label_counts(ctx.index).tolist()
         self.bottom, self.top = build_models(spec, problem)
         self.whole = nn.Sequential(self.bottom, self.top)
+        # fedavg trains the whole model locally; the split methods train only the bottom
+        self.whole_model = spec.method is SplitMethod.FEDAVG
         self.clock = DeviceClock(worker_profiles(spec)[ctx.index], spec.emulation)
         self.batches = Batches(self.data, seed=spec.training.seed * 100_003 + ctx.index)
         self.metrics = WorkerMetrics(ctx.metrics)
+        self.freshness = Freshness()
         self.batch_size = 1
         self.optimizer: torch.optim.Optimizer | None = None
         self.features: torch.Tensor | None = None
+        self.iteration = -1  # the iteration ``features`` belong to
         self.round = -1
+
+    def hello(self) -> Join:
+        """What this worker tells the server when it joins."""
+        return Join(
+            index=self.ctx.index,
+            samples=len(self.data),
+            label_counts=self.label_counts,
+            profile=self.clock.profile,
+        )
+
+    async def answer(self, msg: Message) -> tuple[Command, Timing, Tensors | None]:
+        """Check one command and run it: the command, its timing and the reply's tensors.
+
+        Raises
+        ------
+        CodecError
+            The command is malformed; :class:`~edgeloom.runtime.federation.Refused` when it
+            is stale, replayed or wrong for the job or the round. Nothing has changed then.
+        """
+        try:
+            cmd = COMMAND.validate_json(msg.envelope_json)
+        except ValueError as err:
+            raise CodecError(f"invalid command: {err}") from None
+        if not msg.reply:
+            raise Refused(f"{cmd.op} without a reply subject")
+        self.freshness.check(cmd)
+        reply: Tensors | None = None
+        if isinstance(cmd, Load):
+            timing = await self.load(cmd, msg.tensors)
+        elif isinstance(cmd, Forward):
+            timing, reply = await self.forward(cmd)
+        elif isinstance(cmd, Backward):
+            timing = await self.backward(cmd, msg.tensors)
+        elif isinstance(cmd, TrainLocal):
+            timing = await self.train_local(cmd)
+        elif isinstance(cmd, Upload):
+            timing, reply = await self.upload(cmd)
+        else:
+            assert isinstance(cmd, Stop)
+            timing = Timing()
+        self.freshness.accept(cmd)
+        return cmd, timing, reply
 
     async def spend(self, timing: Timing, measured_s: float) -> Timing:
         self.metrics.compute.observe(timing.compute_s)
         await self.clock.spend(timing.total_s, already_waited_s=measured_s)
         return timing
 
-    async def load(self, cmd: Load, tensors: dict[str, torch.Tensor]) -> Timing:
-        module = self.whole if cmd.whole_model else self.bottom
-        module.load_state_dict(tensors)  # strict: a wrong key set raises, answered as an error
+    async def load(self, cmd: Load, tensors: Tensors) -> Timing:
+        t = self.ctx.spec.training
+        if cmd.whole_model != self.whole_model:
+            raise Refused(f"this job's workers load the {self._module_name()} model only")
+        if cmd.round >= t.rounds:
+            raise Refused(f"round {cmd.round} is beyond the job's {t.rounds} rounds")
+        if self.freshness.is_current(cmd) and cmd.round <= self.round:
+            raise Refused(f"round {cmd.round} does not follow the loaded round {self.round}")
+        if not t.min_batch_size <= cmd.batch_size <= t.max_batch_size:
+            raise Refused(
+                f"batch size {cmd.batch_size} outside {t.min_batch_size}..{t.max_batch_size}"
+            )
+        if cmd.learning_rate > max(t.learning_rate, t.lr_floor):
+            raise Refused(f"learning rate {cmd.learning_rate} above the spec's")
+        module = self.whole if self.whole_model else self.bottom
+        check_state(tensors, module.state_dict(), "the weights to load")
+        module.load_state_dict(tensors)
         self.optimizer = torch.optim.SGD(
             module.parameters(), lr=cmd.learning_rate, momentum=self.ctx.spec.training.momentum
         )
@@ -97,12 +163,13 @@ class Worker:
             Timing(download_s=self.clock.download_seconds(tensor_bytes(tensors))), 0.0
         )
 
-    async def forward(self, cmd: Forward) -> tuple[Timing, dict[str, torch.Tensor]]:
-        self._expect_round(cmd.round)
+    async def forward(self, cmd: Forward) -> tuple[Timing, Tensors]:
+        self._expect_split(cmd.round, cmd.iteration)
         x, y = self.batches.next(self.batch_size)
         self.bottom.train()
         with compute_timer() as t:
             self.features = self.bottom(x)
+        self.iteration = cmd.iteration
         out = {"features": self.features.detach(), "labels": y}
         timing = Timing(
             compute_s=self.clock.compute_seconds(t.seconds),
@@ -111,13 +178,15 @@ class Worker:
         )
         return await self.spend(timing, t.seconds), out
 
-    async def backward(self, cmd: Backward, tensors: dict[str, torch.Tensor]) -> Timing:
-        self._expect_round(cmd.round)
+    async def backward(self, cmd: Backward, tensors: Tensors) -> Timing:
+        self._expect_split(cmd.round, cmd.iteration)
         grad = tensors.get("grad")
-        if self.features is None or self.optimizer is None:
-            raise RuntimeError("backward without a preceding forward")
+        if self.features is None or self.optimizer is None or cmd.iteration != self.iteration:
+            raise Refused(f"backward of iteration {cmd.iteration} without its forward")
         if grad is None or grad.shape != self.features.shape or grad.dtype != self.features.dtype:
-            raise CodecError(f"grad must be {self.features.dtype} {tuple(self.features.shape)}")
+            raise Refused(f"grad must be {self.features.dtype} {tuple(self.features.shape)}")
+        if not bool(torch.isfinite(grad).all()):
+            raise Refused("grad has non-finite values")
         with compute_timer() as t:
             self.optimizer.zero_grad()
             self.features.backward(grad)
@@ -131,8 +200,11 @@ class Worker:
 
     async def train_local(self, cmd: TrainLocal) -> Timing:
         self._expect_round(cmd.round)
-        if self.optimizer is None:
-            raise RuntimeError("train_local before load")
+        if not self.whole_model:
+            raise Refused("this job's workers train split, not locally")
+        if cmd.iterations > self.ctx.spec.training.iterations_per_round:
+            raise Refused(f"{cmd.iterations} local iterations: more than the spec's")
+        assert self.optimizer is not None  # created with the round's Load
         self.whole.train()
         loss_sum = 0.0
         with compute_timer() as t:
@@ -150,81 +222,51 @@ class Worker:
         )
         return await self.spend(timing, t.seconds)
 
-    async def upload(self, cmd: Upload, whole: bool) -> tuple[Timing, dict[str, torch.Tensor]]:
+    async def upload(self, cmd: Upload) -> tuple[Timing, Tensors]:
         self._expect_round(cmd.round)
-        state = {
-            k: v.detach().clone()
-            for k, v in (self.whole if whole else self.bottom).state_dict().items()
-        }
+        module = self.whole if self.whole_model else self.bottom
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         timing = Timing(
             upload_s=self.clock.upload_seconds(tensor_bytes(state)), samples=len(self.data)
         )
         return await self.spend(timing, 0.0), state
 
+    async def on_command(self, msg: Message) -> None:
+        """The handler of ``<job>.worker.<index>``: answer the command, or refuse it."""
+        try:
+            cmd, timing, reply = await self.answer(msg)
+        except CodecError as err:  # malformed or refused: answered, nothing changed
+            await refuse(self.ctx.bus, msg, err)
+            return
+        await self.ctx.bus.respond(msg, timing, reply)
+        self.metrics.tensor_bytes.inc(tensor_bytes(msg.tensors) + tensor_bytes(reply or {}))
+        if isinstance(cmd, Stop):
+            self.ctx.stop.set()
+
+    async def serve(self) -> None:
+        """Take commands, join, and answer them until stopped (or retired by the job)."""
+        ctx = self.ctx
+        await ctx.bus.subscribe(ctx.subject("worker", str(ctx.index)), self.on_command)
+        if not await Member(ctx, self.hello()).join():
+            return
+        log.info("worker %d joined with %d samples", ctx.index, len(self.data))
+        await ctx.stop.wait()
+
+    def _module_name(self) -> str:
+        return "whole" if self.whole_model else "bottom"
+
     def _expect_round(self, round_: int) -> None:
         if round_ != self.round:
-            raise RuntimeError(f"command for round {round_}, but round {self.round} is loaded")
+            raise Refused(f"command for round {round_}, but round {self.round} is loaded")
 
-
-async def join(ctx: RoleContext[SplitTrainingJobSpec], worker: Worker) -> bool:
-    """Announce this worker until the server accepts it (the server may start later).
-
-    Returns False when the server has dropped this worker for good.
-    """
-    hello = Join(
-        index=ctx.index,
-        samples=len(worker.data),
-        label_counts=worker.label_counts,
-        profile=worker.clock.profile,
-    )
-    while not ctx.stop.is_set():
-        try:
-            reply = await ctx.bus.request(ctx.subject("join"), hello, timeout=5)
-        except (NoResponders, TimeoutError):
-            await asyncio.sleep(JOIN_RETRY_S)
-            continue
-        ack = reply.parse(JoinAck)
-        if ack.retire:
-            log.warning("worker %d is no longer needed: %s", ctx.index, ack.reason)
-            return False
-        if not ack.accepted:
-            raise RuntimeError(f"server refused worker {ctx.index}: {ack.reason}")
-        return True
-    return False
+    def _expect_split(self, round_: int, iteration: int) -> None:
+        self._expect_round(round_)
+        if self.whole_model:
+            raise Refused("this job's workers train locally, not split")
+        if iteration >= self.ctx.spec.training.iterations_per_round:
+            raise Refused(f"iteration {iteration} is beyond the spec's iterations per round")
 
 
 async def run(ctx: RoleContext[SplitTrainingJobSpec]) -> None:
-    worker = Worker(ctx)
-    whole_model = False
-
-    async def on_command(msg: Message) -> None:
-        nonlocal whole_model
-        try:
-            cmd = COMMAND.validate_json(msg.envelope_json)
-        except ValueError as err:
-            raise CodecError(f"invalid command: {err}") from None
-        reply: dict[str, torch.Tensor] | None = None
-        if isinstance(cmd, Load):
-            whole_model = cmd.whole_model
-            timing = await worker.load(cmd, msg.tensors)
-        elif isinstance(cmd, Forward):
-            timing, reply = await worker.forward(cmd)
-        elif isinstance(cmd, Backward):
-            timing = await worker.backward(cmd, msg.tensors)
-        elif isinstance(cmd, TrainLocal):
-            timing = await worker.train_local(cmd)
-        elif isinstance(cmd, Upload):
-            timing, reply = await worker.upload(cmd, whole_model)
-        else:
-            assert isinstance(cmd, Stop)
-            timing = Timing()
-        await ctx.bus.respond(msg, timing, reply)
-        worker.metrics.tensor_bytes.inc(tensor_bytes(msg.tensors) + tensor_bytes(reply or {}))
-        if isinstance(cmd, Stop):
-            ctx.stop.set()
-
-    await ctx.bus.subscribe(ctx.subject("worker", str(ctx.index)), on_command)
-    if not await join(ctx, worker):
-        return
-    log.info("worker %d joined with %d samples", ctx.index, len(worker.data))
-    await ctx.stop.wait()
+    """The ``worker`` role."""
+    await Worker(ctx).serve()

@@ -2,6 +2,11 @@
 device-time accounting and the parallel split exchange (forward features, step the top model,
 send gradients back) that MergeSFL and SplitFed both run.
 
+The server trusts no worker's message beyond what it can check: a join must describe data the
+selection can use (:func:`check_join`), features must have the bottom model's shape and finite
+values, uploaded weights the model's tensors. A worker whose reply fails a check is dropped from
+the round, with a warning that says why; the round goes on without it.
+
 Device time of a parallel round is the load (slowest download), then per iteration the slowest
 worker's forward + upload, the server's compute, and the slowest download + backward, then the
 slowest upload.
@@ -9,8 +14,7 @@ slowest upload.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,12 +24,10 @@ from torch import nn
 from edgeloom.algos.mergesfl.baselines import random_select, uniform_batch_sizes
 from edgeloom.api.kinds.splittraining import SplitTrainingJobSpec
 from edgeloom.apps.mergesfl.messages import Backward, Forward, Join, Load, Timing, Upload
-from edgeloom.apps.mergesfl.setup import Problem, learning_rate
-from edgeloom.runtime.codec import CodecError
+from edgeloom.apps.mergesfl.setup import Problem, feature_shape, learning_rate
 from edgeloom.runtime.device import compute_timer
-from edgeloom.runtime.federation import Participants, Reply, RoundOutcome
+from edgeloom.runtime.federation import Participants, Refused, Reply, RoundOutcome, check_state
 
-log = logging.getLogger(__name__)
 ESTIMATE_SMOOTHING = 0.5
 
 WorkerFigures = tuple[int, float, float]
@@ -44,6 +46,11 @@ class ServerJob:
     participants: Participants[Join]
     estimates: dict[int, tuple[float, float]] = field(default_factory=dict)
     """worker -> (per-sample compute s, per-sample transfer s), smoothed over rounds."""
+    feature_shape: torch.Size = field(init=False)
+    """The trailing shape of the bottom model's features: what every worker must send."""
+
+    def __post_init__(self) -> None:
+        self.feature_shape = feature_shape(self.bottom, self.problem.train.x)
 
     def candidates(self) -> list[int]:
         """Joined workers, ascending (the dead are retried: a restarted worker returns)."""
@@ -71,26 +78,62 @@ class ServerJob:
             a = ESTIMATE_SMOOTHING
             self.estimates[i] = (a * new[0] + (1 - a) * old[0], a * new[1] + (1 - a) * old[1])
 
-    def check_features(self, i: int, reply: Reply[Timing], batch: int) -> Features:
-        """Worker ``i``'s features and labels, validated; CodecError when malformed."""
+    def check_features(self, i: int, reply: Reply[Timing], batch: int) -> None:
+        """Refuse worker ``i``'s Forward reply unless it holds 1 to ``batch`` int64 labels of
+        this dataset's classes, as many finite float32 feature rows of the bottom model's
+        shape, and a timing that counts them."""
         tensors = reply.message.tensors
         feats, labels = tensors.get("features"), tensors.get("labels")
-        if (
-            feats is None
-            or labels is None
-            or feats.dtype != torch.float32
-            or labels.dtype != torch.int64
-            or labels.ndim != 1
-            or not 0 < len(labels) <= batch
-            or feats.shape[0] != len(labels)
-            or int(labels.min()) < 0
-            or int(labels.max()) >= self.problem.num_classes
-        ):
-            raise CodecError(f"worker {i} sent malformed features or labels")
-        return feats, labels
+        if feats is None or labels is None:
+            raise Refused("the reply lacks its features or labels")
+        if labels.dtype != torch.int64 or labels.ndim != 1 or not 0 < len(labels) <= batch:
+            raise Refused(
+                f"labels are {labels.dtype} {tuple(labels.shape)}, expected 1 to {batch} int64"
+            )
+        want = (len(labels), *self.feature_shape)
+        if feats.dtype != torch.float32 or feats.shape != want:
+            raise Refused(
+                f"features are {feats.dtype} {tuple(feats.shape)}, expected torch.float32 {want}"
+            )
+        if int(labels.min()) < 0 or int(labels.max()) >= self.problem.num_classes:
+            raise Refused(f"labels outside 0..{self.problem.num_classes - 1}")
+        if not bool(torch.isfinite(feats).all()):
+            raise Refused("features have non-finite values")
+        if reply.value.samples != len(labels):
+            raise Refused(f"the timing counts {reply.value.samples} samples, not {len(labels)}")
+
+    def check_upload(
+        self, i: int, reply: Reply[Timing], reference: Mapping[str, torch.Tensor]
+    ) -> None:
+        """Refuse worker ``i``'s uploaded weights unless they are ``reference``'s tensors and
+        its timing counts the samples it joined with (the averages' weights)."""
+        check_state(reply.message.tensors, reference, "uploaded weights")
+        join = self.participants.joined.get(i)  # None: the operator dropped it this round
+        if join is not None and reply.value.samples != join.samples:
+            raise Refused(
+                f"the upload counts {reply.value.samples} samples, the worker joined with "
+                f"{join.samples}"
+            )
 
 
 Features = tuple[torch.Tensor, torch.Tensor]
+
+
+def features_of(reply: Reply[Timing]) -> Features:
+    """The (features, labels) of a Forward reply that passed :meth:`ServerJob.check_features`."""
+    return reply.message.tensors["features"], reply.message.tensors["labels"]
+
+
+def check_join(hello: Join, num_classes: int) -> None:
+    """Refuse a join whose data the selection cannot use: one label count per class, adding up
+    to its samples, and at least one sample (an all-zero label mix has no distribution)."""
+    counts = hello.label_counts
+    if len(counts) != num_classes:
+        raise Refused(f"{len(counts)} label counts, but the dataset has {num_classes} classes")
+    if hello.samples == 0:
+        raise Refused("a worker without samples cannot train")
+    if sum(counts) != hello.samples:
+        raise Refused(f"the label counts add up to {sum(counts)}, not to {hello.samples} samples")
 
 
 @dataclass
@@ -217,16 +260,13 @@ async def split_exchange(job: ServerJob, plan: Plan, top_step: TopStep) -> Split
     losses: list[float] = []
     for it in range(spec.training.iterations_per_round):
         fwd, lost = await workers.call_many(
-            alive, lambda i, it=it: Forward(round=r, iteration=it), Timing
+            alive,
+            lambda i, it=it: Forward(round=r, iteration=it),
+            Timing,
+            check=lambda i, rep: job.check_features(i, rep, plan.batches[i]),
         )
         dropped += lost
-        data = {}
-        for i, rep in fwd.items():
-            try:
-                data[i] = job.check_features(i, rep, plan.batches[i])
-            except CodecError as err:
-                log.warning("%s", err)
-                dropped.append(i)
+        data = {i: features_of(rep) for i, rep in fwd.items()}
         alive = workers.require([i for i in alive if i in data])
         with compute_timer() as server_t:
             grads, step_losses = top_step(alive, data)
@@ -248,7 +288,12 @@ async def split_exchange(job: ServerJob, plan: Plan, top_step: TopStep) -> Split
         )
         alive = workers.require([i for i in alive if i in bwd])
     job.update_estimates(usage, set(alive))
-    ups, lost = await workers.call_many(alive, lambda i: Upload(round=r), Timing)
+    ups, lost = await workers.call_many(
+        alive,
+        lambda i: Upload(round=r),
+        Timing,
+        check=lambda i, rep: job.check_upload(i, rep, bottom_state),
+    )
     dropped += lost
     alive = workers.require(list(ups))
     vt += max(rep.value.total_s for rep in ups.values())

@@ -59,7 +59,10 @@ class FedAvg:
         )
         dropped += lost
         ups, lost = await workers.call_many(
-            workers.require(list(trains)), lambda i: Upload(round=round), Timing
+            workers.require(list(trains)),
+            lambda i: Upload(round=round),
+            Timing,
+            check=lambda i, rep: self.job.check_upload(i, rep, state),
         )
         dropped += lost
         alive = workers.require(list(ups))

@@ -15,13 +15,14 @@ from edgeloom.apps.mergesfl.strategies.common import (
     Plan,
     ServerJob,
     Usage,
+    features_of,
     mean_loss,
     random_plan,
     sgd,
     step_on,
 )
 from edgeloom.runtime.device import compute_timer
-from edgeloom.runtime.federation import LOST, Reply, RoundOutcome
+from edgeloom.runtime.federation import LOST, Check, Reply, RoundOutcome
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +71,30 @@ class SplitLearning:
         job, r, batch = self.job, plan.round, plan.batches[i]
 
         async def call(
-            cmd: BaseModel, tensors: dict[str, torch.Tensor] | None = None
+            cmd: BaseModel,
+            tensors: dict[str, torch.Tensor] | None = None,
+            check: Check[Timing] | None = None,
         ) -> Reply[Timing]:
-            reply = await job.participants.call(i, cmd, Timing, tensors)
+            reply = await job.participants.call(i, cmd, Timing, tensors, check)
             fit.usage.setdefault(i, Usage(batch)).add(reply.value)
             return reply
 
+        bottom_state = job.bottom.state_dict()
         load = Load(round=r, batch_size=batch, learning_rate=plan.learning_rate)
-        vt = (await call(load, job.bottom.state_dict())).value.total_s
+        vt = (await call(load, bottom_state)).value.total_s
         for it in range(job.spec.training.iterations_per_round):
-            fwd = await call(Forward(round=r, iteration=it))
-            feats, labels = job.check_features(i, fwd, batch)
+            fwd = await call(
+                Forward(round=r, iteration=it),
+                check=lambda i, rep: job.check_features(i, rep, batch),
+            )
             with compute_timer() as server_t:
-                grad, loss = step_on(job.top, opt, feats, labels)
+                grad, loss = step_on(job.top, opt, *features_of(fwd))
             fit.losses.append(loss)
             bwd = await call(Backward(round=r, iteration=it), {"grad": grad})
             vt += fwd.value.total_s + server_t.seconds + bwd.value.total_s
-        up = await call(Upload(round=r))
+        up = await call(
+            Upload(round=r), check=lambda i, rep: job.check_upload(i, rep, bottom_state)
+        )
         job.bottom.load_state_dict(up.message.tensors)
         return vt + up.value.total_s
 
