@@ -45,6 +45,8 @@ FINALIZER = "edgeloom.io/run-state"
 """Held while a resource's external state is deleted; released after CLEANUP_ATTEMPTS."""
 CLEANUP_ATTEMPTS = 15
 CLEANUP_DELAY_S = 2.0
+CREDENTIALS_CHECK_S = 3600.0
+"""How often each resource's NATS credentials are checked for renewal."""
 
 Cause = Literal["create", "resume", "update"]
 
@@ -66,6 +68,8 @@ class Operator:
     """The latest verdict of each operator-owned condition per resource (WorkersHealthy...)."""
     refresher: Refresher = field(init=False)
     prometheus: Prometheus | None = field(init=False)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    """Tasks that live as long as the operator (its own credentials' renewal)."""
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -150,6 +154,16 @@ class Operator:
             self.kube.event(body, "Normal", "Created", "created " + ", ".join(applied))
         else:
             self.refresh(plugin, meta["namespace"], meta["name"])
+
+    def renew_credentials(self, plugin: KindPlugin, body: dict[str, Any]) -> None:
+        """The periodic check: write new credentials when the job's are near expiry."""
+        info = plugin.info
+        try:
+            spec: Any = parse_resource(body, info.spec_model, info.kind).spec
+        except InvalidResource:
+            return  # an invalid resource has no pods to connect
+        if self._ensure_credentials(info, body, spec):
+            self.kube.event(body, "Normal", "CredentialsRenewed", "minted new NATS credentials")
 
     def _ensure_credentials(self, info: KindInfo, body: dict[str, Any], spec: Any) -> bool:
         """Write the job's NATS Secret (URL, CA, a user per role) unless the one there can be
@@ -334,8 +348,11 @@ async def start_operator(plugins: Mapping[str, KindPlugin]) -> Operator:
         issuer = credentials.load_issuer(
             kube, config.authority_namespace, config.authority_secret, config.create_authority
         )
-    nc = await jetstream.connect(config, issuer)
+    own = None if issuer is None else jetstream.OperatorCreds(issuer, config.credential_lifetime_s)
+    nc = await jetstream.connect(config, own)
     op = Operator(kube, config, nc, plugins, issuer)
+    if own is not None:
+        op.background.append(asyncio.create_task(own.renew_forever()))
     if config.metrics_port is not None:
         op.metrics.factory.serve(config.metrics_port, config.metrics_addr)
     op.refresher.start()
@@ -380,6 +397,8 @@ def register(
     async def cleanup(**_: Any) -> None:
         """Stop refreshing and drain NATS."""
         if slot.current is not None:
+            for task in slot.current.background:
+                task.cancel()
             await slot.current.refresher.stop()
             await slot.current.nc.drain()
 
@@ -415,6 +434,20 @@ def _register_kind(registry: kopf.OperatorRegistry, slot: OperatorSlot, plugin: 
         )
         async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
             await slot.get().finalize(plugin, _plain(body), retry)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        plural,
+        id="nats-credentials",
+        interval=CREDENTIALS_CHECK_S,
+        idle=CREDENTIALS_CHECK_S,
+        registry=registry,
+    )
+    def renew_credentials(body: kopf.Body, **_: Any) -> None:
+        """Re-mint a long-lived resource's NATS credentials before they expire (pods re-read
+        their mounted file when they reconnect)."""
+        slot.get().renew_credentials(plugin, _plain(body))
 
     for loop in plugin.loops():
         _register_loop(registry, slot, plugin, loop)

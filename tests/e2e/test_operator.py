@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import nats as nats_client
-import nats.errors
 import pytest
 import yaml
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 
 from edgeloom.api.jobstate import job_buckets
@@ -154,7 +154,7 @@ async def attempts_outside_the_job(
             try:
                 await (await nc.jetstream().key_value(others)).get("run")
                 out["read_other_store"] = True
-            except nats.errors.TimeoutError:
+            except NatsTimeout:
                 out["read_other_store"] = False
         await nc.close()
     await admin.jetstream().delete_key_value(others)

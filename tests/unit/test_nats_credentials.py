@@ -20,6 +20,7 @@ from edgeloom.runtime.natsauth import (
 )
 from edgeloom_operators import credentials
 from edgeloom_operators.credentials import load_issuer, mint, still_valid
+from edgeloom_operators.jetstream import OperatorCreds
 
 SPLIT, PRUNE = kind_info("SplitTrainingJob"), kind_info("PruneJob")
 BODY = {"metadata": {"namespace": "ns", "name": "job", "uid": "u-1"}}
@@ -104,3 +105,12 @@ def test_the_authority_is_created_once_and_then_read() -> None:
     assert b'resolver: "MEMORY"' in conf and b"operator: " in conf
     with pytest.raises(RuntimeError, match=credentials.ACCOUNT_SEED_KEY):
         load_issuer(FakeKube(), "edgeloom", "authority", create=False)  # type: ignore[arg-type]
+
+
+def test_the_operators_own_user_is_a_private_file_rewritten_whole() -> None:
+    creds = OperatorCreds(Authority.new().issuer, lifetime_s=3000)
+    first = creds.path.read_text()
+    assert creds.path.stat().st_mode & 0o777 == 0o600
+    assert decode_claims(creds_jwt(first))["exp"] > time.time() + 2900
+    creds.write()
+    assert creds.path.read_text() != first and not creds.path.with_suffix(".new").exists()

@@ -39,16 +39,20 @@ def handlers_by_resource(registry: kopf.OperatorRegistry) -> dict[str, set[str]]
 def test_register_wires_each_plugins_hooks_on_the_given_registry_only() -> None:
     registry = kopf.OperatorRegistry()
     slot = register(registry, [*default_plugins(), EchoServicePlugin()])
+    every_kind = {  # the reconciles, and the timer that renews NATS credentials
+        "reconcile",
+        "reconcile-on-resume",
+        "reconcile-on-update/spec",
+        "nats-credentials",
+    }
     assert handlers_by_resource(registry) == {
-        "splittrainingjobs": {
-            "reconcile",
-            "reconcile-on-resume",
-            "reconcile-on-update/spec",
+        "splittrainingjobs": every_kind
+        | {
             "run-state",  # external state: the finalizer waits on its cleanup
             "worker-health",  # its loop
         },
-        "prunejobs": {"reconcile", "reconcile-on-resume", "reconcile-on-update/spec"},
-        "echoservices": {"reconcile", "reconcile-on-resume", "reconcile-on-update/spec"},
+        "prunejobs": every_kind,
+        "echoservices": every_kind,
         "jobs": {"jobs-changed"},  # the child types the plugins observe
         "deployments": {"deployments-changed"},
     }
@@ -190,3 +194,27 @@ def test_job_credentials_are_minted_once_per_resource() -> None:
         kube.applied.count("Secret") == 2
         and kube.secrets["p-nats"]["data"]["pruner.creds"] != first
     )
+
+
+def test_credentials_near_expiry_are_renewed_by_the_periodic_check() -> None:
+    kube = SecretKube()
+    plugin: KindPlugin = PruneJobPlugin()
+    config = OperatorConfig(
+        nats_url="nats://n:4222", authority_secret="authority", credential_lifetime_s=3600
+    )
+    operator = Operator(kube, config, None, index([plugin]), Authority.new().issuer)  # type: ignore[arg-type]
+    body = {
+        "apiVersion": "edgeloom.io/v1alpha1",
+        "kind": "PruneJob",
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"model": {"builtin": "minilm"}, "ratio": 0.2},
+    }
+    operator.renew_credentials(plugin, body)  # none yet: minted
+    operator.renew_credentials(plugin, body)  # fresh: kept
+    assert kube.applied.count("Secret") == 1
+    operator.config = OperatorConfig(  # the same credentials now have a third of a day left
+        nats_url="nats://n:4222", authority_secret="authority", credential_lifetime_s=86400
+    )
+    operator.renew_credentials(plugin, body)
+    assert kube.applied.count("Secret") == 2
+    assert [reason for reason, _ in kube.events] == ["CredentialsRenewed", "CredentialsRenewed"]

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_TIMEOUT_S = 30.0
+REPLY_TRANSFERS = 1024
+"""Chunked replies a client may be receiving at once (their bytes stay bounded)."""
 
 
 class RemoteError(RuntimeError):
@@ -154,7 +156,8 @@ class Bus:
         nc = attempt.result()
         bus = cls(nc=nc, limits=limits)
         bus._inbox = nc.new_inbox()
-        await bus.subscribe(f"{bus._inbox}.*", bus._on_reply)
+        # every reply to this client arrives here, from as many participants as it asks at once
+        await bus.subscribe(f"{bus._inbox}.*", bus._on_reply, max_partial=REPLY_TRANSFERS)
         return bus
 
     @property
@@ -191,14 +194,17 @@ class Bus:
         handler: Handler,
         queue: str = "",
         on_error: ErrorHandler = _log_error,
+        max_partial: int = 16,
     ) -> Subscription:
         """Call ``handler`` for each complete, decoded message.
 
         Malformed or corrupted messages go to ``on_error`` and never reach the handler; a
         handler's exception is logged (and answered with an error when the sender waits for a
-        reply) without ending the subscription. Use ``queue`` for worker pools.
+        reply) without ending the subscription. Use ``queue`` for worker pools. At most
+        ``max_partial`` chunked transfers are reassembled at once (their bytes are bounded
+        too: :class:`~edgeloom.runtime.transfer.Reassembler`).
         """
-        reassembler = Reassembler(self.limits, name=subject)
+        reassembler = Reassembler(self.limits, max_partial=max_partial, name=subject)
 
         async def on_msg(msg: Msg) -> None:
             self.bytes_received += len(msg.data)
