@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import re
+import resource
 from pathlib import Path
 
 import torch
@@ -40,21 +41,39 @@ def warm_up(inputs: PruneInputs) -> None:
     torch.linalg.inv(square)
 
 
-class StepPeak:
-    """Measures one step's peak resident memory above the level when it was created;
-    :meth:`bytes` is None where the platform has no resettable high-water mark."""
+class PeakMemory:
+    """Peak resident memory of this process, and of one step within it.
+
+    The process figure is Linux's ``VmHWM``, which starts afresh at ``exec``; getrusage's
+    ``ru_maxrss`` carries the parent's peak over an exec, so a role started by a large process
+    would report that process's peak. Where ``/proc`` has no such fields, ``ru_maxrss``.
+    """
 
     def __init__(self) -> None:
+        self._earlier = 0
+        self._baseline: int | None = None
+
+    def start_step(self) -> None:
+        """Reset the high-water mark; the step's peak counts from the memory in use now."""
         gc.collect()
         try:
+            self._earlier = max(self._earlier, _bytes("VmHWM"))
             ctypes.CDLL("libc.so.6").malloc_trim(0)
             _CLEAR_REFS.write_text("5")
-            self._baseline: int | None = _bytes("VmRSS")
+            self._baseline = _bytes("VmRSS")
         except OSError:
             self._baseline = None
 
-    def bytes(self) -> int | None:
-        """Peak resident bytes since creation, above the baseline."""
+    def step_bytes(self) -> int | None:
+        """Peak resident bytes since :meth:`start_step`, above what was in use then; None
+        where the platform has no resettable high-water mark."""
         if self._baseline is None:
             return None
         return _bytes("VmHWM") - self._baseline
+
+    def process_bytes(self) -> int:
+        """Peak resident bytes of this process since it started."""
+        try:
+            return max(self._earlier, _bytes("VmHWM"))
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import tempfile
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeloom.api.kinds.prunejob import PruneJobSpec, PruneJobStatus, PruneStage
 from edgeloom.apps.comp.inputs import prepare
-from edgeloom.apps.comp.memory import StepPeak, warm_up
+from edgeloom.apps.comp.memory import PeakMemory, warm_up
 from edgeloom.apps.comp.methods import run_method
 from edgeloom.apps.comp.metrics import PrunerMetrics
 from edgeloom.models.builtins import builtin_model_folder
@@ -27,11 +26,6 @@ from edgeloom.runtime.reporter import JobReporter, Outcome
 from edgeloom.runtime.role import RoleContext
 
 log = logging.getLogger(__name__)
-
-
-def peak_memory_bytes() -> int:
-    """Peak resident set size of this process (Linux reports kibibytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _log_lost_report(report: Future[None]) -> None:
@@ -54,6 +48,7 @@ class Pruning:
     spec: PruneJobSpec
     reporter: JobReporter[PruneJobStatus]
     metrics: PrunerMetrics
+    memory: PeakMemory = field(default_factory=PeakMemory)
 
     async def stage(
         self,
@@ -100,11 +95,11 @@ class Pruning:
             report.add_done_callback(_log_lost_report)
 
         await asyncio.to_thread(warm_up, inputs)
-        step_peak = StepPeak()
+        self.memory.start_step()
         started = time.monotonic()
         report = await asyncio.to_thread(run_method, spec, inputs, progress)
         prune_s = time.monotonic() - started
-        prune_peak = step_peak.bytes()
+        prune_peak = self.memory.step_bytes()
         await self.stage(PruneStage.EVALUATING, "measuring the pruned model")
         after = await asyncio.to_thread(inputs.measure, inputs.model)
         status.quality_after = after.headline
@@ -117,7 +112,7 @@ class Pruning:
         await asyncio.to_thread(save_model, inputs.model, inputs.tokenizer, output)
         await publish_folder(self.ctx.bus, output, spec.output)
         status.output_path = str(output)
-        status.peak_memory_bytes = peak_memory_bytes()
+        status.peak_memory_bytes = self.memory.process_bytes()
         metrics.peak_memory.set(status.peak_memory_bytes)
         metrics.stage(PruneStage.DONE)
         status.progress.stage = PruneStage.DONE
