@@ -243,7 +243,10 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
         "--timeout=600s",
         timeout=660,
     )
-    done_stage = f'edgeloom_stage{{namespace="{namespace}",name="{prune_name}",stage="Done"}} == 1'
+    # Ready waits for the pruner's Job, which completes after the pod's metrics linger: the
+    # final sample was scraped while the pod lingered, so look back over the run
+    done = f'edgeloom_stage{{namespace="{namespace}",name="{prune_name}",stage="Done"}}'
+    done_stage = f"max_over_time({done}[15m]) == 1"
     wait_for(lambda: prometheus.query(done_stage), 30, "the finished pruner scraped", 0.5)
 
     step = 2.0
