@@ -25,8 +25,7 @@ from edgeloom.runtime.natsauth import (
     Issuer,
     creds_jwt,
     decode_claims,
-    object_buckets,
-    role_permissions,
+    job_credentials,
 )
 from edgeloom_operators.kube import Kube
 from edgeloom_operators.render import creds_key
@@ -40,13 +39,8 @@ def mint(
 ) -> dict[str, str]:
     """A fresh ``.creds`` text per role of the resource ``body`` (by :func:`creds_key`)."""
     meta = body["metadata"]
-    buckets = object_buckets(spec)
-    out = {}
-    for role in info.roles:
-        permissions = role_permissions(info, meta["namespace"], meta["name"], role.name, buckets)
-        user = f"{meta['namespace']}/{info.singular}/{meta['name']}/{role.name}"
-        out[creds_key(role.name)] = issuer.creds(user, permissions, lifetime_s)
-    return out
+    creds = job_credentials(issuer, info, meta["namespace"], meta["name"], spec, lifetime_s)
+    return {creds_key(role): text for role, text in creds.items()}
 
 
 def still_valid(

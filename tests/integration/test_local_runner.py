@@ -5,25 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from edgeloom_testkit.cli import EDGELOOM
+from edgeloom_testkit.controlplane import wait_for
 from edgeloom_testkit.kinds.splittraining import role_pids, write_split_job
 
 pytestmark = pytest.mark.integration
 
 ROLES = [("server", 0), ("worker", 0), ("worker", 1), ("worker", 2)]
-
-
-def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _alive(pid: int) -> bool:
@@ -59,7 +51,7 @@ def _start_running_job(tmp_path: Path, name: str) -> tuple[Path, subprocess.Pope
         text=True,
         env={**os.environ, "TMPDIR": str(tmp_path)},  # what SIGKILL leaves is cleaned up
     )
-    _wait_until(lambda: all(role_pids(job, *role) for role in ROLES), 120, "every role")
+    wait_for(lambda: all(role_pids(job, *role) for role in ROLES), 120, "every role")
     found = _nats_server_of(run.pid)
     assert found is not None, "no embedded nats-server"
     return job, run, *found
@@ -88,5 +80,5 @@ def test_killed_runner_takes_the_embedded_nats_and_the_roles_with_it(tmp_path: P
     run.kill()
     run.communicate(timeout=60)
 
-    _wait_until(lambda: not _alive(nats_pid), 30, "nats-server to exit")
-    _wait_until(lambda: not any(role_pids(job, *role) for role in ROLES), 30, "the roles to exit")
+    wait_for(lambda: not _alive(nats_pid), 30, "nats-server to exit")
+    wait_for(lambda: not any(role_pids(job, *role) for role in ROLES), 30, "the roles to exit")

@@ -42,13 +42,7 @@ from edgeloom.local.procs import die_with_parent
 from edgeloom.local.report import print_summary, write_plot
 from edgeloom.runtime.bus import Bus, Message, NatsAccess
 from edgeloom.runtime.logs import role_log_handler
-from edgeloom.runtime.natsauth import (
-    ADMIN,
-    Authority,
-    Permissions,
-    object_buckets,
-    role_permissions,
-)
+from edgeloom.runtime.natsauth import ADMIN, Authority, job_credentials
 from edgeloom.runtime.role import load_resource_file, run_role
 from edgeloom.runtime.subjects import subject
 
@@ -139,22 +133,16 @@ class RunNats:
         folder = run_dir / "nats"
         folder.mkdir(mode=0o700)
 
-        def access(user: str, permissions: Permissions) -> NatsAccess:
-            creds = folder / f"{user}.creds"
-            creds.touch(mode=0o600)
-            creds.write_text(issuer.creds(f"{meta.namespace}/{meta.name}/{user}", permissions))
-            return NatsAccess(server.url, creds)
+        def access(user: str, creds: str) -> NatsAccess:
+            path = folder / f"{user}.creds"
+            path.touch(mode=0o600)
+            path.write_text(creds)
+            return NatsAccess(server.url, path)
 
-        buckets = object_buckets(resource.spec)
+        runner = issuer.creds(f"{meta.namespace}/{meta.name}/runner", ADMIN)
+        roles = job_credentials(issuer, info, meta.namespace, meta.name, resource.spec)
         return cls(
-            access("runner", ADMIN),
-            {
-                role.name: access(
-                    role.name,
-                    role_permissions(info, meta.namespace, meta.name, role.name, buckets),
-                )
-                for role in info.roles
-            },
+            access("runner", runner), {role: access(role, creds) for role, creds in roles.items()}
         )
 
 

@@ -237,6 +237,27 @@ class Issuer:
         return _CREDS.format(jwt=encode_jwt(claims, self.account_seed), seed=seed.decode())
 
 
+def job_credentials(
+    issuer: Issuer,
+    info: KindInfo,
+    namespace: str,
+    name: str,
+    spec: object,
+    lifetime_s: float = DEFAULT_LIFETIME_S,
+) -> dict[str, str]:
+    """A fresh ``.creds`` text per role of the job ``namespace/name``, by role name, with the
+    permissions of :func:`role_permissions` (and the buckets ``spec`` names)."""
+    buckets = object_buckets(spec)
+    return {
+        role.name: issuer.creds(
+            f"{namespace}/{info.singular}/{name}/{role.name}",
+            role_permissions(info, namespace, name, role.name, buckets),
+            lifetime_s,
+        )
+        for role in info.roles
+    }
+
+
 @dataclass(frozen=True)
 class Authority:
     """An operator, its system account and the one account every edgeloom user lives in."""
