@@ -114,6 +114,15 @@ def test_api_errors_map_onto_the_error_hierarchy_with_their_causes() -> None:
     assert type(other) is KubeError and other.reason == "Internal Server Error"
 
 
+def prune_body(generation: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "edgeloom.io/v1alpha1",
+        "kind": "PruneJob",
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": generation},
+        "spec": {"model": {"builtin": "minilm"}, "ratio": 0.2},
+    }
+
+
 class ImmutableKube:
     """Accepts every child but Jobs, whose pod template cannot change."""
 
@@ -140,12 +149,7 @@ def test_a_spec_change_a_child_cannot_take_is_reported_naming_the_fields() -> No
     plugin: KindPlugin = PruneJobPlugin()
     config = OperatorConfig(nats_url="nats://n:4222")
     operator = Operator(kube, config, None, index([plugin]))  # type: ignore[arg-type]
-    body = {
-        "apiVersion": "edgeloom.io/v1alpha1",
-        "kind": "PruneJob",
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 2},
-        "spec": {"model": {"builtin": "minilm"}, "ratio": 0.2},
-    }
+    body = prune_body(generation=2)
     operator.reconcile(plugin, body, "update")
     assert kube.applied == ["Secret", "ConfigMap"]  # the NATS Secret before any child
     ((reason, message),) = kube.events
@@ -175,12 +179,7 @@ def test_job_credentials_are_minted_once_per_resource() -> None:
     config = OperatorConfig(nats_url="nats://n:4222", authority_secret="authority")
     issuer = Authority.new().issuer
     operator = Operator(kube, config, None, index([plugin]), issuer)  # type: ignore[arg-type]
-    body = {
-        "apiVersion": "edgeloom.io/v1alpha1",
-        "kind": "PruneJob",
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
-        "spec": {"model": {"builtin": "minilm"}, "ratio": 0.2},
-    }
+    body = prune_body()
     operator.reconcile(plugin, body, "update")
     first = kube.secrets["p-nats"]["data"]["pruner.creds"]
     operator.reconcile(plugin, body, "update")
@@ -203,12 +202,7 @@ def test_credentials_near_expiry_are_renewed_by_the_periodic_check() -> None:
         nats_url="nats://n:4222", authority_secret="authority", credential_lifetime_s=3600
     )
     operator = Operator(kube, config, None, index([plugin]), Authority.new().issuer)  # type: ignore[arg-type]
-    body = {
-        "apiVersion": "edgeloom.io/v1alpha1",
-        "kind": "PruneJob",
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
-        "spec": {"model": {"builtin": "minilm"}, "ratio": 0.2},
-    }
+    body = prune_body()
     operator.renew_credentials(plugin, body)  # none yet: minted
     operator.renew_credentials(plugin, body)  # fresh: kept
     assert kube.applied.count("Secret") == 1
