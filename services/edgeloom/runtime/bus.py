@@ -116,14 +116,15 @@ class Bus:
         Raises
         ------
         ConnectionError
-            No connection in time, or ``stop`` was set first; names the last error (an
-            authorization violation, a TLS failure, an unreachable server).
+            No connection in time, or ``stop`` was set first; names the server's last
+            refusal (an authorization violation) or else the last error (a TLS failure, an
+            unreachable server).
         """
         access = NatsAccess(access) if isinstance(access, str) else access
-        errors: list[str] = []
+        errors: list[Exception] = []
 
         async def on_error(err: Exception) -> None:
-            errors.append(str(err) or type(err).__name__)
+            errors.append(err)
             log.debug("nats: %s", err)
 
         attempt = asyncio.ensure_future(
@@ -149,7 +150,11 @@ class Bus:
             with contextlib.suppress(BaseException):
                 await attempt
             why = "stopped" if stop is not None and stop.is_set() else "no connection in time"
-            last = f": {errors[-1]}" if errors else ""
+            # the server's own -ERR (nats-py raises it as a plain Error: bad credentials, say)
+            # says more than the connection resets that follow it on the next attempts
+            refusals = [err for err in errors if type(err) is nats.errors.Error]
+            named = (refusals or errors)[-1:]
+            last = f": {str(named[0]) or type(named[0]).__name__}" if named else ""
             raise ConnectionError(f"cannot reach NATS at {access.url} ({why}){last}")
         if (failed := attempt.exception()) is not None:  # e.g. refused credentials
             raise ConnectionError(f"cannot reach NATS at {access.url}: {failed}") from failed
