@@ -19,7 +19,9 @@ control step is a stub that picks random workers with equal batch sizes:
   integer rounding (:func:`regulate_batch_sizes`);
 * worker selection minimising ``KL(P_m ‖ U)`` of the batch-weighted merged label distribution
   under a per-iteration time budget, by exhaustive search or a genetic algorithm
-  (:func:`select_workers`).
+  (:func:`select_workers`);
+* the paper's joint optimisation of the two, as the divergence-minimising batch sizes of a
+  set within a slack over its regulated iteration time (:func:`joint_batch_sizes`).
 
 Everything here is pure: tensors, arrays and a validated :class:`MergeSFLConfig` in, tensors,
 lists and dataclasses out; the device follows the inputs.
@@ -31,6 +33,8 @@ from edgeloom.algos.mergesfl.baselines import (
     uniform_batch_sizes,
 )
 from edgeloom.algos.mergesfl.config import MergeSFLConfig
+from edgeloom.algos.mergesfl.joint import JointBatches, joint_batch_sizes
+from edgeloom.algos.mergesfl.labels import kl_divergence, merged_label_distribution
 from edgeloom.algos.mergesfl.merging import merge_features, split_gradients
 from edgeloom.algos.mergesfl.regulation import predicted_iteration_times, regulate_batch_sizes
 from edgeloom.algos.mergesfl.selection import (
@@ -38,19 +42,19 @@ from edgeloom.algos.mergesfl.selection import (
     WorkerSelection,
     exhaustive_select,
     genetic_select,
-    kl_divergence,
-    merged_label_distribution,
     score_selection,
     select_workers,
 )
 
 __all__ = [
+    "JointBatches",
     "MergeSFLConfig",
     "SelectionProblem",
     "WorkerSelection",
     "aggregate_bottom_models",
     "exhaustive_select",
     "genetic_select",
+    "joint_batch_sizes",
     "kl_divergence",
     "merge_features",
     "merged_label_distribution",

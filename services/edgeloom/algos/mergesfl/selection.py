@@ -1,7 +1,8 @@
 """Worker selection: choose K workers whose merged label mix is closest to the target.
 
 Score, then select: :func:`score_selection` evaluates one candidate set (batch sizes from
-:func:`~edgeloom.algos.mergesfl.regulation.regulate_batch_sizes` over that set, the divergence
+:func:`~edgeloom.algos.mergesfl.regulation.regulate_batch_sizes` or, with ``batch_control:
+joint``, :func:`~edgeloom.algos.mergesfl.joint.joint_batch_sizes` over that set, the divergence
 of the merged label distribution from the target, and a time-budget penalty);
 :func:`exhaustive_select` and :func:`genetic_select` search for the set with the lowest
 objective; :func:`select_workers` picks the solver.
@@ -18,50 +19,18 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeloom.algos.mergesfl.config import MergeSFLConfig
+from edgeloom.algos.mergesfl.joint import joint_batch_sizes
+from edgeloom.algos.mergesfl.labels import (
+    kl_divergence,
+    merged_label_distribution,
+    normalise,
+    normalise_rows,
+)
 from edgeloom.algos.mergesfl.regulation import (
-    FloatArray,
     per_sample_times,
     predicted_iteration_times,
     regulate_batch_sizes,
 )
-
-
-def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike) -> float:
-    """``KL(p ‖ q) = Σ_c p_c log(p_c / q_c)`` in nats, with ``0 log 0 = 0``.
-
-    Both arguments are normalised first, so counts work as well as probabilities. The result is
-    ``inf`` when ``q`` is zero where ``p`` is not.
-    """
-    p_arr, q_arr = _normalise(p, "p"), _normalise(q, "q")
-    if p_arr.shape != q_arr.shape:
-        raise ValueError(f"p and q differ in shape: {p_arr.shape} and {q_arr.shape}")
-    support = p_arr > 0
-    if np.any(q_arr[support] == 0):
-        return math.inf
-    return float(np.sum(p_arr[support] * np.log(p_arr[support] / q_arr[support])))
-
-
-def merged_label_distribution(batch_sizes: Sequence[int], label_dists: npt.ArrayLike) -> FloatArray:
-    """``P_m(c) = Σ_i b_i P_i(c) / Σ_i b_i``, the label distribution of the merged batch.
-
-    Parameters
-    ----------
-    batch_sizes : sequence of int
-        ``b_i`` of the selected workers.
-    label_dists : array_like
-        ``(len(batch_sizes), C)``; each row is normalised first (label counts work too).
-
-    Returns
-    -------
-    np.ndarray
-        float64 probabilities of shape ``(C,)``.
-    """
-    rows = _normalise_rows(label_dists)
-    weights = np.asarray(batch_sizes, dtype=np.float64)
-    if weights.shape != (len(rows),) or weights.min() < 0 or weights.sum() <= 0:
-        raise ValueError("need one non-negative batch size per row, not all zero")
-    merged: FloatArray = weights @ rows / weights.sum()
-    return merged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +42,7 @@ class WorkerSelection:
     workers : tuple of int
         Selected worker indices, ascending.
     batch_sizes : tuple of int
-        Regulated ``b_i``, aligned with ``workers``.
+        ``b_i`` (regulated or joint, ``config.batch_control``), aligned with ``workers``.
     divergence : float
         ``KL(P_m ‖ target)``.
     iteration_time_s : float
@@ -136,14 +105,14 @@ class SelectionProblem:
         smallest per-sample time, which is (up to batch bounds and rounding) the fastest
         possible set.
         """
-        dists = _normalise_rows(label_dists)
+        dists = normalise_rows(label_dists)
         per_sample = per_sample_times(per_sample_compute_s, per_sample_transfer_s)
         if len(per_sample) != len(dists):
             raise ValueError(f"{len(dists)} label distributions but {len(per_sample)} timings")
         if not 1 <= num_selected <= len(dists):
             raise ValueError(f"num_selected must be in [1, {len(dists)}], got {num_selected}")
         goal = np.full(dists.shape[1], 1.0 / dists.shape[1]) if target is None else target
-        goal = _normalise(goal, "target")
+        goal = normalise(goal, "target")
         if goal.shape != (dists.shape[1],):
             raise ValueError(f"target must have {dists.shape[1]} classes, got {goal.shape}")
         problem = cls(
@@ -173,7 +142,7 @@ class SelectionProblem:
 
 
 def score_selection(problem: SelectionProblem, workers: npt.ArrayLike) -> WorkerSelection:
-    """Regulate batch sizes over ``workers`` and score the resulting merged label mix.
+    """Size the batches of ``workers`` (``config.batch_control``) and score the merged label mix.
 
     Parameters
     ----------
@@ -190,9 +159,13 @@ def score_selection(problem: SelectionProblem, workers: npt.ArrayLike) -> Worker
     cfg = problem.config
     compute = problem.per_sample_compute_s[chosen]
     transfer = problem.per_sample_transfer_s[chosen]
-    sizes = regulate_batch_sizes(
-        compute, transfer, cfg.total_batch_size, cfg.min_batch_size, cfg.max_batch_size
-    )
+    bounds = (cfg.total_batch_size, cfg.min_batch_size, cfg.max_batch_size)
+    if cfg.batch_control == "joint":
+        labels, target = problem.label_dists[chosen], problem.target
+        joint = joint_batch_sizes(labels, compute, transfer, target, *bounds, cfg.joint_slack)
+        sizes = list(joint.batch_sizes)
+    else:
+        sizes = regulate_batch_sizes(compute, transfer, *bounds)
     divergence = kl_divergence(
         merged_label_distribution(sizes, problem.label_dists[chosen]), problem.target
     )
@@ -324,22 +297,3 @@ def select_workers(
 
 def _rank(selection: WorkerSelection) -> tuple[float, tuple[int, ...]]:
     return selection.objective, selection.workers
-
-
-def _normalise_rows(matrix: npt.ArrayLike) -> FloatArray:
-    rows = np.asarray(matrix, dtype=np.float64)
-    if rows.ndim != 2 or not np.all(np.isfinite(rows)) or rows.min() < 0:
-        raise ValueError("label distributions must be an (N, C) array of non-negative values")
-    sums = rows.sum(axis=1, keepdims=True)
-    if np.any(sums <= 0):
-        raise ValueError("every label distribution needs a positive total")
-    normalised: FloatArray = rows / sums
-    return normalised
-
-
-def _normalise(values: npt.ArrayLike, name: str) -> FloatArray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1 or not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.sum() <= 0:
-        raise ValueError(f"{name} must be a 1-D array of non-negative finite values, not all 0")
-    normalised: FloatArray = arr / arr.sum()
-    return normalised
