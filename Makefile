@@ -15,6 +15,7 @@ lint: setup typecheck
 	$(BIN)/ruff check services operators tests
 	$(BIN)/lint-imports
 	$(BIN)/edgeloom crds --check
+	$(BIN)/edgeloom dashboards --check
 
 # mypy --strict over the packages listed in pyproject.toml's [tool.mypy] (api, algos, models,
 # data, runtime, operators).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the e2e control plane from Go modules: kube-apiserver, kube-controller-manager,
-# kube-scheduler (k8s.io/kubernetes through a wrapper module), etcd and helm.
+# kube-scheduler (k8s.io/kubernetes through a wrapper module), etcd, helm, and kstatus (our
+# small CLI over sigs.k8s.io/cli-utils' kstatus, the health rules Flux applies to resources).
 #
 # Binaries land in $EDGELOOM_CACHE/controlplane/<versions>/bin (default ~/.cache/edgeloom) and
 # are reused; the script prints that directory. A cold build takes tens of minutes on 2 cores.
@@ -39,12 +40,15 @@ if [[ "${1:-}" == "--gomod" ]]; then
   write_gomod "$here/kubernetes" "$body"
   write_gomod "$here/etcd" "require go.etcd.io/etcd/server/v3 $ETCD_VERSION"$'\n\ntool go.etcd.io/etcd/server/v3'
   write_gomod "$here/helm" "require helm.sh/helm/v3 $HELM_VERSION"$'\n\ntool helm.sh/helm/v3/cmd/helm'
+  write_gomod "$here/kstatus" "require sigs.k8s.io/cli-utils $CLI_UTILS_VERSION"
   exit 0
 fi
 
 command -v go >/dev/null || { echo "error: Go >= 1.26 is needed to build the e2e control plane" >&2; exit 1; }
 grep -q "k8s.io/kubernetes $KUBE_VERSION" "$here/kubernetes/go.mod" ||
   { echo "kubernetes/go.mod is not for $KUBE_VERSION: run $0 --gomod" >&2; exit 2; }
+grep -q "sigs.k8s.io/cli-utils $CLI_UTILS_VERSION" "$here/kstatus/go.mod" ||
+  { echo "kstatus/go.mod is not for cli-utils $CLI_UTILS_VERSION: run $0 --gomod" >&2; exit 2; }
 
 bin="${EDGELOOM_CACHE:-$HOME/.cache/edgeloom}/controlplane/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 mkdir -p "$bin"
@@ -81,5 +85,15 @@ if [[ ! -x "$bin/helm" ]]; then
     stamp+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
   done
   build helm "$stamp" helm.sh/helm/v3/cmd/helm
+fi
+# kstatus is our own source: rebuilt when it is missing or older than any of its files
+kstatus_stale() {
+  local f
+  for f in "$here"/kstatus/{main.go,go.mod,go.sum}; do [[ "$f" -nt "$bin/kstatus" ]] && return 0; done
+  return 1
+}
+if kstatus_stale; then
+  echo "building kstatus (cli-utils $CLI_UTILS_VERSION) into $bin" >&2
+  build kstatus "" .
 fi
 echo "$bin"

@@ -36,6 +36,11 @@ class OperatorConfig:
         Seconds between two worker-health checks of one resource.
     metrics_port, metrics_addr
         Where the operator serves its own ``/metrics``; no endpoint when the port is None.
+    readiness_port
+        Where it serves ``/readyz`` (on ``metrics_addr``); no endpoint when None.
+    pod_name, pod_uid, namespace
+        The operator's own Pod, which its events about NATS are recorded on; none without a
+        name and uid.
     job_metrics_linger_s
         Seconds job pods keep serving ``/metrics`` after their work is done (at least one
         scrape interval, so the final values are scraped).
@@ -53,6 +58,10 @@ class OperatorConfig:
     health_interval_s: float = 15.0
     metrics_port: int | None = None
     metrics_addr: str = "0.0.0.0"
+    readiness_port: int | None = None
+    pod_name: str | None = None
+    pod_uid: str | None = None
+    namespace: str = "default"
     job_metrics_linger_s: float = 35.0
 
     @classmethod
@@ -61,7 +70,8 @@ class OperatorConfig:
         EDGELOOM_NATS_AUTHORITY_SECRET / _NAMESPACE / _CREATE,
         EDGELOOM_NATS_CREDENTIAL_LIFETIME_SECONDS,
         EDGELOOM_SERVICES_IMAGE, EDGELOOM_SERVICES_IMAGE_PULL_POLICY, EDGELOOM_PROMETHEUS_URL,
-        EDGELOOM_HEALTH_INTERVAL_SECONDS, EDGELOOM_METRICS_PORT, EDGELOOM_METRICS_ADDR and
+        EDGELOOM_HEALTH_INTERVAL_SECONDS, EDGELOOM_METRICS_PORT, EDGELOOM_METRICS_ADDR,
+        EDGELOOM_READINESS_PORT, EDGELOOM_OPERATOR_POD_NAME / _POD_UID / _NAMESPACE and
         EDGELOOM_JOB_METRICS_LINGER_SECONDS."""
         url = os.environ.get(podenv.NATS_URL)
         if not url:
@@ -88,6 +98,12 @@ class OperatorConfig:
             ),
             metrics_port=int(port) if (port := os.environ.get(podenv.METRICS_PORT)) else None,
             metrics_addr=os.environ.get(podenv.METRICS_ADDR) or defaults.metrics_addr,
+            readiness_port=int(ready)
+            if (ready := os.environ.get("EDGELOOM_READINESS_PORT"))
+            else None,
+            pod_name=os.environ.get("EDGELOOM_OPERATOR_POD_NAME") or None,
+            pod_uid=os.environ.get("EDGELOOM_OPERATOR_POD_UID") or None,
+            namespace=os.environ.get("EDGELOOM_OPERATOR_NAMESPACE") or defaults.namespace,
             job_metrics_linger_s=_number(
                 "EDGELOOM_JOB_METRICS_LINGER_SECONDS", defaults.job_metrics_linger_s, zero=True
             ),
@@ -95,13 +111,14 @@ class OperatorConfig:
 
     def __repr__(self) -> str:  # never print a password, nor one inside the URL
         return (
-            f"OperatorConfig(nats_url={_redact(self.nats_url)!r}, "
+            f"OperatorConfig(nats_url={redact(self.nats_url)!r}, "
             f"services_image={self.services_image!r}, "
-            f"prometheus_url={_redact(self.prometheus_url or '')!r})"
+            f"prometheus_url={redact(self.prometheus_url or '')!r})"
         )
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """``url`` with its user and password replaced by ``***``, fit to log."""
     return re.sub(r"//[^@/]*@", "//***@", url)
 
 

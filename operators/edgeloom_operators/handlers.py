@@ -29,11 +29,13 @@ from edgeloom.api.resource import GROUP, VERSION, InvalidResource, Resource, par
 from edgeloom.api.status import READY, Phase, set_summary_conditions
 from edgeloom.runtime.natsauth import Issuer
 from edgeloom_operators import credentials, jetstream
-from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.config import OperatorConfig, redact
+from edgeloom_operators.jetstream import NatsLink, NatsUnavailable
 from edgeloom_operators.kube import Immutable, Kube, connect
 from edgeloom_operators.metrics import OperatorMetrics
 from edgeloom_operators.plugin import Children, ChildType, KindPlugin, Loop, index
 from edgeloom_operators.prometheus import Prometheus
+from edgeloom_operators.readiness import Readiness
 from edgeloom_operators.refresher import Key, Refresher
 from edgeloom_operators.render import MANAGER, child_name, job_selector, nats_secret
 from edgeloom_operators.reports import ReportListener
@@ -53,15 +55,18 @@ Cause = Literal["create", "resume", "update"]
 
 @dataclass
 class Operator:
-    """State shared by the handlers: the API, the config, NATS, the plugins by singular kind
-    name, the resources' latest reports and the verdicts of their loops."""
+    """State shared by the handlers: the API, the config, the plugins by singular kind name,
+    NATS, the operator's readiness, the resources' latest reports and the verdicts of their
+    loops."""
 
     kube: Kube
     config: OperatorConfig
-    nc: NATS
     plugins: Mapping[str, KindPlugin]
     issuer: Issuer | None = None
     """Signs each job's NATS credentials; None: NATS without auth."""
+    link: NatsLink | None = None
+    """The connection to NATS, made by :meth:`connect_nats`."""
+    readiness: Readiness = field(default_factory=Readiness)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reports: dict[Key, dict[str, Any]] = field(default_factory=dict)
     verdicts: dict[Key, dict[str, Verdict]] = field(default_factory=dict)
@@ -72,12 +77,62 @@ class Operator:
     """Tasks that live as long as the operator (its own credentials' renewal)."""
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    _nats_failed: bool = False
 
     def __post_init__(self) -> None:
         self.refresher = Refresher(self._refresh_key)
         self.metrics.initialize(p.info.kind for p in self.plugins.values())
         url = self.config.prometheus_url
         self.prometheus = Prometheus(url) if url else None
+
+    @property
+    def nc(self) -> NATS:
+        """The connected NATS client.
+
+        Raises
+        ------
+        NatsUnavailable
+            While NATS cannot be reached (a cleanup retries, a loop skips its check).
+        """
+        if self.link is None:
+            raise NatsUnavailable(self.readiness.state[1])
+        return self.link.client
+
+    async def connect_nats(self, creds: jetstream.OperatorCreds | None) -> None:
+        """Reach NATS, however long it takes (:class:`~edgeloom_operators.jetstream.NatsLink`),
+        then listen to the jobs' status reports; readiness follows the connection from then
+        on."""
+        self.link = NatsLink(self.config, creds, self._nats_state)
+        try:
+            nc = await self.link.connect()
+        except NatsUnavailable:  # a URL no attempt can use: logged, and readiness says so
+            return
+        kinds = {singular: plugin.info for singular, plugin in self.plugins.items()}
+        await ReportListener(nc, kinds, self.accept_report, self.metrics).start()
+        await self._nats_state(True, self.link.reason)
+
+    async def _nats_state(self, connected: bool, reason: str) -> None:
+        """Readiness says where NATS stands; the operator's Pod gets a Warning event
+        ``NatsUnreachable`` for each new reason NATS cannot be reached, and ``NatsConnected``
+        once it is back (what ``kubectl describe pod`` shows)."""
+        if self.readiness.state == (connected, reason):
+            return
+        self.readiness.set(connected, reason)
+        if connected and not self._nats_failed:
+            return
+        self._nats_failed = not connected
+        pod = self._own_pod()
+        if pod is not None:
+            kind, why = ("Normal", "NatsConnected") if connected else ("Warning", "NatsUnreachable")
+            await asyncio.to_thread(self.kube.event, pod, kind, why, reason)
+
+    def _own_pod(self) -> dict[str, Any] | None:
+        """The operator's Pod as an event's subject, when its downward-API env names it."""
+        config = self.config
+        if config.pod_name is None or config.pod_uid is None:
+            return None
+        meta = {"name": config.pod_name, "namespace": config.namespace, "uid": config.pod_uid}
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta}
 
     def _refresh_key(self, key: Key) -> None:
         namespace, kind, name = key
@@ -128,11 +183,10 @@ class Operator:
         applied: list[str] = []
         if self._ensure_credentials(plugin.info, body, spec):
             applied.append(f"Secret/{child_name(meta['name'], 'nats')}")
-        children: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in plugin.observes}
         for child in plugin.render(body, spec, self.config):
             what = f"{child['kind']} {child['metadata']['name']}"
             try:
-                written = self.kube.apply(child)
+                self.kube.apply(child)
             except Immutable as err:
                 # e.g. a Job's pod template: its pods keep the spec they started with
                 if cause == "update":
@@ -146,14 +200,11 @@ class Operator:
                     )
                 continue
             applied.append(f"{child['kind']}/{child['metadata']['name']}")
-            if child["kind"] in children:
-                children[child["kind"]].append(written)
+        # read back, never from ``body``: a child's event may have refreshed the status (to
+        # Running) while the children were written, and a stale Pending must not overwrite it
+        self.refresh(plugin, meta["namespace"], meta["name"])
         if cause == "create":
-            # nothing but this reconcile has written the new resource: no need to read it back
-            self.refresh(plugin, meta["namespace"], meta["name"], body=body, children=children)
             self.kube.event(body, "Normal", "Created", "created " + ", ".join(applied))
-        else:
-            self.refresh(plugin, meta["namespace"], meta["name"])
 
     def renew_credentials(self, plugin: KindPlugin, body: dict[str, Any]) -> None:
         """The periodic check: write new credentials when the job's are near expiry."""
@@ -194,36 +245,28 @@ class Operator:
             self.kube.patch_status(info, meta["namespace"], meta["name"], status.to_wire())
         self.kube.event(body, "Warning", INVALID_SPEC, message)
 
-    def refresh(
-        self,
-        plugin: KindPlugin,
-        namespace: str,
-        name: str,
-        body: dict[str, Any] | None = None,
-        children: Children | None = None,
-    ) -> None:
+    def refresh(self, plugin: KindPlugin, namespace: str, name: str) -> None:
         """Recompute ``.status`` from the observed children and the latest report; patch only
         on change.
 
-        ``body`` and ``children`` skip reading them when the caller has just written them.
+        A resource being deleted keeps the status it had: its children going away (and the
+        generation the API server bumps with the deletionTimestamp) are not a new run.
         """
         info = plugin.info
         key = (namespace, info.kind, name)
         with self.lock(key):
+            body = self.kube.get_resource(info, namespace, name)
             if body is None:
-                body = self.kube.get_resource(info, namespace, name)
-            if body is None:
-                self.reports.pop(key, None)
-                self.verdicts.pop(key, None)
-                self.metrics.phase(key, None)
+                self._forget(key)
+                return
+            if body["metadata"].get("deletionTimestamp"):
                 return
             current = body.get("status") or {}
-            if children is None:
-                selector = job_selector(info, name)
-                children = {
-                    t.kind: self.kube.list(t.api_version, t.kind, namespace, selector)
-                    for t in plugin.observes
-                }
+            selector = job_selector(info, name)
+            children: Children = {
+                t.kind: self.kube.list(t.api_version, t.kind, namespace, selector)
+                for t in plugin.observes
+            }
             outcome = plugin.outcome(children)
             report = self.reports.get(key)
             terminal = plugin.semantics.terminal
@@ -238,7 +281,7 @@ class Operator:
                 log.warning("ignoring an invalid status report of %s/%s: %s", namespace, name, err)
                 self.reports.pop(key, None)
                 status = derive_status(plugin, generation, current, outcome, verdicts=verdicts)
-            self.metrics.phase(key, status["phase"])
+            self.metrics.phase(key, status["phase"], body["metadata"]["uid"])
             if _same(info, status, current):
                 return
             self.kube.patch_status(info, namespace, name, status)
@@ -246,6 +289,18 @@ class Operator:
                 ready = next(c for c in status["conditions"] if c["type"] == READY)
                 kind = "Warning" if status["phase"] in (Phase.FAILED, Phase.DEGRADED) else "Normal"
                 self.kube.event(body, kind, status["phase"], ready.get("message") or "")
+
+    def forget(self, info: KindInfo, namespace: str, name: str) -> None:
+        """The resource is gone from the API: drop its report, verdicts and metric series
+        (no child event may follow its deletion to refresh it, e.g. after the finalizer)."""
+        key = (namespace, info.kind, name)
+        with self.lock(key):
+            self._forget(key)
+
+    def _forget(self, key: Key) -> None:
+        self.reports.pop(key, None)
+        self.verdicts.pop(key, None)
+        self.metrics.phase(key, None)
 
     async def finalize(self, plugin: KindPlugin, body: dict[str, Any], retry: int) -> None:
         """Stop the resource's pods, then delete its external state (``plugin.cleanup``).
@@ -340,7 +395,9 @@ Start = Callable[[Mapping[str, KindPlugin]], Awaitable[Operator]]
 
 async def start_operator(plugins: Mapping[str, KindPlugin]) -> Operator:
     """The operator from its environment (:meth:`OperatorConfig.from_env`): the API client,
-    NATS, its ``/metrics``, the refresher and the status-report listener."""
+    its ``/readyz`` and ``/metrics``, the refresher, and NATS with the status-report listener
+    in the background, so the operator reconciles (and kopf answers ``/healthz``) while NATS
+    is still out of reach."""
     config = OperatorConfig.from_env()
     kube = Kube(connect())
     issuer = None
@@ -349,15 +406,16 @@ async def start_operator(plugins: Mapping[str, KindPlugin]) -> Operator:
             kube, config.authority_namespace, config.authority_secret, config.create_authority
         )
     own = None if issuer is None else jetstream.OperatorCreds(issuer, config.credential_lifetime_s)
-    nc = await jetstream.connect(config, own)
-    op = Operator(kube, config, nc, plugins, issuer)
+    waiting = Readiness(f"connecting to NATS at {redact(config.nats_url)}")
+    op = Operator(kube, config, plugins, issuer, readiness=waiting)
+    if config.readiness_port is not None:
+        op.readiness.serve(config.readiness_port, config.metrics_addr)
     if own is not None:
         op.background.append(asyncio.create_task(own.renew_forever()))
     if config.metrics_port is not None:
         op.metrics.factory.serve(config.metrics_port, config.metrics_addr)
     op.refresher.start()
-    kinds = {singular: plugin.info for singular, plugin in plugins.items()}
-    await ReportListener(nc, kinds, op.accept_report, op.metrics).start()
+    op.background.append(asyncio.create_task(op.connect_nats(own)))
     return op
 
 
@@ -395,12 +453,15 @@ def register(
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        """Stop refreshing and drain NATS."""
-        if slot.current is not None:
-            for task in slot.current.background:
+        """Stop refreshing, drain NATS and stop serving ``/readyz``."""
+        op = slot.current
+        if op is not None:
+            for task in op.background:
                 task.cancel()
-            await slot.current.refresher.stop()
-            await slot.current.nc.drain()
+            await op.refresher.stop()
+            if op.link is not None:
+                await op.link.close()
+            await asyncio.to_thread(op.readiness.close)
 
     observed: set[ChildType] = set()
     for plugin in by_singular.values():
@@ -434,6 +495,13 @@ def _register_kind(registry: kopf.OperatorRegistry, slot: OperatorSlot, plugin: 
         )
         async def finalize(body: kopf.Body, retry: int, **_: Any) -> None:
             await slot.get().finalize(plugin, _plain(body), retry)
+
+    @kopf.on.event(GROUP, VERSION, plural, id="forget-deleted", registry=registry)
+    def forget_deleted(type: str, body: kopf.Body, **_: Any) -> None:
+        """The resource left the API server (after its finalizer, if any): forget it."""
+        if type == "DELETED" and slot.current is not None:
+            meta = body.metadata
+            slot.current.forget(plugin.info, meta.namespace or "", meta.name or "")
 
     @kopf.timer(
         GROUP,
@@ -474,6 +542,8 @@ def _register_loop(
         while not stopped:
             try:
                 await loop.check(op, plugin, _plain(body))  # body: kopf's live view
+            except NatsUnavailable as err:  # said once by the link already: no traceback
+                log.warning("%s check of %s skipped: %s", loop.id, body.metadata.name, err)
             except Exception:  # one failed check (API, NATS) must not end the loop
                 log.exception("%s check of %s failed", loop.id, body.metadata.name)
             await stopped.wait(loop.interval(op.config))

@@ -175,6 +175,32 @@ class Kube:
             return None
         return dict(found.to_dict())
 
+    def list_resources(self, info: KindInfo, namespace: str | None) -> list[dict[str, Any]]:
+        """Every resource of the kind in ``namespace`` (None: in all namespaces)."""
+        with _mapped():
+            items = self._api(API_VERSION, info.kind).get(namespace=namespace)
+        return [dict(item.to_dict()) for item in items.items]
+
+    def delete_resource(self, info: KindInfo, namespace: str, name: str) -> None:
+        """Delete a resource, its children first (foreground: it is gone once they are, and
+        once its finalizers are released); one already gone is fine."""
+        try:
+            with _mapped():
+                self._api(API_VERSION, info.kind).delete(
+                    name=name, namespace=namespace, propagation_policy="Foreground"
+                )
+        except NotFound:
+            pass
+
+    def available_replicas(self, namespace: str, name: str) -> int | None:
+        """A Deployment's available replicas; None when it does not exist."""
+        try:
+            with _mapped():
+                found = self._api("apps/v1", "Deployment").get(name=name, namespace=namespace)
+        except NotFound:
+            return None
+        return int((found.to_dict().get("status") or {}).get("availableReplicas") or 0)
+
     def patch_status(
         self, info: KindInfo, namespace: str, name: str, status: dict[str, Any]
     ) -> None:

@@ -10,9 +10,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from edgeloom.api.status import Phase
 from edgeloom.runtime.metrics import MetricFactory
 
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+PHASES = tuple(p.value for p in Phase)
+"""Every phase a resource reports, each a series per resource and a count per kind."""
 
 
 @dataclass
@@ -39,6 +44,13 @@ class OperatorMetrics:
         self.resources = m.gauge(
             "operator_resources", "Resources by kind and phase.", ("kind", "phase")
         )
+        self.resource_phase = m.gauge(
+            "operator_resource_phase",
+            "1 for the phase each resource is in, 0 for the others (kube-state-metrics' "
+            "kube_pod_status_phase); resource_namespace, since the scrape sets namespace to "
+            "the operator's.",
+            ("kind", "resource_namespace", "name", "uid", "phase"),
+        )
         self.reports = m.counter(
             "operator_status_reports_total",
             "Status reports received over NATS, by kind and outcome (accepted, rejected).",
@@ -55,6 +67,7 @@ class OperatorMetrics:
             ("kind", "outcome"),
         )
         self._phases: dict[tuple[str, str, str], tuple[str, str]] = {}
+        """(namespace, kind, name) -> (uid, phase)."""
         self._lock = threading.Lock()
 
     def initialize(self, kinds: Iterable[str]) -> None:
@@ -87,15 +100,32 @@ class OperatorMetrics:
             self.reconciles.labels(kind=kind, outcome=outcome.value).inc()
             self.reconcile_duration.labels(kind=kind).observe(time.perf_counter() - start)
 
-    def phase(self, key: tuple[str, str, str], phase: str | None) -> None:
-        """Record the phase of one resource (None: it is gone) and update the per-phase
-        counts of its kind."""
-        kind = key[1]
+    def phase(self, key: tuple[str, str, str], phase: str | None, uid: str = "") -> None:
+        """Record the phase of one resource (None: it is gone), its per-phase series and the
+        per-phase counts of its kind.
+
+        Parameters
+        ----------
+        key
+            ``(namespace, kind, name)`` of the resource.
+        phase
+            Its phase now; None removes its series.
+        uid
+            Its ``metadata.uid``: a namesake re-created under the same name is another run
+            (the previous run's series are removed).
+        """
+        namespace, kind, name = key
         with self._lock:
-            if phase is None:
-                self._phases.pop(key, None)
-            else:
-                self._phases[key] = (kind, phase)
-            counts = Counter(p for k, p in self._phases.values() if k == kind)
-        for name in ("Pending", "Running", "Degraded", "Succeeded", "Failed"):
-            self.resources.labels(kind=kind, phase=name).set(counts.get(name, 0))
+            old = self._phases.pop(key, None)
+            if phase is not None:
+                self._phases[key] = (uid, phase)
+            if old is not None and (phase is None or old[0] != uid):
+                for each in PHASES:
+                    self.resource_phase.remove(kind, namespace, name, old[0], each)
+            if phase is not None:
+                for each in PHASES:
+                    series = self.resource_phase.labels(kind, namespace, name, uid, each)
+                    series.set(1 if each == phase else 0)
+            counts = Counter(p for (_, k, _), (_, p) in self._phases.items() if k == kind)
+            for each in PHASES:
+                self.resources.labels(kind=kind, phase=each).set(counts.get(each, 0))

@@ -1,10 +1,11 @@
 """The one typed seam between the shared reconcile loop and each kind.
 
 A kind is a :class:`KindPlugin`: its registration (``info``), how its children are rendered,
-what they prove (``outcome``), what it must clean up outside Kubernetes, and the slow loops it
-needs. Every hook has a no-op default (KubeRay's plugin style), and two bases fill in the two
-shapes of kind: :class:`JobPlugin` (batch Jobs, Succeeded/Failed) and :class:`ServicePlugin`
-(a Deployment and a Service, Available/Progressing/Degraded). The shared loop in
+what they prove (``outcome``), what it must clean up outside Kubernetes, the slow loops it
+needs and its dashboard's own rows. Every hook has a no-op default (KubeRay's plugin style),
+and two bases fill in the two shapes of kind: :class:`JobPlugin` (batch Jobs,
+Succeeded/Failed) and :class:`ServicePlugin` (a Deployment and a Service,
+Available/Progressing/Degraded). The shared loop in
 :mod:`edgeloom_operators.handlers` knows neither shape's details, and no kind's details.
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgeloom.api.registry import KindInfo
 from edgeloom.api.status import Phase
 from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.dashboards.panels import KindDashboard
 from edgeloom_operators.status import (
     AVAILABLE,
     JOB,
@@ -110,6 +112,12 @@ class KindPlugin:
     def loops(self) -> tuple[Loop, ...]:
         """The slow loops each of its resources gets."""
         return ()
+
+    def dashboard(self) -> KindDashboard:
+        """The kind's own rows on its Grafana dashboard; the shared skeleton around them
+        (resources and their phase, a job's progress, scrape health, variables, annotations,
+        links) comes with every kind (:func:`edgeloom_operators.dashboards.board.kind_board`)."""
+        return KindDashboard()
 
 
 class JobPlugin(KindPlugin):

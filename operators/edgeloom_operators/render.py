@@ -35,6 +35,8 @@ NATS_DIR = "/var/run/edgeloom/nats"
 CA_KEY = "ca.crt"
 NODE_TIER_LABEL = "edgeloom.io/tier"
 DEVICE_PROFILE_LABEL = "edgeloom.io/device-profile"
+RUN_LABEL = "edgeloom.io/run"
+"""On every role pod: the resource's uid, which tells two runs of one name apart."""
 GPU_RESOURCE = "nvidia.com/gpu"
 METRICS_PORT = 9400
 """Port of every role pod's ``/metrics``, served on the pod IP and announced by the
@@ -352,7 +354,8 @@ def role_pod_template(
         ]
     return {
         "metadata": {
-            "labels": labels(info, name, role),
+            # the run: a namesake re-created later is another uid (scrape target edgeloom_run)
+            "labels": {**labels(info, name, role), RUN_LABEL: body["metadata"]["uid"]},
             "annotations": {
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(METRICS_PORT),
@@ -363,6 +366,27 @@ def role_pod_template(
     }
 
 
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """A role Job's ``podFailurePolicy``, the batch/v1 way: an exit code the role ends with
+    when no retry can help (:data:`~edgeloom.api.podenv.DETERMINISTIC_EXIT_CODES`: an
+    invalid resource, ``JobFailed``) fails the Job at once; a pod disrupted by a node drain,
+    a preemption or a lost node is replaced without counting against ``backoffLimit``; any
+    other failure (a crash, exit 1, an OOM kill) is retried up to ``backoffLimit``."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": container,
+                    "operator": "In",
+                    "values": list(podenv.DETERMINISTIC_EXIT_CODES),
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
+
+
 def role_job(
     body: dict[str, Any], info: KindInfo, job: RoleJob, config: OperatorConfig
 ) -> dict[str, Any]:
@@ -370,7 +394,8 @@ def role_job(
 
     Essential roles get ``backoffLimit`` 2 (a crash-looping coordinator fails the resource);
     groups of replicas get one retry per replica, and a deleted pod is replaced so a killed
-    worker rejoins.
+    worker rejoins. Its :func:`pod_failure_policy` fails it on the first deterministic
+    failure and does not count disruptions.
     """
     name = body["metadata"]["name"]
     job_name = child_name(name, job.role, *([job.group] if job.group else []))
@@ -390,6 +415,7 @@ def role_job(
     )
     job_spec: dict[str, Any] = {
         "backoffLimit": 2 if job.essential else 2 * job.replicas,
+        "podFailurePolicy": pod_failure_policy(job.role),
         "template": template,
     }
     if job.replicas > 1:

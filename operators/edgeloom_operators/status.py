@@ -41,6 +41,8 @@ from edgeloom.api.status import (
 )
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+ACTIVE = (Phase.RUNNING, Phase.DEGRADED)
+"""Phases a job's reports cannot turn back into Pending within a generation."""
 INVALID_SPEC = "InvalidSpec"
 """Ready reason of a resource whose spec does not validate (sticks within its generation)."""
 AWAITING_CONFIRMATION = "AwaitingConfirmation"
@@ -234,11 +236,12 @@ def derive_status(
     Only a decisive outcome writes a terminal phase: a terminal report before it keeps the
     resource Running (Degraded when it was) with Ready's reason ``AwaitingConfirmation``.
     A terminal phase already written for this generation sticks (a late or retried pod's report
-    cannot turn Succeeded back into Running), and so does an invalid spec's Failed; a status
+    cannot turn Succeeded back into Running), and so does an invalid spec's Failed; a job that
+    is Running or Degraded is never reported back to Pending in the same generation; a status
     written for an older generation does not decide the phase of the new one. The operator
     owns ``Ready``, ``Reconciling``, ``Stalled``, the conditions the children decide and the
     kind's ``owned_conditions`` (``verdicts``, else the ones already written): their
-    lastTransitionTime moves only when their status does.
+    lastTransitionTime moves only when their status does, across generations too.
 
     Raises
     ------
@@ -268,6 +271,8 @@ def derive_status(
         phase = proven
     elif awaiting:  # the report's end, unconfirmed: still working, as far as anyone can prove
         phase = Phase.DEGRADED if previous == Phase.DEGRADED else Phase.RUNNING
+    elif reported == Phase.PENDING and previous in ACTIVE:
+        phase = previous  # started is started: a late or odd report does not undo it
     else:
         phase = reported or previous or proven or Phase.PENDING
     theirs = get_condition(status.conditions, READY) if reported is not None else None
@@ -290,7 +295,7 @@ def derive_status(
         reason, message = phase.value, semantics.waiting
     decided = {**outcome.conditions, **(verdicts or {})}
     owned = {*rules.owned_conditions, *decided}
-    keep = owned | (set(SUMMARY_CONDITIONS) if same_generation else set())
+    keep = owned | set(SUMMARY_CONDITIONS)  # a new generation moves them only if their status does
     conditions = [c for c in status.conditions if c.type not in owned | set(SUMMARY_CONDITIONS)]
     conditions += [c for c in kept.conditions if c.type in keep]  # their own order and times
     for type, verdict in decided.items():

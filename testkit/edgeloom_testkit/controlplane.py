@@ -405,6 +405,15 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def http_get(url: str) -> tuple[int, str]:
+    """(status code, body) of a plain ``GET``, an error status included (a probe's view)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), str(response.read().decode())
+    except urllib.error.HTTPError as err:
+        return int(err.code), str(err.read().decode())
+
+
 def _get(url: str, token: str | None = None, context: ssl.SSLContext | None = None) -> str:
     request = urllib.request.Request(url)
     if token:

@@ -57,14 +57,20 @@ def substitute(expr: str, variables: Mapping[str, str]) -> str:
 
 
 def dashboard_queries(
-    namespace: str, job: str, operator_namespace: str | None = None, rate_interval: str = "1m"
+    namespace: str,
+    resource: str,
+    operator_namespace: str | None = None,
+    rate_interval: str = "1m",
+    run: str = ".*",
 ) -> list[Query]:
-    """Every panel target of every dashboard, ready for Prometheus' ``query_range``.
+    """Every panel target and annotation of every dashboard, ready for Prometheus'
+    ``query_range``.
 
     Parameters
     ----------
-    namespace, job
-        The job dashboards' ``$namespace`` and ``$job`` (the resource's name).
+    namespace, resource, run
+        The kind dashboards' ``$namespace``, ``$resource`` (the resource's name) and ``$run``
+        (its uid; ``.*`` is Grafana's "All").
     operator_namespace
         The operator dashboard's ``$operator_namespace``; default ``namespace``.
     rate_interval
@@ -72,16 +78,19 @@ def dashboard_queries(
     """
     variables = {
         "namespace": namespace,
-        "job": job,
+        "resource": resource,
+        "run": run,
         "operator_namespace": operator_namespace or namespace,
         "__rate_interval": rate_interval,
     }
-    return [
-        Query(board["title"], panel["title"], substitute(target["expr"], variables))
-        for board in dashboards().values()
-        for panel in panels(board)
-        for target in panel["targets"]
-    ]
+    queries = []
+    for board in dashboards().values():
+        for panel in panels(board):
+            for target in panel["targets"]:
+                queries.append(Query(board["title"], panel["title"], target["expr"]))
+        for annotation in board["annotations"]["list"]:
+            queries.append(Query(board["title"], annotation["name"], annotation["expr"]))
+    return [Query(q.dashboard, q.panel, substitute(q.expr, variables)) for q in queries]
 
 
 def render_chart(

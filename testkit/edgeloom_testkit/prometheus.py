@@ -2,7 +2,8 @@
 
 :func:`kubernetes_pods_job` is the usual annotation-based ``kubernetes-pods`` scrape job (pods
 with ``prometheus.io/scrape: "true"``, port and path from the annotations, target labels
-``namespace``, ``pod`` and the pods' ``app.kubernetes.io/*`` labels), the set-up
+``namespace``, ``pod``, the pods' ``app.kubernetes.io/*`` labels and their ``edgeloom.io/*``
+labels as ``edgeloom_*``), the set-up
 ``docs/observability.md`` documents for clusters without the Prometheus Operator; its targets
 come from :class:`PodDiscovery`.
 """
@@ -66,6 +67,11 @@ def kubernetes_pods_job(targets_file: Path, interval: str = "1s") -> dict[str, A
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
             {
                 "regex": "__meta_kubernetes_pod_label_(app_kubernetes_io_.+)",
+                "action": "labelmap",
+            },
+            {  # edgeloom.io/kind, job, role, run: edgeloom_kind, ... (the chart's PodMonitor too)
+                "regex": "__meta_kubernetes_pod_label_edgeloom_io_(.+)",
+                "replacement": "edgeloom_$1",
                 "action": "labelmap",
             },
         ],

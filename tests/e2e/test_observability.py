@@ -60,6 +60,7 @@ ALERT_VALUES = {
             "staleFor": "2s",
             "workersDroppedWindow": "10m",
             "reconcileErrorsFor": "1s",
+            "operatorAbsentFor": "1s",
         }
     }
 }
@@ -234,6 +235,12 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
     prune["spec"]["evaluation"]["samples"] = 32
     prune_name = prune["metadata"]["name"]
     plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(prune))
+    doomed = {  # its model folder does not exist: it fails
+        **prune,
+        "metadata": {"name": "doomed"},
+        "spec": {**prune["spec"], "model": {"path": "/nonexistent/model"}},
+    }
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doomed))
     plane.kubectl(
         "wait",
         f"prunejob/{prune_name}",
@@ -249,21 +256,74 @@ def test_a_stopped_worker_is_replaced_alerts_fire_and_every_dashboard_has_data(
     done_stage = f"max_over_time({done}[15m]) == 1"
     wait_for(lambda: prometheus.query(done_stage), 30, "the finished pruner scraped", 0.5)
 
+    plane.kubectl(
+        "wait",
+        "prunejob/doomed",
+        "-n",
+        namespace,
+        "--for=jsonpath={.status.phase}=Failed",
+        "--timeout=300s",
+        timeout=330,
+    )
+    failed = (
+        f'edgeloom_operator_resource_phase{{kind="PruneJob", resource_namespace="{namespace}",'
+        ' name="doomed", phase="Failed"} == 1'
+    )
+    wait_for(lambda: prometheus.query(failed), 30, "the failed PruneJob's series", 0.5)
+
     step = 2.0
     end = time.time() + step  # the grid's last point falls after the final scrape
     empty = []
-    for board_job in ("watched", prune_name):
-        for query in dashboard_queries(namespace, board_job, operator_namespace=SYSTEM):
-            wanted = {"watched": "SplitTrainingJob", prune_name: "PruneJob"}[board_job]
-            if not (query.dashboard.endswith(wanted) or query.dashboard.endswith("Operator")):
+    for board_job, kind in (("watched", "SplitTrainingJob"), (prune_name, "PruneJob")):
+        run = plane.kubectl_json("get", kind, board_job, "-n", namespace)["metadata"]["uid"]
+        queries = dashboard_queries(namespace, board_job, operator_namespace=SYSTEM, run=run)
+        for query in queries:
+            if not (query.dashboard.endswith(kind) or query.dashboard.endswith("Operator")):
                 continue
             if not prometheus.query_range(query.expr, started, end, step):
                 empty.append(str(query))
     assert not empty, "panels without data:\n" + "\n".join(empty)
+
+    # deleted resources leave the operator's gauges (the finalizer's, too: no child event
+    # follows its release to refresh the resource)
+    plane.kubectl(
+        "delete",
+        "stj/watched",
+        f"prunejob/{prune_name}",
+        "prunejob/doomed",
+        "-n",
+        namespace,
+        "--timeout=120s",
+        timeout=150,
+    )
+    ours = f'{{namespace="{SYSTEM}"}}'
+
+    def forgotten() -> bool:
+        series = prometheus.query(f"edgeloom_operator_resource_phase{ours}")
+        counts = prometheus.query(f"sum(edgeloom_operator_resources{ours}) > 0")
+        return not series and not counts
+
+    wait_for(forgotten, 60, "the deleted resources gone from the operator's gauges", 0.5)
+
+    # an absent operator: nothing up for this release's operator
+    operator = {"-n": SYSTEM, "-l": "app.kubernetes.io/component=operator"}
+    selector = [arg for pair in operator.items() for arg in pair]
+    plane.kubectl("scale", "deployment", *selector, "--replicas=0")
+    wait_for(lambda: "EdgeloomOperatorAbsent" in alerts.seen, 120, "EdgeloomOperatorAbsent", 1.0)
+    plane.kubectl("scale", "deployment", *selector, "--replicas=1")
+    wait_for(
+        lambda: plane.kubectl_json("get", "deployment", *selector)["items"][0]["status"].get(
+            "readyReplicas"
+        ),
+        180,
+        "the operator back",
+        1.0,
+    )
+
     broken = [r for r in prometheus.rules() if r.get("health") != "ok"]
     assert not broken, broken
     wanted = {r["name"] for r in prometheus.rules() if r["type"] == "alerting"}
-    assert len(wanted) == 4
+    assert len(wanted) == 6
     assert alerts.stop() == wanted  # every alert rule fired on this run's real series
 
 

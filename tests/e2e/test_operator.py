@@ -343,7 +343,7 @@ def test_a_splittrainingjob_runs_to_succeeded_through_a_killed_worker_and_operat
 
     # printer columns, and nothing for kubectl diff to change (the operator never writes spec)
     table = plane.kubectl("get", "splittrainingjob", name, "-n", namespace).stdout
-    assert table.split()[:5] == ["NAME", "PHASE", "PROGRESS", "METRIC", "AGE"]
+    assert table.split()[:7] == ["NAME", "PHASE", "READY", "REASON", "PROGRESS", "ACCURACY", "AGE"]
     assert "Succeeded" in table
     diff = plane.kubectl("diff", "-n", namespace, "-f", str(path), check=False)
     assert diff.returncode == 0, diff.stdout + diff.stderr

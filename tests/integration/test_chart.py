@@ -184,6 +184,14 @@ CLUSTER_OPERATOR_RULES: set[Rule] = {
 SECRET_RULES: set[Rule] = {("", "secrets", v) for v in ("get", "create", "patch", "delete")}
 SECRETS_ROLE = f"{FULLNAME}-operator-secrets"
 AUTHORITY_ROLE = f"{FULLNAME}-operator-authority"
+UNINSTALL = f"{FULLNAME}-uninstall"
+UNINSTALL_RBAC = {
+    (k, UNINSTALL) for k in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+}
+
+
+def component(doc: dict[str, Any]) -> str | None:
+    return (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
 
 
 def test_chart_crds_are_the_generated_crds() -> None:
@@ -262,8 +270,15 @@ def test_operator_deployment_runs_kopf_in_a_hardened_pod(default_docs: list[dict
             "items": [{"key": "ca.crt", "path": "ca.crt"}],
         },
     } in pod["volumes"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "http-health"}, probe
+    # alive while kopf runs; ready once NATS is reached, and /readyz says why not
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-health"}
+    assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-ready"}
+    assert {"name": "http-ready", "containerPort": 8081, "protocol": "TCP"} in operator["ports"]
+    env = env_of(operator)
+    assert env["EDGELOOM_READINESS_PORT"]["value"] == "8081"
+    assert env["EDGELOOM_OPERATOR_POD_UID"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.uid"}
+    }
     assert operator["resources"]["requests"]["memory"] == "128Mi"
     sa = find(default_docs, "ServiceAccount", f"{FULLNAME}-operator")
     assert sa["metadata"]["namespace"] == NAMESPACE
@@ -317,8 +332,11 @@ def test_operator_rbac_is_least_privilege(default_docs: list[dict]) -> None:
         ("ClusterRole", SECRETS_ROLE),
         ("Role", AUTHORITY_ROLE),
         ("RoleBinding", AUTHORITY_ROLE),
+        ("Role", f"{FULLNAME}-operator-events"),  # events on its own Pod
+        ("RoleBinding", f"{FULLNAME}-operator-events"),
         ("ClusterRole", f"{FULLNAME}-edit"),
         ("ClusterRole", f"{FULLNAME}-view"),
+        *UNINSTALL_RBAC,  # pre-delete hooks: they exist only while `helm uninstall` runs
     }
     assert flat_rules(find(default_docs, "ClusterRole", SECRETS_ROLE)["rules"]) == SECRET_RULES
     for doc in default_docs:
@@ -356,6 +374,7 @@ def test_watch_namespaces_use_roles_in_each_namespace(helm: Helm) -> None:
     assert operator["command"] == expected
 
     namespaced = namespaced_operator_rules(crd_plurals())
+    docs = [d for d in docs if component(d) == "operator"]
     for ns in ("team-a", "team-b"):
         role = next(d for d in docs if d["kind"] == "Role" and d["metadata"].get("namespace") == ns)
         assert flat_rules(role["rules"]) == namespaced
@@ -371,7 +390,7 @@ def test_watch_namespaces_use_roles_in_each_namespace(helm: Helm) -> None:
         assert bindings["ClusterRole"]["subjects"] == [
             {"kind": "ServiceAccount", "name": f"{FULLNAME}-operator", "namespace": NAMESPACE}
         ]
-    watched = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] != AUTHORITY_ROLE]
+    watched = [d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] != NAMESPACE]
     assert len(watched) == 2
     # Cluster-wide, the operator keeps only what kopf reads across namespaces.
     cluster_role = find(docs, "ClusterRole", f"{FULLNAME}-operator")
@@ -651,6 +670,62 @@ def test_metrics_and_prometheus_values_reach_the_operator(helm: Helm) -> None:
     ]["ports"]
 
 
+def test_uninstall_runs_a_least_privilege_pre_delete_hook_that_deletes_and_waits(
+    helm: Helm,
+) -> None:
+    docs = helm.render("operator.uninstallHook.timeoutSeconds=100")
+    hooks = [d for d in docs if component(d) == "uninstall"]
+    assert {(d["kind"], d["metadata"]["name"]) for d in hooks} == {
+        ("ServiceAccount", UNINSTALL),
+        ("Job", UNINSTALL),
+        *UNINSTALL_RBAC,
+    }
+    for doc in hooks:
+        annotations = doc["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        # the ServiceAccount and its rights exist before the Job runs
+        assert annotations["helm.sh/hook-weight"] == ("0" if doc["kind"] == "Job" else "-10")
+    job = find(hooks, "Job", UNINSTALL)
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 160
+    assert pod["serviceAccountName"] == UNINSTALL and pod["securityContext"]["runAsNonRoot"]
+    (hook,) = pod["containers"]
+    assert hook["image"] == "ghcr.io/edgeloom/edgeloom-operator:0.1.0"
+    assert hook["command"] == [
+        "python",
+        "-m",
+        "edgeloom_operators.uninstall",
+        f"--operator={NAMESPACE}/{FULLNAME}-operator",
+        "--timeout=100",
+    ]
+    plurals = crd_plurals()
+    cluster = find(hooks, "ClusterRole", UNINSTALL)
+    assert flat_rules(cluster["rules"]) == {
+        ("edgeloom.io", p, v) for p in plurals for v in ("get", "list", "delete")
+    }
+    (deployment,) = find(hooks, "Role", UNINSTALL)["rules"]
+    assert deployment == {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "resourceNames": [f"{FULLNAME}-operator"],
+        "verbs": ["get"],
+    }
+    # watching namespaces: the rights and the deletions in those only
+    watched = helm.render("operator.watchNamespaces={team-a,team-b}")
+    hooks = [d for d in watched if component(d) == "uninstall"]
+    assert "ClusterRole" not in {d["kind"] for d in hooks}
+    roles = {d["metadata"]["namespace"] for d in hooks if d["kind"] == "Role"}
+    assert roles == {"team-a", "team-b", NAMESPACE}
+    (hook,) = find(hooks, "Job", UNINSTALL)["spec"]["template"]["spec"]["containers"]
+    assert hook["command"][-2:] == ["--namespace=team-a", "--namespace=team-b"]
+    assert not [
+        d
+        for d in helm.render("operator.uninstallHook.enabled=false")
+        if component(d) == "uninstall"
+    ]
+
+
 def test_the_health_and_metrics_ports_must_differ(helm: Helm) -> None:
     proc = helm.template("operator.metricsPort=8080")
     assert proc.returncode != 0
@@ -675,8 +750,14 @@ def test_pod_and_service_monitors_scrape_the_metrics_ports(helm: Helm) -> None:
             {"key": "app.kubernetes.io/name", "operator": "In", "values": ["edgeloom"]}
         ]
     }
+    # a job pod's edgeloom.io/* labels (kind, job, role, run) become edgeloom_* target labels
+    labelmap = {
+        "action": "labelmap",
+        "regex": "__meta_kubernetes_pod_label_edgeloom_io_(.+)",
+        "replacement": "edgeloom_$1",
+    }
     assert spec["podMetricsEndpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "relabelings": [labelmap]}
     ]
     # The dashboards and alerts select `up` by these target labels.
     assert {"app.kubernetes.io/name", "app.kubernetes.io/component"} <= set(spec["podTargetLabels"])
@@ -710,12 +791,14 @@ def test_prometheus_rule_is_a_rule_file_with_labelled_alerts(helm: Helm) -> None
     assert rule["metadata"]["labels"]["release"] == "kps"
     assert set(rule["spec"]) == {"groups"}
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert len(alerts) == 4
+    assert len(alerts) == 6
     for alert in alerts:
         assert alert["alert"].startswith("Edgeloom")
         assert alert["labels"]["severity"] in ("info", "warning", "critical")
-        assert {"summary", "description"} <= alert["annotations"].keys()
-        assert "{{ $labels." in alert["annotations"]["summary"]  # Prometheus templates survive helm
+        annotations = alert["annotations"]
+        assert {"summary", "description", "runbook_url", "dashboard_url"} <= annotations.keys()
+        if alert["alert"] != "EdgeloomOperatorAbsent":  # absent() has no labels to show
+            assert "{{ $labels." in annotations["summary"]  # Prometheus templates survive helm
 
 
 def test_dashboards_are_config_maps_for_the_grafana_sidecar(default_docs: list[dict]) -> None:

@@ -34,6 +34,7 @@ from edgeloom_testkit.dashboards import (
     substitute,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 # The first test may build helm from source when the cache is cold (tens of minutes).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
@@ -87,7 +88,7 @@ def test_dashboard_has_the_structure_grafana_needs(file_name: str) -> None:
     assert board["uid"].startswith("edgeloom-") and len(board["uid"]) <= 40
     assert board["title"].startswith("edgeloom / ")
     assert "edgeloom" in board["tags"]
-    assert board["schemaVersion"] >= 39
+    assert board["schemaVersion"] >= 36  # what grafana-foundation-sdk writes; Grafana migrates
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
@@ -96,11 +97,20 @@ def test_dashboard_has_the_structure_grafana_needs(file_name: str) -> None:
             assert variable["type"] == "query", name
             assert variable["datasource"] == DATASOURCE, name
     if file_name in JOB_DASHBOARDS:
-        assert {"namespace", "job"} <= variables.keys()
-        assert variables["job"]["definition"].endswith(", name)")
-        assert 'namespace="$namespace"' in variables["job"]["definition"]
+        assert list(variables) == ["datasource", "namespace", "resource", "run"]
+        for name in ("namespace", "resource", "run"):
+            assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*", name
+        assert variables["resource"]["query"].endswith(", name)")
+        assert 'resource_namespace=~"$namespace"' in variables["resource"]["query"]
+        assert variables["run"]["query"].endswith(", uid)")
+        links = {link["url"] for link in board["links"]}
+        assert "/d/edgeloom-operator" in links  # and back: the operator's links to each kind
+    assert [a["name"] for a in board["annotations"]["list"]] == ["Phase changes"]
+    assert {link["type"] for link in board["links"]} >= {"dashboards"}
 
-    ids = [p["id"] for p in panels(board)]
+    rows = [p for p in board["panels"] if p["type"] == "row"]
+    assert len(rows) >= 3, f"{file_name}: panels grouped in rows"
+    ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids)), f"{file_name}: duplicate panel ids"
     for panel in panels(board):
         where = f"{file_name} / {panel['title']}"
@@ -112,8 +122,38 @@ def test_dashboard_has_the_structure_grafana_needs(file_name: str) -> None:
         for target in panel["targets"]:
             assert target["datasource"] == DATASOURCE, where
             assert target["expr"].strip(), where
+            assert "pod=~" not in target["expr"], f"{where}: pods by their labels, not names"
             used = {a or b for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", target["expr"])}
             assert used <= variables.keys() | GRAFANA_BUILTINS, f"{where}: {used}"
+
+
+def test_every_dashboard_lists_its_resources_with_their_phase() -> None:
+    boards = dashboards()
+    for file_name in JOB_DASHBOARDS:
+        kind = boards[file_name]["title"].removeprefix("edgeloom / ")
+        (table,) = [p for p in panels(boards[file_name]) if p["type"] == "table"]
+        (target,) = table["targets"]
+        assert target["expr"].startswith(f'edgeloom_operator_resource_phase{{kind="{kind}"')
+        assert target["instant"] and target["format"] == "table"
+    operator_tables = [p for p in panels(boards["operator.json"]) if p["type"] == "table"]
+    assert len(operator_tables) == len(JOB_DASHBOARDS)
+    for table in operator_tables:
+        (link,) = [
+            prop["value"][0]
+            for override in table["fieldConfig"]["overrides"]
+            for prop in override["properties"]
+            if prop["id"] == "links"
+        ]
+        assert "var-resource=${__data.fields.name}" in link["url"]
+        assert "var-run=${__data.fields.uid}" in link["url"]
+
+
+def test_failed_jobs_and_stale_targets_stand_out_by_their_thresholds() -> None:
+    by_title = {p["title"]: p for b in dashboards().values() for p in panels(b)}
+    failed = by_title["Failed resources"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["color"] for s in failed] == ["green", "red"] and failed[1]["value"] == 1
+    up = by_title["Targets up"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["color"] for s in up] == ["red", "green"]
 
 
 def test_dashboard_uids_and_titles_are_unique() -> None:
@@ -137,13 +177,16 @@ def test_dashboards_query_only_metrics_that_exist() -> None:
 
 
 def test_dashboard_queries_substitute_every_variable() -> None:
-    queries = dashboard_queries("ml", "mnist", operator_namespace="edgeloom-system")
-    assert len(queries) == sum(len(p["targets"]) for b in dashboards().values() for p in panels(b))
+    queries = dashboard_queries("ml", "mnist", operator_namespace="edgeloom-system", run="u-1")
+    boards = dashboards().values()
+    targets = sum(len(p["targets"]) for b in boards for p in panels(b))
+    assert len(queries) == targets + sum(len(b["annotations"]["list"]) for b in boards)
     for query in queries:
         assert "$" not in query.expr, query
     operator = [q for q in queries if q.dashboard == "edgeloom / Operator"]
     assert operator and all('namespace="edgeloom-system"' in q.expr for q in operator)
-    assert any('name="mnist"' in q.expr and "[1m]" in q.expr for q in queries)
+    assert any('name=~"mnist"' in q.expr and "[1m]" in q.expr for q in queries)
+    assert any('edgeloom_run=~"u-1"' in q.expr for q in queries)
     with pytest.raises(KeyError):
         substitute('up{pod="$unknown"}', {})
 
@@ -171,6 +214,13 @@ PRUNER_POD = {
     "pod": "llama-pruner-q9d4s",
 }
 OPERATOR_POD = {"namespace": "edgeloom-system", "pod": "demo-edgeloom-operator-5d9f7c8b4-m2xkq"}
+OPERATOR_TARGET = {
+    **OPERATOR_POD,
+    "app_kubernetes_io_name": "edgeloom",
+    "app_kubernetes_io_instance": "edgeloom",
+    "app_kubernetes_io_component": "operator",
+}
+MNIST_BOARD = "/d/edgeloom-splittrainingjob?var-namespace=ml&var-resource=mnist"
 
 
 def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
@@ -178,19 +228,153 @@ def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
     return {"series": f"{name}{{{selector}}}", "values": values}
 
 
+RUNBOOK = "https://github.com/edgeloom/edgeloom/blob/main/docs/operations.md"
+
+
 def alert(
-    name: str, at: str, labels: dict[str, str], summary: str, description: str
+    name: str,
+    at: str,
+    labels: dict[str, str],
+    summary: str,
+    description: str,
+    dashboard: str,
 ) -> dict[str, Any]:
-    expected = {"exp_labels": labels, "exp_annotations": {"summary": summary}}
-    expected["exp_annotations"]["description"] = description
+    """The one alert ``name`` expected at ``at``, with every annotation (its runbook section
+    is ``#<name in lower case>``)."""
+    annotations = {
+        "summary": summary,
+        "description": description,
+        "runbook_url": f"{RUNBOOK}#{name.lower()}",
+        "dashboard_url": dashboard,
+    }
+    expected = {"exp_labels": labels, "exp_annotations": annotations}
     return {"eval_time": at, "alertname": name, "exp_alerts": [expected]}
+
+
+def job_failed(name: str, uid: str) -> dict[str, Any]:
+    labels = {
+        "kind": "SplitTrainingJob",
+        "resource_namespace": "ml",
+        "name": name,
+        "uid": uid,
+        "severity": "warning",
+    }
+    (expected,) = alert(
+        "EdgeloomJobFailed",
+        "0m",
+        labels,
+        f"SplitTrainingJob ml/{name} failed",
+        f"Its Ready condition says why: kubectl describe splittrainingjob {name} -n ml.",
+        f"/d/edgeloom-splittrainingjob?var-namespace=ml&var-resource={name}&var-run={uid}",
+    )["exp_alerts"]
+    return dict(expected)
 
 
 def no_alert(name: str, at: str) -> dict[str, Any]:
     return {"eval_time": at, "alertname": name, "exp_alerts": []}
 
 
+WORKER_TARGET = {
+    "app_kubernetes_io_name": "edgeloom",
+    "namespace": "ml",
+    "pod": "mnist-worker-0-3-abcde",
+    "edgeloom_kind": "splittrainingjob",
+    "edgeloom_job": "mnist",
+}
+
+
+def target_down(labels: dict[str, str], dashboard: str) -> dict[str, Any]:
+    pod = labels["pod"]
+    (expected,) = alert(
+        "EdgeloomTargetDown",
+        "15m",
+        {**labels, "severity": "warning"},
+        f"Metrics of {labels['namespace']}/{pod} are stale",
+        f"Prometheus has not scraped {pod} for 5m: the pod's metrics, and the operator's"
+        " health checks on them, are out of date.",
+        dashboard,
+    )["exp_alerts"]
+    return dict(expected)
+
+
+def resource_phase(
+    name: str, uid: str, phase: str, values: str, pod: str = OPERATOR_POD["pod"]
+) -> dict[str, str]:
+    """The per-resource series of SplitTrainingJob ml/<name> in one phase, from operator pod
+    ``pod``."""
+    labels = {
+        **OPERATOR_TARGET,
+        "pod": pod,
+        "kind": "SplitTrainingJob",
+        "resource_namespace": "ml",
+        "name": name,
+        "uid": uid,
+        "phase": phase,
+    }
+    return series("edgeloom_operator_resource_phase", labels, values)
+
+
+def operator_absent(at: str) -> dict[str, Any]:
+    return alert(
+        "EdgeloomOperatorAbsent",
+        at,
+        {"severity": "critical"},  # absent() of a comparison carries no labels
+        "The edgeloom operator is not running or not scraped",
+        "No operator target of release edgeloom has been up for 5m: resources are not"
+        " reconciled and their deletion waits on the operator.",
+        "/d/edgeloom-operator",
+    )
+
+
 ALERT_TESTS: list[dict[str, Any]] = [
+    {  # "bad" runs 5 min, fails and stays; "good" succeeds; the operator pod restarts at 10 min
+        "interval": "1m",
+        "input_series": [
+            resource_phase("bad", "u-1", "Running", "1x4 0x25"),
+            resource_phase("bad", "u-1", "Failed", "0x4 1x5"),
+            resource_phase("bad", "u-1", "Failed", "_x10 1x20", pod="operator-after-restart"),
+            resource_phase("good", "u-2", "Running", "1x4 0x25"),
+            resource_phase("good", "u-2", "Succeeded", "0x4 1x25"),
+            # deleted at 20 min: its series is gone, and so is the alert
+            resource_phase("gone", "u-3", "Failed", "1x20"),
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": "3m",
+                "alertname": "EdgeloomJobFailed",
+                "exp_alerts": [job_failed("gone", "u-3")],
+            },
+            {
+                "eval_time": "15m",
+                "alertname": "EdgeloomJobFailed",
+                "exp_alerts": [job_failed("bad", "u-1"), job_failed("gone", "u-3")],
+            },
+            {
+                "eval_time": "28m",
+                "alertname": "EdgeloomJobFailed",
+                "exp_alerts": [job_failed("bad", "u-1")],
+            },
+        ],
+    },
+    {  # the operator is scraped for 5 min, then its target is down, then gone entirely
+        "interval": "1m",
+        "input_series": [series("up", OPERATOR_TARGET, "1x5 0x5")],
+        "alert_rule_test": [
+            no_alert("EdgeloomOperatorAbsent", "5m"),
+            no_alert("EdgeloomOperatorAbsent", "9m"),  # down, but not for 5m yet
+            operator_absent("12m"),
+        ],
+    },
+    {  # another release's operator being up does not hide this release's absence
+        "interval": "1m",
+        "input_series": [
+            series("up", {**OPERATOR_TARGET, "app_kubernetes_io_instance": "other"}, "1x20"),
+        ],
+        "alert_rule_test": [
+            no_alert("EdgeloomOperatorAbsent", "4m"),
+            operator_absent("10m"),
+        ],
+    },
     {  # rounds advance for 10 min, then stop at 10 of 20; a new server pod starts at 20 min
         "interval": "1m",
         "input_series": [
@@ -218,6 +402,7 @@ ALERT_TESTS: list[dict[str, Any]] = [
                 "SplitTrainingJob ml/mnist is stalled",
                 "Its server mnist-server-x7k2p has completed no step for 15m; it is at step 10,"
                 " short of its planned steps.",
+                MNIST_BOARD,
             ),
         ],
     },
@@ -238,6 +423,7 @@ ALERT_TESTS: list[dict[str, Any]] = [
                 "PruneJob ml/llama is stalled",
                 "Its pruner llama-pruner-q9d4s has completed no step for 15m; it is at step 10,"
                 " short of its planned steps.",
+                "/d/edgeloom-prunejob?var-namespace=ml&var-resource=llama",
             ),
         ],
     },
@@ -253,6 +439,7 @@ ALERT_TESTS: list[dict[str, Any]] = [
                 "SplitTrainingJob ml/mnist dropped workers",
                 "About 1 workers were dropped from its rounds in the last 10m; the job goes on"
                 " without them.",
+                MNIST_BOARD,
             ),
             no_alert("EdgeloomWorkersDropped", "30m"),
         ],
@@ -260,34 +447,28 @@ ALERT_TESTS: list[dict[str, Any]] = [
     {  # a worker target down from minute 6; another application's target is not ours
         "interval": "1m",
         "input_series": [
-            series(
-                "up",
-                {
-                    "app_kubernetes_io_name": "edgeloom",
-                    "namespace": "ml",
-                    "pod": "mnist-worker-0-3-abcde",
-                },
-                "1x5 0x20",
-            ),
+            series("up", WORKER_TARGET, "1x5 0x20"),
+            series("up", OPERATOR_TARGET, "1x6 0x20"),
             series(
                 "up", {"app_kubernetes_io_name": "other", "namespace": "ml", "pod": "x"}, "0x25"
             ),
         ],
         "alert_rule_test": [
             no_alert("EdgeloomTargetDown", "9m"),
-            alert(
-                "EdgeloomTargetDown",
-                "15m",
-                {
-                    "app_kubernetes_io_name": "edgeloom",
-                    "namespace": "ml",
-                    "pod": "mnist-worker-0-3-abcde",
-                    "severity": "warning",
-                },
-                "Metrics of ml/mnist-worker-0-3-abcde are stale",
-                "Prometheus has not scraped mnist-worker-0-3-abcde for 5m: the pod's metrics, and"
-                " the operator's health checks on them, are out of date.",
-            ),
+            {
+                "eval_time": "15m",
+                "alertname": "EdgeloomTargetDown",
+                "exp_alerts": [
+                    target_down(
+                        WORKER_TARGET,
+                        "/d/edgeloom-splittrainingjob?var-namespace=ml&var-resource=mnist",
+                    ),
+                    target_down(
+                        OPERATOR_TARGET,
+                        "/d/edgeloom-operator?var-operator_namespace=edgeloom-system",
+                    ),
+                ],
+            },
         ],
     },
     {  # SplitTrainingJob reconciles keep failing; PruneJob had a burst; invalid specs don't count
@@ -318,6 +499,7 @@ ALERT_TESTS: list[dict[str, Any]] = [
                 "The edgeloom operator keeps failing to reconcile SplitTrainingJob resources",
                 f"Operator edgeloom-system/{OPERATOR_POD['pod']} has had SplitTrainingJob"
                 " reconcile errors for at least 10m; see its log and the resources' events.",
+                "/d/edgeloom-operator?var-operator_namespace=edgeloom-system",
             ),
         ],
     },
@@ -334,8 +516,10 @@ def test_alert_rules_pass_promtool_check(
 ) -> None:
     assert set(alert_expressions(default_rules)) == {
         "EdgeloomJobStalled",
+        "EdgeloomJobFailed",
         "EdgeloomWorkersDropped",
         "EdgeloomTargetDown",
+        "EdgeloomOperatorAbsent",
         "EdgeloomOperatorReconcileErrors",
     }
     (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(default_rules))
@@ -357,6 +541,9 @@ def test_alert_thresholds_follow_the_chart_values() -> None:
         "workersDroppedWindow": "4m",
         "staleFor": "1m",
         "reconcileErrorsFor": "6m",
+        "operatorAbsentFor": "3m",
+        "runbookUrl": "https://runbooks.example/edgeloom",
+        "grafanaUrl": "https://grafana.example/",
     }
     rules = alert_rules({"monitoring": {"prometheusRule": thresholds}})
     by_name = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
@@ -366,3 +553,30 @@ def test_alert_thresholds_follow_the_chart_values() -> None:
     assert "[4m]" in exprs["EdgeloomWorkersDropped"]
     assert by_name["EdgeloomTargetDown"]["for"] == "1m"
     assert by_name["EdgeloomOperatorReconcileErrors"]["for"] == "6m"
+    assert by_name["EdgeloomOperatorAbsent"]["for"] == "3m"
+    for name, rule in by_name.items():
+        annotations = rule["annotations"]
+        assert annotations["runbook_url"] == f"https://runbooks.example/edgeloom#{name.lower()}"
+        if name != "EdgeloomTargetDown":  # its dashboard depends on the target
+            assert annotations["dashboard_url"].startswith("https://grafana.example/d/edgeloom-")
+        else:
+            assert annotations["dashboard_url"].startswith("https://grafana.example{{ if ")
+
+
+def test_every_alert_has_a_runbook_section_a_dashboard_and_a_known_severity(
+    default_rules: dict[str, Any],
+) -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in operations.splitlines()
+        if line.startswith("#")
+    }
+    severities = set()
+    for group in default_rules["groups"]:
+        for rule in group["rules"]:
+            runbook = rule["annotations"]["runbook_url"]
+            assert runbook.split("#")[1] in anchors, f"{rule['alert']}: no runbook section"
+            assert "/d/edgeloom-" in rule["annotations"]["dashboard_url"], rule["alert"]
+            severities.add(rule["labels"]["severity"])
+    assert severities == {"critical", "warning", "info"}

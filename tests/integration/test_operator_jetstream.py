@@ -1,6 +1,10 @@
-"""The operator's JetStream cleanup against a real nats-server, on state written by the bus."""
+"""The operator's NATS link and JetStream cleanup against a real nats-server, on state written by
+the bus."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import nats
 import pytest
@@ -10,7 +14,14 @@ from pydantic import BaseModel
 from edgeloom.api.jobstate import job_buckets
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.runtime.bus import Bus
+from edgeloom.runtime.framing import frame_envelope
+from edgeloom_operators import jetstream
+from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.handlers import Operator
 from edgeloom_operators.jetstream import delete_job_state
+from edgeloom_operators.plugin import index
+from edgeloom_operators.prunejob import PruneJobPlugin
+from edgeloom_testkit.controlplane import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +61,34 @@ def test_every_job_has_buckets_of_its_own() -> None:
         job_buckets("ns", "PruneJob", "a") != a and job_buckets("ns2", "SplitTrainingJob", "a") != a
     )
     assert all(len(name) < 64 and "." not in name for name in a.all)
+
+
+async def test_the_operator_connects_once_nats_appears_and_hears_reports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jetstream, "BACKOFF_START_S", 0.05)
+    monkeypatch.setattr(jetstream, "BACKOFF_MAX_S", 0.2)
+    events: list[str] = []
+
+    class EventKube:
+        def event(self, body: dict[str, Any], type: str, reason: str, message: str) -> None:
+            events.append(reason)
+
+    port = free_port()
+    config = OperatorConfig(nats_url=f"nats://127.0.0.1:{port}", pod_name="op", pod_uid="u")
+    operator = Operator(EventKube(), config, index([PruneJobPlugin()]))  # type: ignore[arg-type]
+    connecting = asyncio.create_task(operator.connect_nats(None))
+    while events != ["NatsUnreachable"]:
+        await asyncio.sleep(0.05)
+    with NatsServer(port=port) as server:  # NATS comes up where the operator looks
+        await asyncio.wait_for(connecting, 30)
+        assert events == ["NatsUnreachable", "NatsConnected"]
+        assert operator.readiness.state == (True, f"connected to NATS at {server.url}")
+        nc = await nats.connect(server.url)
+        await nc.publish("edgeloom.ns.prunejob.p.status", frame_envelope('{"phase": "Running"}'))
+        await nc.flush()
+        while ("ns", "PruneJob", "p") not in operator.reports:  # the listener subscribed
+            await asyncio.sleep(0.05)
+        await nc.close()
+        assert operator.link is not None
+        await operator.link.close()

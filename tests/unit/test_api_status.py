@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -187,6 +188,7 @@ def test_status_wire_form_is_camel_case_and_drops_unset_progress() -> None:
     assert wire["progress"] == {
         "round": 3,
         "totalRounds": 10,
+        "summary": "3/10",
         "participantsReady": 9,
         "etaSeconds": 12.5,
     }
@@ -219,3 +221,39 @@ def test_unknown_status_field_is_refused() -> None:
 def test_unknown_phase_is_refused() -> None:
     with pytest.raises(ValidationError, match="phase"):
         Status.model_validate({"phase": "Exploded"})
+
+
+@pytest.mark.parametrize(
+    ("fields", "summary"),
+    [
+        ({"round": 5, "total_rounds": 50}, "5/50"),
+        ({"total_rounds": 50}, "0/50"),  # planned, none done yet
+        ({"round": 7}, "7"),
+        ({"stage": "Loading"}, None),
+    ],
+)
+def test_progress_summary_is_round_over_total_for_the_printer_column(
+    fields: dict[str, Any], summary: str | None
+) -> None:
+    assert Progress(**fields).summary == summary
+
+
+def test_progress_summary_follows_its_round_and_cannot_be_set_apart() -> None:
+    progress = Progress(round=1, total_rounds=3)
+    progress.round = 2
+    assert progress.to_wire()["summary"] == "2/3"
+    forged = Progress.model_validate({"round": 1, "totalRounds": 3, "summary": "3/3"})
+    assert forged.summary == "1/3"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(0.9204514026641846, 0.9205), (23.456789, 23.46), (12345.678, 12350.0), (None, None)],
+)
+def test_metric_value_is_stored_to_four_significant_digits(
+    value: float | None, shown: float | None
+) -> None:
+    assert Progress(metric_value=value).metric_value == shown
+    progress = Progress()
+    progress.metric_value = value
+    assert progress.to_wire().get("metricValue") == shown

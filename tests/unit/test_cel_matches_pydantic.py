@@ -12,7 +12,9 @@ real (``celpy``, after applying the schema's defaults as the API server does) an
 * every range, enum, length and item-count bound of the schema refuses the value just past
   it and accepts the value on it, in the schema and in pydantic alike;
 * every number of every kind's spec is bounded on both sides and finite, and a value of the
-  wrong JSON type (``true`` or ``"5"`` for an integer) is refused by both, never coerced.
+  wrong JSON type (``true`` or ``"5"`` for an integer) is refused by both, never coerced;
+* every ``metadata.name`` that ``parse_resource`` refuses is refused by the CRD's rules on the
+  name (``KindInfo.name_rules``, on the schema's root), and for a job kind the same names.
 """
 
 from __future__ import annotations
@@ -59,6 +61,16 @@ CASES: dict[str, dict[str, list[Spec]]] = {
         "workers[*].count must add up to at most 1000 workers": [
             {"workers": [{"name": "a", "count": 1000}, {"name": "b", "count": 1}]},
         ],
+        "workers[*].name must be unique: each group becomes a Job of that name": [
+            {"workers": [{"name": "a", "count": 1}, {"name": "a", "count": 2}]},
+            {
+                "workers": [
+                    {"name": "a", "count": 1},
+                    {"name": "b", "count": 1},
+                    {"name": "a", "count": 1},
+                ]
+            },
+        ],
         "training.minBatchSize must not exceed training.maxBatchSize": [
             {"training": {"minBatchSize": 97, "maxBatchSize": 96}},
         ],
@@ -82,7 +94,8 @@ CASES: dict[str, dict[str, list[Spec]]] = {
         "model.architecture digits-cnn needs dataset.name digits": [
             {"model": {"architecture": "digits-cnn"}},
         ],
-        "model.architecture cifar-alexnet needs dataset.name cifar10 or imagefolder": [
+        "model.architecture cifar-alexnet needs dataset.name cifar10 or fashion-mnist or "
+        "imagefolder": [
             {"model": {"architecture": "cifar-alexnet"}, "dataset": {"name": "digits"}},
         ],
         "model.splitPoint must be below 5 for cnn1d": [
@@ -154,10 +167,10 @@ def schema_errors(kind: str, spec: Spec, at: tuple[str | int, ...] | None = None
     ]
 
 
-def pydantic_errors(kind: str, spec: Spec) -> str | None:
+def pydantic_errors(kind: str, spec: Spec, name: str = "x") -> str | None:
     """``parse_resource``'s message for a spec, or None when it accepts it."""
     info = kind_info(kind)
-    doc = {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": "x"}, "spec": spec}
+    doc = {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": spec}
     try:
         parse_resource(doc, info.spec_model, kind)
     except InvalidResource as err:
@@ -197,17 +210,27 @@ def cel_program(rule: str) -> celpy.Runner:
     return env.program(env.compile(rule), functions={"sum": _list_sum})
 
 
-def cel_failures(kind: str, spec: Spec) -> list[str]:
-    """The messages of the kind's CEL rules that refuse ``spec`` (a rule that cannot be
-    evaluated, as on a missing field, raises: the API server would refuse with its error)."""
-    activation = {"self": celpy.json_to_cel(with_defaults(spec, spec_schema(kind)))}
+def refusing(rules: tuple[tuple[str, str], ...], value: Any) -> list[str]:
+    """The messages of the ``rules`` that refuse ``value`` as their ``self`` (a rule that cannot
+    be evaluated, as on a missing field, raises: the API server would refuse with its error)."""
+    activation = {"self": celpy.json_to_cel(value)}
     failed = []
-    for rule, message in kind_info(kind).cel_rules:
+    for rule, message in rules:
         result = cel_program(rule).evaluate(activation)
         assert isinstance(result, celtypes.BoolType), (rule, result)
         if not result:
             failed.append(message)
     return failed
+
+
+def cel_failures(kind: str, spec: Spec) -> list[str]:
+    """The messages of the kind's CEL rules on ``spec`` that refuse it, defaults applied."""
+    return refusing(kind_info(kind).cel_rules, with_defaults(spec, spec_schema(kind)))
+
+
+def cel_name_failures(kind: str, name: str) -> list[str]:
+    """The messages of the kind's rules on ``self.metadata.name`` that refuse ``name``."""
+    return refusing(kind_info(kind).name_rules, {"metadata": {"name": name}})
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -302,6 +325,7 @@ def _present(**fields: Any) -> Spec:
 @st.composite
 def split_training_specs(draw: st.DrawFn) -> Spec:
     counts = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    names = [f"g{draw(st.integers(0, 3))}" for _ in counts]  # now and then a name twice
     architecture = draw(st.sampled_from(["cnn1d", "digits-cnn", "cifar-alexnet"]))
     fitting = {"cnn1d": ["mnist1d"], "digits-cnn": ["digits"]}.get(
         architecture, ["cifar10", "imagefolder"]
@@ -310,7 +334,7 @@ def split_training_specs(draw: st.DrawFn) -> Spec:
     return merged(
         BASES["SplitTrainingJob"],
         {
-            "workers": [{"name": f"g{i}", "count": c} for i, c in enumerate(counts)],
+            "workers": [{"name": n, "count": c} for n, c in zip(names, counts, strict=True)],
             "model": _present(
                 architecture=architecture,
                 splitPoint=draw(st.none() | st.integers(1, 9)),
@@ -579,3 +603,50 @@ def test_an_integral_number_fits_an_integer_field(
     not), so pydantic takes it too."""
     refusal = pydantic_errors(kind, _set(BASES[kind], path, value)) or ""
     assert not naming(_wire_path(path)).search(refusal), refusal
+
+
+# -- metadata.name: what the operator refuses, admission refuses ---------------------------------
+
+INVALID_NAMES = ["a" * 64, "a" * 70, "mnist1d.v2", "Job", "-job", "job-", "job_1", ""]
+"""Names the API server's own check (a DNS-1123 subdomain, up to 253 characters) lets through
+or not, that ``parse_resource`` refuses: too long for a label value, or not a label."""
+VALID_NAMES = ["a" * 63, "a", "0job", "mnist1d-mergesfl"]
+
+
+@pytest.mark.parametrize("kind", sorted(kinds()))
+@pytest.mark.parametrize("name", INVALID_NAMES, ids=lambda n: f"{n[:12]}({len(n)})")
+def test_a_name_parse_resource_refuses_is_refused_at_admission(kind: str, name: str) -> None:
+    failures = cel_name_failures(kind, name)
+    assert failures, f"the CRD admits metadata.name {name!r}"
+    assert all(message.startswith("metadata.name must") for message in failures)
+    refusal = pydantic_errors(kind, BASES.get(kind, {}), name) or ""
+    assert naming("metadata.name").search(refusal), refusal
+
+
+@pytest.mark.parametrize("kind", sorted(BASES))
+@pytest.mark.parametrize("name", VALID_NAMES, ids=lambda n: f"{n[:12]}({len(n)})")
+def test_a_name_both_take(kind: str, name: str) -> None:
+    assert cel_name_failures(kind, name) == []
+    assert pydantic_errors(kind, BASES[kind], name) is None
+
+
+@pytest.mark.parametrize("kind", sorted(kinds()))
+def test_every_name_rule_has_a_name_it_refuses(kind: str) -> None:
+    refused = {m for name in INVALID_NAMES for m in cel_name_failures(kind, name)}
+    assert refused == {message for _, message in kind_info(kind).name_rules}
+
+
+@pytest.mark.parametrize("kind", sorted(BASES))
+def test_names_are_refused_alike_by_both(kind: str) -> None:
+    """A job's name rules are exactly ``parse_resource``'s; a service's may be stricter (its
+    name must also suit a Service), never looser."""
+    job = kind_info(kind).shape == "job"
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(st.text(alphabet="abz09-.A_", max_size=66) | st.just("a" * 64))
+    def agree(name: str) -> None:
+        cel_refuses = bool(cel_name_failures(kind, name))
+        pydantic_refuses = pydantic_errors(kind, BASES[kind], name) is not None
+        assert cel_refuses == pydantic_refuses if job else cel_refuses >= pydantic_refuses
+
+    agree()

@@ -23,7 +23,7 @@ from edgeloom.api.crdgen import (
     write_crds,
 )
 from edgeloom.api.kinds.splittraining import SplitMethod, SplitTrainingJobSpec, WorkerGroup
-from edgeloom.api.registry import KindInfo, ScaleSubresource, kind_info
+from edgeloom.api.registry import HeadlineMetric, KindInfo, ScaleSubresource, Shape, kind_info
 from edgeloom.api.service import SERVICE_SCALE, ServiceStatus
 from edgeloom.api.status import Status
 
@@ -81,7 +81,9 @@ def apply_defaults(schema: dict[str, Any], obj: Any) -> Any:
     return obj
 
 
-def minimal_kind(spec_model: type[ApiModel], status_model: type[Status] = Status) -> KindInfo:
+def minimal_kind(
+    spec_model: type[ApiModel], status_model: type[Status] = Status, shape: Shape = "job"
+) -> KindInfo:
     return KindInfo(
         kind="Probe",
         plural="probes",
@@ -91,6 +93,8 @@ def minimal_kind(spec_model: type[ApiModel], status_model: type[Status] = Status
         roles=(),
         app_module="tests.none",
         description="A kind that exists only in this test.",
+        shape=shape,
+        metric=HeadlineMetric("score", "A score") if shape == "job" else None,
     )
 
 
@@ -146,7 +150,8 @@ def test_every_property_is_described(root: dict[str, Any]) -> None:
 
 def test_property_descriptions_come_from_fields_not_class_docstrings(spec: dict[str, Any]) -> None:
     method = spec["properties"]["method"]
-    assert method["description"] == SplitTrainingJobSpec.model_fields["method"].description
+    field = SplitTrainingJobSpec.model_fields["method"].description
+    assert method["description"] == f"{field} Default: mergesfl."
     assert "items" in spec["properties"]["workers"]
     assert "description" not in spec["properties"]["workers"]["items"]
 
@@ -184,7 +189,7 @@ def test_numeric_ranges(spec: dict[str, Any]) -> None:
         "minimum": 1,
         "maximum": 100000,
         "default": 50,
-        "description": "Maximum number of rounds.",
+        "description": "Maximum number of rounds. Default: 50. Range: 1 to 100000.",
     }
     lr = training["learningRate"]
     assert (lr["minimum"], lr["exclusiveMinimum"], lr["maximum"]) == (0, True, 10)
@@ -229,16 +234,44 @@ def test_printer_columns(crd: dict[str, Any]) -> None:
     columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [(c["name"], c["jsonPath"], c["type"]) for c in columns] == [
         ("Phase", ".status.phase", "string"),
-        ("Progress", ".status.progress.round", "integer"),
-        ("Metric", ".status.progress.metricValue", "number"),
+        ("Ready", '.status.conditions[?(@.type=="Ready")].status', "string"),
+        ("Reason", '.status.conditions[?(@.type=="Ready")].reason', "string"),
+        ("Progress", ".status.progress.summary", "string"),
+        ("Accuracy", ".status.progress.metricValue", "number"),
         ("Age", ".metadata.creationTimestamp", "date"),
     ]
 
 
-def test_cel_rules_on_spec(spec: dict[str, Any]) -> None:
+def test_cel_rules_on_spec_then_immutability(spec: dict[str, Any]) -> None:
     rules = kind_info("SplitTrainingJob").cel_rules
     assert rules
-    assert spec["x-kubernetes-validations"] == [{"rule": r, "message": m} for r, m in rules]
+    assert spec["x-kubernetes-validations"] == [
+        *({"rule": r, "message": m} for r, m in rules),
+        {
+            "rule": "self == oldSelf",
+            "message": "spec is immutable: delete and re-create the SplitTrainingJob to run a "
+            "new spec",
+        },
+    ]
+    assert spec["description"].endswith(
+        "Immutable once created: delete and re-create to change it."
+    )
+
+
+def test_name_rules_on_the_root(root: dict[str, Any]) -> None:
+    assert root["x-kubernetes-validations"] == [
+        {
+            "rule": "self.metadata.name.size() <= 63",
+            "message": "metadata.name must be at most 63 characters: it is the edgeloom.io/job "
+            "label value of every child",
+        },
+        {
+            "rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+            "message": "metadata.name must consist of lowercase letters, digits and '-', start "
+            "with a lowercase letter or digit and end with a letter or digit: it is a label "
+            "value of every child and a token of the job's NATS subjects",
+        },
+    ]
 
 
 # --- models the generator must refuse or rewrite -------------------------------------------
@@ -313,7 +346,6 @@ def test_string_map_and_model_list_default() -> None:
         "description": "Extra labels.",
     }
     assert props["when"]["default"] == [{"value": 2}]
-    assert "additionalPrinterColumns" not in version
 
 
 class _ReplicatedSpec(ApiModel):
@@ -336,6 +368,70 @@ def test_a_service_kind_gets_the_scale_subresource() -> None:
     unselected = dataclasses.replace(info, scale=ScaleSubresource(label_selector_path=None))
     [version] = generate_crd(unselected)["spec"]["versions"]
     assert "labelSelectorPath" not in version["subresources"]["scale"]
+
+
+class _Bounded(ApiModel):
+    ratio: float = Field(default=0.5, gt=0, lt=1, description="Open interval")
+    floor: float = Field(default=0.0, ge=0, description="Lower bound only.")
+    name: str = Field(default="x", min_length=1, max_length=8, description="A name.")
+    tags: list[str] = Field(
+        default_factory=list, min_length=1, max_length=3, description="Some tags."
+    )
+    flag: bool = Field(default=True, description="A flag.")
+    big: float = Field(default=1.25e7, le=1e12, ge=1, description="Large.")
+    nested: _Documented = Field(default_factory=_Documented, description="Nested.")
+    free: str | None = Field(default=None, description="Optional, unbounded.")
+
+
+def test_descriptions_end_with_the_default_and_bounds() -> None:
+    [version] = generate_crd(minimal_kind(_Bounded))["spec"]["versions"]
+    props = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    described = {name: prop["description"] for name, prop in props.items()}
+    assert described == {
+        "ratio": "Open interval. Default: 0.5. Range: greater than 0, less than 1.",
+        "floor": "Lower bound only. Default: 0. Range: at least 0.",
+        "name": "A name. Default: x. Length: 1 to 8 characters.",
+        "tags": "Some tags. Items: 1 to 3.",
+        "flag": "A flag. Default: true.",
+        "big": "Large. Default: 12500000. Range: 1 to 1000000000000.",
+        "nested": "Nested.",
+        "free": "Optional, unbounded.",
+    }
+    assert props["nested"]["properties"]["value"]["description"] == (
+        "A described value. Default: 1."
+    )
+
+
+class _Scaled(ApiModel):
+    replicas: int = Field(default=1, ge=0, le=4, description="Pods to run.")
+
+
+def test_a_service_spec_stays_mutable_and_its_name_must_suit_a_service() -> None:
+    info = minimal_kind(_Scaled, ServiceStatus, "service")
+    [version] = generate_crd(info)["spec"]["versions"]
+    root = version["schema"]["openAPIV3Schema"]
+    assert "x-kubernetes-validations" not in root["properties"]["spec"]
+    assert "Immutable" not in root["properties"]["spec"]["description"]
+    rules = [v["rule"] for v in root["x-kubernetes-validations"]]
+    assert rules == [
+        "self.metadata.name.size() <= 63",
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    ]
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns == ["Phase", "Ready", "Reason", "Age"]
+
+
+def test_the_metric_column_is_named_after_the_headline_metric() -> None:
+    metric = HeadlineMetric("embedding_fidelity", "Cosine similarity to the unpruned model")
+    info = dataclasses.replace(minimal_kind(_Scaled), metric=metric)
+    [version] = generate_crd(info)["spec"]["versions"]
+    column = version["additionalPrinterColumns"][-2]
+    assert column == {
+        "name": "Embedding-fidelity",
+        "type": "number",
+        "jsonPath": ".status.progress.metricValue",
+        "description": "Cosine similarity to the unpruned model (4 significant digits).",
+    }
 
 
 # --- rendered files and drift ----------------------------------------------------------------
@@ -414,3 +510,8 @@ def test_spec_schema_validates_examples(spec: dict[str, Any]) -> None:
     for path, node in schema_nodes(spec):
         if "default" in node:
             assert not list(jsonschema.Draft4Validator(node).iter_errors(node["default"])), path
+
+
+def test_a_job_kind_must_name_its_headline_metric() -> None:
+    with pytest.raises(ValueError, match="Probe is a job: name its headline metric"):
+        dataclasses.replace(minimal_kind(_Scaled), metric=None)

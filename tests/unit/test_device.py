@@ -22,7 +22,14 @@ PROFILE = DeviceProfile(
 def test_virtual_compute_is_measured_time_times_slowdown() -> None:
     clock = DeviceClock(PROFILE)
 
-    assert clock.compute_seconds(0.25) == pytest.approx(1.0)
+    assert clock.compute_seconds(0.25, 9.0) == pytest.approx(1.0)
+
+
+def test_modelled_compute_is_the_modelled_time_times_slowdown() -> None:
+    clock = DeviceClock(PROFILE, EmulationMode.MODELLED)
+
+    assert clock.compute_seconds(0.25, 0.5) == pytest.approx(2.0)
+    assert clock.upload_seconds(1_000_000) == DeviceClock(PROFILE).upload_seconds(1_000_000)
 
 
 def test_virtual_upload_is_bytes_over_uplink_plus_half_rtt() -> None:
@@ -47,7 +54,7 @@ def test_zero_bytes_still_cost_half_an_rtt() -> None:
 def test_sleep_mode_uses_the_same_arithmetic_as_virtual() -> None:
     virtual, sleep = DeviceClock(PROFILE), DeviceClock(PROFILE, EmulationMode.SLEEP)
 
-    assert sleep.compute_seconds(0.3) == virtual.compute_seconds(0.3)
+    assert sleep.compute_seconds(0.3, 9.0) == virtual.compute_seconds(0.3, 9.0)
     assert sleep.upload_seconds(12345) == virtual.upload_seconds(12345)
     assert sleep.download_seconds(12345) == virtual.download_seconds(12345)
 
@@ -55,7 +62,7 @@ def test_sleep_mode_uses_the_same_arithmetic_as_virtual() -> None:
 def test_off_mode_ignores_the_profile() -> None:
     clock = DeviceClock(PROFILE, EmulationMode.OFF)
 
-    assert clock.compute_seconds(0.25) == 0.25
+    assert clock.compute_seconds(0.25, 9.0) == 0.25
     assert clock.upload_seconds(10**9) == 0.0
     assert clock.download_seconds(10**9) == 0.0
 
@@ -63,7 +70,7 @@ def test_off_mode_ignores_the_profile() -> None:
 async def test_spend_advances_now_and_returns_the_amount() -> None:
     clock = DeviceClock(PROFILE)
 
-    first = await clock.spend(clock.compute_seconds(0.25))
+    first = await clock.spend(clock.compute_seconds(0.25, 9.0))
     await clock.spend(clock.upload_seconds(1_000_000))
 
     assert first == pytest.approx(1.0)

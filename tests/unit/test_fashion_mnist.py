@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from edgeloom.data.fashion_mnist import CLASSES, DEBIAN_DIR, fashion_mnist_arrays, read_idx
 
@@ -50,3 +51,13 @@ def test_a_missing_file_names_the_package(tmp_path: Path) -> None:
         fashion_mnist_arrays("test", tmp_path)
     with pytest.raises(ValueError, match="split must be"):
         fashion_mnist_arrays("validation", tmp_path)
+
+
+def test_load_dataset_keeps_the_official_ratio_and_standardises() -> None:
+    from edgeloom.data import load_dataset
+
+    train, test = load_dataset("fashion-mnist", samples=7000, seed=1)
+    assert train.x.shape == (6000, 1, 28, 28) and test.x.shape == (1000, 1, 28, 28)
+    assert abs(float(train.x.mean())) < 0.05 and abs(float(train.x.std()) - 1) < 0.05
+    again, _ = load_dataset("fashion-mnist", samples=7000, seed=1)
+    assert torch.equal(train.x, again.x)  # the seed decides the subset

@@ -9,6 +9,7 @@ explain`` text on every field.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ from edgeloom.api.crdgen import generate_crd
 from edgeloom.api.registry import KindInfo, kinds
 from edgeloom.bench.registry import builtin_benchmarks
 from edgeloom.local.runner import load_and_validate
+from edgeloom_operators.dashboards.board import kind_board, uid_of
+from edgeloom_operators.dashboards.generate import DASHBOARD_DIR, check_dashboards
+from edgeloom_operators.dashboards.operator import operator_board
 from edgeloom_operators.kinds import default_plugins
+from edgeloom_operators.metrics import OperatorMetrics
+from edgeloom_operators.plugin import JobPlugin, ServicePlugin
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -118,3 +124,83 @@ def test_kubectl_explain_has_text_for_every_field(info: KindInfo) -> None:
     assert root.get("description")
     assert _undescribed(root["properties"]["spec"], "spec") == []
     assert _undescribed(root["properties"]["status"], "status") == []
+
+
+@pytest.mark.parametrize("info", KINDS, ids=_ids)
+def test_its_shape_is_its_plugins(info: KindInfo) -> None:
+    plugin = {p.info.kind: p for p in default_plugins()}[info.kind]
+    base = JobPlugin if info.shape == "job" else ServicePlugin
+    assert isinstance(plugin, base), f"{info.kind} is a {info.shape}; its plugin is not a {base}"
+
+
+@pytest.mark.parametrize("info", KINDS, ids=_ids)
+def test_admission_refuses_a_name_it_cannot_use_and_a_changed_job_spec(info: KindInfo) -> None:
+    (version,) = generate_crd(info)["spec"]["versions"]
+    root = version["schema"]["openAPIV3Schema"]
+    rules = [(v["rule"], v["message"]) for v in root["x-kubernetes-validations"]]
+    assert rules == list(info.name_rules) and rules
+    spec_rules = [v["rule"] for v in root["properties"]["spec"].get("x-kubernetes-validations", [])]
+    assert ("self == oldSelf" in spec_rules) == (info.shape == "job")
+
+
+@pytest.mark.parametrize("info", KINDS, ids=_ids)
+def test_has_ready_reason_progress_and_named_metric_columns(info: KindInfo) -> None:
+    (version,) = generate_crd(info)["spec"]["versions"]
+    paths = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert paths["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert paths["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
+    if info.shape == "job":
+        assert info.metric is not None, f"{info.kind}: a job names its headline metric"
+        assert paths["Progress"] == ".status.progress.summary"
+        assert paths[info.metric.column] == ".status.progress.metricValue"
+    assert "Metric" not in paths, "name the metric column after the metric"
+
+
+def _facts_missing(schema: dict[str, Any], path: str) -> Iterator[str]:
+    """Fields whose description does not state their default or their range."""
+    for name, prop in (schema.get("properties") or {}).items():
+        where, text = f"{path}.{name}", prop.get("description", "")
+        default = prop.get("default")
+        scalar = default is not None and not isinstance(default, dict | list)
+        if scalar and "Default: " not in text:
+            yield f"{where} (default)"
+        if ("minimum" in prop or "maximum" in prop) and "Range: " not in text:
+            yield f"{where} (range)"
+        yield from _facts_missing(prop, where)
+        if isinstance(prop.get("items"), dict):
+            yield from _facts_missing(prop["items"], f"{where}[]")
+
+
+@pytest.mark.parametrize("info", KINDS, ids=_ids)
+def test_kubectl_explain_gives_defaults_and_ranges(info: KindInfo) -> None:
+    (version,) = generate_crd(info)["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert list(_facts_missing(spec, "spec")) == []
+
+
+@pytest.mark.parametrize("info", KINDS, ids=_ids)
+def test_has_a_generated_dashboard_and_the_series_its_alerts_read(info: KindInfo) -> None:
+    plugins = {plugin.info.kind: plugin for plugin in default_plugins()}
+    board = kind_board(plugins[info.kind])
+    path = ROOT / DASHBOARD_DIR / f"{info.singular}.json"
+    assert json.loads(path.read_text()) == board, "run `edgeloom dashboards`"
+    # EdgeloomJobFailed's and EdgeloomJobStalled's dashboard_url: /d/edgeloom-<kind in lower case>
+    assert board["uid"] == uid_of(info.kind) == f"edgeloom-{info.kind.lower()}"
+    tables = [p for p in board["panels"] if p["type"] == "table"]
+    assert any(f'{{kind="{info.kind}"' in t["targets"][0]["expr"] for t in tables)
+    operator = operator_board(list(plugins.values()))
+    assert {"title": info.kind, "url": f"/d/{board['uid']}"}.items() <= next(
+        link for link in operator["links"] if link["title"] == info.kind
+    ).items()
+    # EdgeloomJobFailed: one alert per failed resource of any kind, from the operator's series
+    metrics = OperatorMetrics()
+    metrics.phase(("ns", info.kind, "x"), "Failed", "uid-x")
+    failed = {"kind": info.kind, "resource_namespace": "ns", "name": "x", "uid": "uid-x"}
+    sample = metrics.factory.registry.get_sample_value(
+        "edgeloom_operator_resource_phase", {**failed, "phase": "Failed"}
+    )
+    assert sample == 1
+
+
+def test_the_committed_dashboards_are_the_generated_ones() -> None:
+    assert check_dashboards(ROOT, default_plugins()) == []

@@ -44,6 +44,7 @@ def test_register_wires_each_plugins_hooks_on_the_given_registry_only() -> None:
         "reconcile-on-resume",
         "reconcile-on-update/spec",
         "nats-credentials",
+        "forget-deleted",  # the resource's own DELETED event drops its metric series
     }
     assert handlers_by_resource(registry) == {
         "splittrainingjobs": every_kind
@@ -148,7 +149,7 @@ def test_a_spec_change_a_child_cannot_take_is_reported_naming_the_fields() -> No
     kube = ImmutableKube()
     plugin: KindPlugin = PruneJobPlugin()
     config = OperatorConfig(nats_url="nats://n:4222")
-    operator = Operator(kube, config, None, index([plugin]))  # type: ignore[arg-type]
+    operator = Operator(kube, config, index([plugin]))  # type: ignore[arg-type]
     body = prune_body(generation=2)
     operator.reconcile(plugin, body, "update")
     assert kube.applied == ["Secret", "ConfigMap"]  # the NATS Secret before any child
@@ -178,7 +179,7 @@ def test_job_credentials_are_minted_once_per_resource() -> None:
     plugin: KindPlugin = PruneJobPlugin()
     config = OperatorConfig(nats_url="nats://n:4222", authority_secret="authority")
     issuer = Authority.new().issuer
-    operator = Operator(kube, config, None, index([plugin]), issuer)  # type: ignore[arg-type]
+    operator = Operator(kube, config, index([plugin]), issuer)  # type: ignore[arg-type]
     body = prune_body()
     operator.reconcile(plugin, body, "update")
     first = kube.secrets["p-nats"]["data"]["pruner.creds"]
@@ -201,7 +202,7 @@ def test_credentials_near_expiry_are_renewed_by_the_periodic_check() -> None:
     config = OperatorConfig(
         nats_url="nats://n:4222", authority_secret="authority", credential_lifetime_s=3600
     )
-    operator = Operator(kube, config, None, index([plugin]), Authority.new().issuer)  # type: ignore[arg-type]
+    operator = Operator(kube, config, index([plugin]), Authority.new().issuer)  # type: ignore[arg-type]
     body = prune_body()
     operator.renew_credentials(plugin, body)  # none yet: minted
     operator.renew_credentials(plugin, body)  # fresh: kept

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from edgeloom.api.podenv import EXIT_INVALID, EXIT_JOB_FAILED
 from edgeloom.api.resource import parse_resource
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.plugin import KindPlugin
@@ -173,6 +174,31 @@ def test_every_child_is_owned_labelled_and_locked_down(
         annotations = kid["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
+
+
+@pytest.mark.parametrize(("plugin", "example"), CASES[:2], ids=[c[1] for c in CASES[:2]])
+def test_every_role_job_fails_at_once_on_a_deterministic_exit_and_retries_crashes(
+    plugin: KindPlugin, example: str
+) -> None:
+    jobs = [k for k in render(plugin, body_of(example)) if k["kind"] == "Job"]
+    assert jobs
+    for job in jobs:
+        spec = job["spec"]
+        (container,) = spec["template"]["spec"]["containers"]
+        assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+        fail, ignore = spec["podFailurePolicy"]["rules"]
+        assert fail == {
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": container["name"],
+                "operator": "In",
+                "values": [EXIT_INVALID, EXIT_JOB_FAILED],
+            },
+        }
+        # a drained or lost node is not the role's failure; exit 1 or an OOM kill (137) falls
+        # through to backoffLimit, which still retries it
+        assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+        assert spec["backoffLimit"] >= 2
 
 
 def test_a_service_runs_a_deployment_behind_a_service_selecting_its_pods() -> None:

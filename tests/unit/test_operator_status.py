@@ -79,7 +79,7 @@ def test_running_pods_make_it_running_and_a_report_brings_progress() -> None:
     report = {"phase": "Degraded", "progress": {"round": 3, "participantsDropped": 1}}
     status = derive(SPLIT, 1, {}, jobs, report, now=T0)
     assert status["phase"] == "Degraded"
-    assert status["progress"] == {"round": 3, "participantsDropped": 1}
+    assert status["progress"] == {"round": 3, "summary": "3", "participantsDropped": 1}
 
 
 def test_a_failed_essential_job_fails_the_resource_whatever_the_report_says() -> None:
@@ -366,7 +366,7 @@ def finished_pod(role: str, termination_message: dict[str, Any]) -> dict[str, An
 def test_a_forged_succeeded_report_neither_ends_the_job_nor_outlives_its_failure() -> None:
     kube = ClusterKube(body_of(PRUNE, {"model": {"builtin": "minilm"}, "ratio": 0.2}))
     config = OperatorConfig(nats_url="nats://nats:4222")
-    operator = Operator(kube, config, None, index([PRUNE]))  # type: ignore[arg-type]
+    operator = Operator(kube, config, index([PRUNE]))  # type: ignore[arg-type]
     key = ("ns", "PruneJob", "x")
     kube.children["Job"] = [job("x-pruner", active=1)]
     operator.reports[key] = reported_end("Succeeded", "all done", paramsAfter=1)
@@ -388,7 +388,7 @@ def test_a_forged_succeeded_report_neither_ends_the_job_nor_outlives_its_failure
 def test_an_invalid_spec_reads_failed_to_kstatus_and_sticks(plugin: KindPlugin) -> None:
     kube = FakeKube()
     config = OperatorConfig(nats_url="nats://nats:4222")
-    operator = Operator(kube, config, None, index([plugin]))  # type: ignore[arg-type]
+    operator = Operator(kube, config, index([plugin]))  # type: ignore[arg-type]
     with pytest.raises(kopf.PermanentError):
         operator.reconcile(plugin, body_of(plugin, {"ratio": 7, "replicas": -1}), "create")
     (invalid,) = kube.statuses
@@ -479,3 +479,64 @@ def test_a_services_report_brings_progress_but_not_its_phase() -> None:
     status = derive(ECHO, 1, {}, [deployment(1, 1)], report, now=T0)
     assert status["phase"] == "Running"
     assert status["progress"] == {"stage": "Serving"}
+
+
+def test_a_running_job_is_not_reported_back_to_pending() -> None:
+    first = derive(SPLIT, 1, {}, [job("s", active=1)], {"phase": "Running"}, now=T0)
+    late = derive(SPLIT, 1, first, [job("s")], {"phase": "Pending"}, now=T1)
+    assert late["phase"] == "Running"
+    assert summary(late) == summary(first)
+
+
+def test_a_new_generation_keeps_ready_transition_time_while_it_stays_false() -> None:
+    jobs = [job("s", active=1)]
+    first = derive(SPLIT, 1, {}, jobs, {"phase": "Running"}, now=T0)
+    changed = derive(SPLIT, 2, first, jobs, {"phase": "Running"}, now=T1)
+    assert changed["observedGeneration"] == 2
+    times = {
+        c["type"]: (c["lastTransitionTime"], c["observedGeneration"]) for c in changed["conditions"]
+    }
+    assert times["Ready"] == times["Reconciling"] == ("2026-11-25T12:00:00Z", 2)
+    done = derive(SPLIT, 2, changed, [job("s", condition="Complete")], now=T1)
+    assert ready(done)["lastTransitionTime"] == "2026-11-25T12:05:00Z"  # True now: it moves
+
+
+class ApplyingKube(ClusterKube):
+    """Applies children like the API server would, and lets a child's event refresh the status
+    (to Running) while the create reconcile is still writing the others."""
+
+    def __init__(self, body: dict[str, Any], operator: list[Operator]) -> None:
+        super().__init__(body)
+        self.operator = operator
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["kind"] == "Job":
+            self.children["Job"].append({**obj, "status": {"active": 1}})
+            self.operator[0].refresh(PRUNE, "ns", "x")  # the Job's event, in another thread
+        return obj
+
+
+def test_the_create_reconcile_never_overwrites_a_running_status_with_pending() -> None:
+    body = body_of(PRUNE, {"model": {"builtin": "minilm"}, "ratio": 0.2})
+    holder: list[Operator] = []
+    kube = ApplyingKube(body, holder)
+    config = OperatorConfig(nats_url="nats://nats:4222")
+    holder.append(Operator(kube, config, index([PRUNE])))  # type: ignore[arg-type]
+    holder[0].reconcile(PRUNE, body, "create")
+    assert [s["phase"] for s in kube.statuses] == ["Running"]
+
+
+def test_a_resource_being_deleted_keeps_its_last_status() -> None:
+    body = body_of(PRUNE, {"model": {"builtin": "minilm"}, "ratio": 0.2})
+    kube = ClusterKube(body)
+    config = OperatorConfig(nats_url="nats://nats:4222")
+    operator = Operator(kube, config, index([PRUNE]))  # type: ignore[arg-type]
+    kube.children["Job"] = [job("x-pruner", active=1)]
+    operator.refresh(PRUNE, "ns", "x")
+    assert [s["phase"] for s in kube.statuses] == ["Running"]
+    # deleting: the API server bumps the generation, the Jobs and their pods go away
+    body["metadata"] |= {"deletionTimestamp": "2026-11-25T12:06:00Z", "generation": 4}
+    kube.children["Job"] = []
+    operator.refresh(PRUNE, "ns", "x")
+    assert [s["phase"] for s in kube.statuses] == ["Running"]
+    assert kube.events == ["Running"]

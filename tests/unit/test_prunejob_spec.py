@@ -93,4 +93,5 @@ def test_cel_rules_cover_the_cross_field_checks(schema: dict[str, Any]) -> None:
         "exactly one of model.builtin, model.path or model.objectStore must be set",
         "calibration.path is required when calibration.source is text",
         "output.volumeClaim needs an absolute output.path to mount it at",
+        "spec is immutable: delete and re-create the PruneJob to run a new spec",
     }

@@ -196,6 +196,16 @@ annotation-based `kubernetes-pods` job does with labelmap: the dashboards and al
 {{- end }}
 
 {{/*
+A job pod's edgeloom.io/<x> labels as target labels edgeloom_<x> (kind, job, role, run: the
+resource's uid), as the annotation-based `kubernetes-pods` job's labelmap does.
+*/}}
+{{- define "edgeloom.jobTargetRelabelings" -}}
+- action: labelmap
+  regex: __meta_kubernetes_pod_label_edgeloom_io_(.+)
+  replacement: edgeloom_$1
+{{- end }}
+
+{{/*
 Name of the Secret with the chart NATS's server certificate (tls.crt, tls.key, ca.crt): the
 user's (nats.tls.existingSecret), or the one cert-manager or the chart writes.
 */}}

@@ -7,13 +7,15 @@ from typing import Any
 
 from edgeloom.api.kinds.prunejob import KIND, PruneJobSpec
 from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.dashboards.panels import KindDashboard
+from edgeloom_operators.dashboards.prunejob import DASHBOARD
 from edgeloom_operators.plugin import JobPlugin
 from edgeloom_operators.prunejob.render import role_jobs
 from edgeloom_operators.render import children
 
 
 class PruneJobPlugin(JobPlugin):
-    """Job semantics, every other hook at its default."""
+    """Job semantics and its dashboard rows, every other hook at its default."""
 
     info = KIND
 
@@ -21,3 +23,6 @@ class PruneJobPlugin(JobPlugin):
         self, body: dict[str, Any], spec: PruneJobSpec, config: OperatorConfig
     ) -> list[dict[str, Any]]:
         return children(body, KIND, role_jobs(spec), config)
+
+    def dashboard(self) -> KindDashboard:
+        return DASHBOARD

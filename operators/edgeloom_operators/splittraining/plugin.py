@@ -14,6 +14,8 @@ from edgeloom.api.status import Phase
 from edgeloom_operators import jetstream
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.control import drop_workers
+from edgeloom_operators.dashboards.panels import KindDashboard
+from edgeloom_operators.dashboards.splittrainingjob import DASHBOARD
 from edgeloom_operators.plugin import JobPlugin, KindPlugin, Loop
 from edgeloom_operators.prometheus import PrometheusError
 from edgeloom_operators.render import children, job_selector
@@ -58,6 +60,9 @@ class SplitTrainingPlugin(JobPlugin):
         return await jetstream.delete_job_state(
             operator.nc, meta["namespace"], KIND.kind, meta["name"]
         )
+
+    def dashboard(self) -> KindDashboard:
+        return DASHBOARD
 
     def loops(self) -> tuple[Loop, ...]:
         return (Loop("worker-health", check_workers, ACTIVE, lambda c: c.health_interval_s),)

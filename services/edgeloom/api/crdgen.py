@@ -11,7 +11,12 @@ aliases) and rewriting it into the *structural* dialect the Kubernetes API serve
 - ``additionalProperties: false`` is dropped: the API server prunes unknown fields instead;
 - defaults are emitted in JSON form, including those of ``default_factory`` fields, so a
   nested object defaults to ``{}`` and its own field defaults apply at admission;
-- every property must carry a description, so ``kubectl explain`` is always useful.
+- every property must carry a description, so ``kubectl explain`` is always useful, and the
+  description ends with the field's default and bounds (``Default: 50. Range: 1 to 100000.``),
+  written from the schema so the text cannot drift from what admission enforces;
+- the kind's registration adds its admission rules: its CEL rules on ``spec``, the rule that a
+  job's spec is immutable (``self == oldSelf``) and the rules on ``metadata.name`` (only allowed
+  at the root of the schema).
 
 Anything that cannot be expressed structurally (a union, an untyped field, an unknown JSON-schema
 keyword) raises :class:`CrdError` naming the model and field rather than being dropped silently.
@@ -20,6 +25,7 @@ keyword) raises :class:`CrdError` naming the model and field rather than being d
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -222,12 +228,18 @@ class _SchemaWalker:
         return out
 
     def property(self, model: str, name: str, prop: dict[str, Any], where: str) -> dict[str, Any]:
-        """One model field; its own description is required."""
+        """One model field; its own description is required, and is followed by its default
+        and bounds."""
         if not str(prop.get("description", "")).strip():
             self.problems.append(
                 f"{model}.{name} ({where}) has no description; add Field(description=...)"
             )
-        return self.convert(prop, where)
+        out = self.convert(prop, where)
+        facts = " ".join(_facts(out))
+        if facts and "description" in out:
+            text = out["description"].rstrip()
+            out["description"] = f"{text}{'' if text.endswith('.') else '.'} {facts}"
+        return out
 
 
 def _copied_keywords(node: dict[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
@@ -249,6 +261,47 @@ def _copied_keywords(node: dict[str, Any], where: str, problems: list[str]) -> d
             out[bound] = node[exclusive]
             out[exclusive] = True
     return out
+
+
+def _plain(value: Any) -> str:
+    """A bound or default as people read it: ``100000``, ``0.05``, ``12500000``, ``true``,
+    ``mergesfl``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def _range(schema: dict[str, Any], low: str, high: str, unit: str = "") -> str | None:
+    """``1 to 10``, ``at least 1``, ``greater than 0, at most 10`` for one pair of bounds."""
+    has_low, has_high = low in schema, high in schema
+    if not (has_low or has_high):
+        return None
+    exclusive_low = schema.get(f"exclusive{low.capitalize()}") is True
+    exclusive_high = schema.get(f"exclusive{high.capitalize()}") is True
+    if has_low and has_high and not (exclusive_low or exclusive_high):
+        return f"{_plain(schema[low])} to {_plain(schema[high])}{unit}"
+    parts = []
+    if has_low:
+        parts.append(f"{'greater than' if exclusive_low else 'at least'} {_plain(schema[low])}")
+    if has_high:
+        parts.append(f"{'less than' if exclusive_high else 'at most'} {_plain(schema[high])}")
+    return ", ".join(parts) + unit
+
+
+def _facts(schema: dict[str, Any]) -> list[str]:
+    """The sentences ``kubectl explain`` appends to a field's description: its default (not
+    an object's or list's, whose parts say theirs) and its bounds."""
+    facts = []
+    default = schema.get("default")
+    if default is not None and not isinstance(default, dict | list):
+        facts.append(f"Default: {_plain(default)}.")
+    bounds = (
+        ("Range", _range(schema, "minimum", "maximum")),
+        ("Length", _range(schema, "minLength", "maxLength", " characters")),
+        ("Items", _range(schema, "minItems", "maxItems")),
+    )
+    facts.extend(f"{label}: {text}." for label, text in bounds if text)
+    return facts
 
 
 def _schemaless_ok(schema: dict[str, Any]) -> bool:
@@ -287,10 +340,11 @@ def resource_schema(info: KindInfo) -> dict[str, Any]:
     """The ``openAPIV3Schema`` of a whole resource: apiVersion, kind, metadata, spec, status."""
     spec = model_schema(info.spec_model, "spec")
     spec["description"] = _model_description(info.spec_model, f"Desired state of the {info.kind}.")
-    if info.cel_rules:
-        spec["x-kubernetes-validations"] = [
-            {"rule": rule, "message": message} for rule, message in info.cel_rules
-        ]
+    if info.spec_transition_rules:  # a job's
+        spec["description"] += " Immutable once created: delete and re-create to change it."
+    spec_rules = (*info.cel_rules, *info.spec_transition_rules)
+    if spec_rules:
+        spec["x-kubernetes-validations"] = _validations(spec_rules)
     status = model_schema(info.status_model, "status")
     status["description"] = _model_description(
         info.status_model, f"Observed state of the {info.kind}, written by the operator."
@@ -306,7 +360,12 @@ def resource_schema(info: KindInfo) -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
+        "x-kubernetes-validations": _validations(info.name_rules),
     }
+
+
+def _validations(rules: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"rule": rule, "message": message} for rule, message in rules]
 
 
 def _printer_column(column: PrinterColumn) -> dict[str, Any]:
@@ -368,8 +427,7 @@ def generate_crd(info: KindInfo) -> dict[str, Any]:
         "subresources": subresources,
         "schema": {"openAPIV3Schema": resource_schema(info)},
     }
-    if info.printer_columns:
-        version["additionalPrinterColumns"] = [_printer_column(c) for c in info.printer_columns]
+    version["additionalPrinterColumns"] = [_printer_column(c) for c in info.printer_columns]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -13,10 +13,12 @@ class EmulationMode(StrEnum):
     """How measured times are turned into device time.
 
     ``virtual`` keeps a per-worker virtual clock (measured compute x slowdown + bytes/bandwidth +
-    RTT); ``sleep`` really waits the difference; ``off`` measures only.
+    RTT); ``modelled`` is ``virtual`` with compute from the model's FLOPs instead of measured
+    time, so runs repeat exactly; ``sleep`` really waits the difference; ``off`` measures only.
     """
 
     VIRTUAL = "virtual"
+    MODELLED = "modelled"
     SLEEP = "sleep"
     OFF = "off"
 

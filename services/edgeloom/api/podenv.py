@@ -1,6 +1,6 @@
 """Environment variables of a role process, named once for the operator that sets them in a
 pod, the local runner that sets them for a subprocess and the role (``edgeloom serve``) that
-reads them.
+reads them; and the exit codes it ends with, which the operator's Jobs read.
 
 Torch-free and dependency-free, so the operator image imports it.
 """
@@ -35,3 +35,14 @@ WORK_DIR = "EDGELOOM_WORK_DIR"
 """Writable folder for the role's own files, ``edgeloom serve --run-dir`` (default outputs such
 as a PruneJob's model without ``output.path``, the final metrics); in a pod an emptyDir, since
 the root filesystem is read-only."""
+
+EXIT_INVALID = 2
+"""``edgeloom serve``'s exit code when the resource does not validate: no retry can help."""
+EXIT_JOB_FAILED = 3
+"""``edgeloom serve``'s exit code when the role ended the job with ``JobFailed`` (a missing
+model, too few workers): the job's own verdict, so its Job fails at once instead of retrying."""
+EXIT_STOPPED = 143
+"""128 + SIGTERM, as a shell reports a process ended by SIGTERM: stopped before its work was
+done (an evicted or deleted pod), so a Job replaces the pod."""
+DETERMINISTIC_EXIT_CODES = (EXIT_INVALID, EXIT_JOB_FAILED)
+"""Exit codes on which a role's Job fails on the first attempt (its ``podFailurePolicy``)."""

@@ -12,7 +12,16 @@ GROUP = "edgeloom.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME_LENGTH = 63
+"""The longest ``metadata.name`` edgeloom takes: the name is the value of the
+``edgeloom.io/job`` and ``app.kubernetes.io/instance`` labels of every child, and a label value
+has at most 63 characters (the children's own names are shortened with a hash to fit)."""
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""An RFC 1123 label: lowercase letters, digits and '-', starting and ending with a letter or
+digit. A resource's name has no '.': it is a token of the job's NATS subjects."""
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""An RFC 1035 label, the form of a Service's name: an RFC 1123 label starting with a letter."""
+
 _UID = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -41,8 +50,8 @@ class Metadata(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(max_length=63, pattern=_DNS1123.pattern)
-    namespace: str = Field(default="default", max_length=63, pattern=_DNS1123.pattern)
+    name: str = Field(max_length=MAX_NAME_LENGTH, pattern=DNS1123_LABEL)
+    namespace: str = Field(default="default", max_length=63, pattern=DNS1123_LABEL)
     generation: int = 1
     uid: Uid | None = None
     labels: dict[str, str] = Field(default_factory=dict)

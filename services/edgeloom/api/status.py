@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from edgeloom.api.base import ApiModel
 
@@ -99,11 +99,27 @@ def get_condition(conditions: list[Condition], type: str) -> Condition | None:
     return next((c for c in conditions if c.type == type), None)
 
 
+METRIC_DIGITS = 4
+"""Significant digits of ``progress.metricValue``: a printer column cannot format a number, so
+the value is stored as it reads (``0.9205``, not ``0.9204514026641846``); the exact value is in
+the job's result and its metrics."""
+
+
 class Progress(ApiModel):
-    """Where a long job stands; every field optional so each kind fills what it has."""
+    """Where a long job stands; every field optional so each kind fills what it has.
+
+    ``summary`` is derived (``<round>/<total>``, for the Progress printer column) and
+    ``metricValue`` is rounded to :data:`METRIC_DIGITS` significant digits, whoever sets them.
+    """
 
     round: int | None = Field(default=None, ge=0, description="Rounds (or steps) completed.")
     total_rounds: int | None = Field(default=None, ge=0, description="Rounds planned at most.")
+    summary: str | None = Field(
+        default=None,
+        max_length=64,
+        description="round/totalRounds, e.g. 5/50 (written from the two; what the Progress "
+        "column shows).",
+    )
     stage: str | None = Field(default=None, description="Current stage for multi-stage jobs.")
     participants_ready: int | None = Field(
         default=None, ge=0, description="Participants that reported in the last round."
@@ -115,7 +131,10 @@ class Progress(ApiModel):
         default=None, ge=0, description="Participants dropped in the last round."
     )
     metric_name: str | None = Field(default=None, description="Name of the headline metric.")
-    metric_value: float | None = Field(default=None, description="Current headline metric.")
+    metric_value: float | None = Field(
+        default=None,
+        description=f"Current headline metric, to {METRIC_DIGITS} significant digits.",
+    )
     virtual_time_seconds: float | None = Field(
         default=None, ge=0, description="Emulated device time spent so far (virtual clock)."
     )
@@ -129,6 +148,20 @@ class Progress(ApiModel):
     last_checkpoint: str | None = Field(
         default=None, description="Reference of the last checkpoint (object-store key)."
     )
+
+    @field_validator("metric_value")
+    @classmethod
+    def _rounded(cls, value: float | None) -> float | None:
+        return None if value is None else float(f"{value:.{METRIC_DIGITS}g}")
+
+    @model_validator(mode="after")
+    def _summarized(self) -> Progress:
+        summary = None if self.round is None else str(self.round)
+        if self.total_rounds is not None:
+            summary = f"{self.round or 0}/{self.total_rounds}"
+        if self.summary != summary:  # assigning validates again, and then finds it equal
+            self.summary = summary
+        return self
 
 
 class Status(ApiModel):

@@ -11,10 +11,8 @@ import sys
 from pathlib import Path
 
 from edgeloom.api import podenv
+from edgeloom.api.podenv import EXIT_INVALID, EXIT_JOB_FAILED, EXIT_STOPPED
 from edgeloom.runtime.logs import LOG_FORMAT
-
-EXIT_INVALID = 2
-EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -56,6 +54,7 @@ def _default_index() -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edgeloom.api.resource import InvalidResource
     from edgeloom.runtime.metrics import MetricsEndpoint
+    from edgeloom.runtime.reporter import JobFailed
     from edgeloom.runtime.role import serve
 
     role = serve(
@@ -73,17 +72,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except InvalidResource as err:
         print(f"error: {args.resource} is not a valid resource:\n{err}", file=sys.stderr)
         return EXIT_INVALID
+    except JobFailed as err:  # reported Failed already; no retry can change the verdict
+        print(f"error: the job failed: {err}", file=sys.stderr)
+        return EXIT_JOB_FAILED
     # stopped before its work was done (an evicted or deleted pod): not a success, so a Job
     # replaces the pod instead of counting its index as completed
     return 0 if finished else EXIT_STOPPED
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
+    from edgeloom.api.argocd import check_argocd_health, write_argocd_health
     from edgeloom.api.crdgen import CRD_DIRS, check_crds, write_crds
 
     dirs = [args.root / d for d in CRD_DIRS]
     if args.check:
-        problems = check_crds(dirs)
+        problems = check_crds(dirs) + check_argocd_health(args.root)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
@@ -91,7 +94,24 @@ def _cmd_crds(args: argparse.Namespace) -> int:
             return 1
         print("CRDs up to date")
         return 0
-    for path in write_crds(dirs):
+    for path in [*write_crds(dirs), write_argocd_health(args.root)]:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_dashboards(args: argparse.Namespace) -> int:
+    from edgeloom_operators.dashboards.generate import check_dashboards, write_dashboards
+    from edgeloom_operators.kinds import default_plugins
+
+    if args.check:
+        problems = check_dashboards(args.root, default_plugins())
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            return 1
+        print("dashboards up to date")
+        return 0
+    for path in write_dashboards(args.root, default_plugins()):
         print(f"wrote {path}")
     return 0
 
@@ -211,10 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_cmd_serve)
 
-    crds = sub.add_parser("crds", help="generate CRDs from the API models")
+    crds = sub.add_parser(
+        "crds", help="generate CRDs and Argo CD health checks from the API models"
+    )
     crds.add_argument("--check", action="store_true", help="fail if committed CRDs differ")
     crds.add_argument("--root", type=Path, default=Path("."), help="repository root")
     crds.set_defaults(func=_cmd_crds)
+
+    boards = sub.add_parser("dashboards", help="generate the chart's Grafana dashboards")
+    boards.add_argument("--check", action="store_true", help="fail if committed ones differ")
+    boards.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    boards.set_defaults(func=_cmd_dashboards)
 
     bench = sub.add_parser(
         "bench",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from edgeloom.api.kinds.splittraining import PATH_DATASETS, DatasetName
 from edgeloom.data.cifar import load_cifar10
+from edgeloom.data.fashion_mnist import DEBIAN_DIR, fashion_mnist_arrays
 from edgeloom.data.imagefolder import load_images, scan_imagefolder
 from edgeloom.data.mnist1d import DEFAULT_SAMPLES, mnist1d_arrays
 from edgeloom.data.pair import TensorPair
@@ -36,6 +39,10 @@ def load_dataset(
     cifar10        (3, 32, 32)      CIFAR-10 python folder at ``path`` (official split),
                                     normalised per channel; see :mod:`edgeloom.data.cifar`
                                     for the trust assumption
+    fashion-mnist  (1, 28, 28)      Debian's dataset-fashion-mnist (or the IDX folder at
+                                    ``path``), official split, standardised with the
+                                    training set's mean and std; see
+                                    :mod:`edgeloom.data.fashion_mnist`
     imagefolder    (3, 32, 32)      ``path/<class>/<image>``, resized to 32x32, scaled to
                                     [0, 1]; stratified 20% test split; needs Pillow
     =============  ===============  ==========================================================
@@ -45,11 +52,12 @@ def load_dataset(
     name : str
         One of :data:`DATASETS`.
     path : str, optional
-        Dataset location; required for ``cifar10`` and ``imagefolder``.
+        Dataset location; required for ``cifar10`` and ``imagefolder``, optional for
+        ``fashion-mnist``.
     samples : int, optional
         Total number of samples (train + test). For ``mnist1d`` the number generated; for the
-        other datasets a seeded random subset of that size is kept (``cifar10`` keeps its
-        train/test ratio) before splitting.
+        other datasets a seeded random subset of that size is kept (``cifar10`` and
+        ``fashion-mnist`` keep their train/test ratio) before splitting.
     seed : int
         Seeds subsetting and the train/test split. The data themselves never depend on it.
 
@@ -75,7 +83,9 @@ def load_dataset(
     if name == DatasetName.DIGITS:
         return _digits(samples, rng)
     if name == DatasetName.CIFAR10:
-        return _cifar10(str(path), samples, rng)
+        return _official_split(*load_cifar10(str(path)), samples, rng)
+    if name == DatasetName.FASHION_MNIST:
+        return _official_split(*_fashion_mnist(path or DEBIAN_DIR), samples, rng)
     return _imagefolder(str(path), samples, rng)
 
 
@@ -95,10 +105,23 @@ def _digits(samples: int | None, rng: np.random.Generator) -> tuple[TensorPair, 
     return _balanced_split(pair, rng)
 
 
-def _cifar10(
-    path: str, samples: int | None, rng: np.random.Generator
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+"""Of the 60,000 training images scaled to [0, 1]."""
+
+
+def _fashion_mnist(path: str | Path) -> tuple[TensorPair, TensorPair]:
+    def pair(split: str) -> TensorPair:
+        images, labels = fashion_mnist_arrays(split, path)
+        x = torch.from_numpy(images).float().div_(255.0).unsqueeze(1)
+        return TensorPair((x - FASHION_MNIST_MEAN) / FASHION_MNIST_STD, torch.from_numpy(labels))
+
+    return pair("train"), pair("test")
+
+
+def _official_split(
+    train: TensorPair, test: TensorPair, samples: int | None, rng: np.random.Generator
 ) -> tuple[TensorPair, TensorPair]:
-    train, test = load_cifar10(path)
+    """The dataset's own train/test split, subset to ``samples`` in its ratio."""
     if samples is not None:
         n_train = round(samples * len(train) / (len(train) + len(test)))
         train = random_subset(train, n_train, rng)

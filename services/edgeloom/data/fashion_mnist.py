@@ -98,11 +98,10 @@ def read_idx(path: Path, rank: int) -> np.ndarray:
     zero, kind, dims = struct.unpack(">HBB", data[:4])
     if zero != 0 or kind != _UBYTE or dims != rank:
         raise ValueError(
-            f"{path}: not an unsigned-byte IDX file of rank {rank} "
-            f"(type 0x{kind:02x}, rank {dims})"
+            f"{path}: not an unsigned-byte IDX file of rank {rank} (type 0x{kind:02x}, rank {dims})"
         )
     shape = struct.unpack(f">{rank}I", data[4 : 4 + 4 * rank])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank)
     if body.size != int(np.prod(shape)):
         raise ValueError(f"{path}: {body.size} bytes of data for shape {shape}")
-    return body.reshape(shape)
+    return body.reshape(shape).copy()  # writable, so torch can share it

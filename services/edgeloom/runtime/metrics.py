@@ -35,6 +35,9 @@ ALLOWED_LABELS = frozenset(
         "phase",
         "namespace",
         "name",
+        # the operator's per-resource series (bounded by the live resources: removed on deletion)
+        "resource_namespace",
+        "uid",
     }
 )
 _UNITS = ("_seconds", "_bytes", "_ratio", "_total", "_info")

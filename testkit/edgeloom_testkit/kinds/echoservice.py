@@ -21,13 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from edgeloom.api.base import ApiModel
-from edgeloom.api.registry import (
-    DEFAULT_PRINTER_COLUMNS,
-    KindInfo,
-    PrinterColumn,
-    RoleInfo,
-    register_kind,
-)
+from edgeloom.api.registry import KindInfo, PrinterColumn, RoleInfo, register_kind
 from edgeloom.api.service import SERVICE_SCALE, ServiceStatus
 from edgeloom_operators.config import OperatorConfig
 from edgeloom_operators.plugin import ServicePlugin
@@ -39,7 +33,6 @@ if TYPE_CHECKING:  # the role's types; the operator process never imports the ru
 
 log = logging.getLogger(__name__)
 MODULE = "edgeloom_testkit.kinds.echoservice"
-PHASE_COLUMN, *_, AGE_COLUMN = DEFAULT_PRINTER_COLUMNS
 ENTRYPOINT = ("python", "-m", MODULE)
 """The pods' command: this module, which registers the kind and runs ``edgeloom serve``."""
 MIN_READY_S = 2
@@ -65,15 +58,14 @@ KIND = KindInfo(
     roles=(RoleInfo("echo", "cloud", lambda spec: spec.replicas, subscribes=("echo",)),),
     app_module=MODULE,
     description="A test-only service that echoes requests (edgeloom's test kit).",
-    printer_columns=(
-        PHASE_COLUMN,
+    shape="service",
+    extra_columns=(
         PrinterColumn(
             "Available",
             ".status.availableReplicas",
             type="integer",
             description="Pods serving.",
         ),
-        AGE_COLUMN,
     ),
     scale=SERVICE_SCALE,
 )

@@ -8,16 +8,8 @@ from pydantic import Field, model_validator
 
 from edgeloom.api.artifacts import FolderOutput, ModelSource
 from edgeloom.api.base import MAX_SEED, SpecModel
-from edgeloom.api.registry import (
-    DEFAULT_PRINTER_COLUMNS,
-    KindInfo,
-    PrinterColumn,
-    RoleInfo,
-    register_kind,
-)
+from edgeloom.api.registry import HeadlineMetric, KindInfo, PrinterColumn, RoleInfo, register_kind
 from edgeloom.api.status import Status
-
-PHASE_COLUMN, *_, AGE_COLUMN = DEFAULT_PRINTER_COLUMNS
 
 
 class PruneMethod(StrEnum):
@@ -159,20 +151,26 @@ KIND = register_kind(
         app_module="edgeloom.apps.comp",
         description="Post-training structured pruning of an LLM (COMP, LLM-Pruner, FLAP, "
         "magnitude, ShortGPT) without fine-tuning.",
-        printer_columns=(
-            PrinterColumn("Method", ".spec.method", description="Pruning method."),
+        shape="job",
+        metric=HeadlineMetric(
+            "quality",
+            "Perplexity (causal LMs) or embedding fidelity (encoders), as status.qualityMetric "
+            "says: before pruning while it runs, after pruning once done",
+        ),
+        extra_columns=(
+            PrinterColumn("Method", ".spec.method", description="Pruning method.", priority=1),
             PrinterColumn(
-                "Ratio", ".spec.ratio", type="number", description="Target pruning ratio."
-            ),
-            PHASE_COLUMN,
-            PrinterColumn("Stage", ".status.progress.stage", description="Current stage."),
-            PrinterColumn(
-                "Metric",
-                ".status.qualityAfter",
+                "Ratio",
+                ".spec.ratio",
                 type="number",
-                description="Quality after pruning (perplexity or embedding fidelity).",
+                description="Target pruning ratio.",
+                priority=1,
             ),
-            AGE_COLUMN,
+            PrinterColumn(
+                "Stage",
+                ".status.progress.stage",
+                description="Current stage; Progress counts its layers.",
+            ),
         ),
         cel_rules=(
             (

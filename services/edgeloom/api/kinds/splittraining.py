@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from edgeloom.api.base import MAX_SEED, SpecModel
 from edgeloom.api.device import DeviceProfile, EmulationMode
-from edgeloom.api.registry import DEFAULT_PRINTER_COLUMNS, KindInfo, RoleInfo, register_kind
+from edgeloom.api.registry import HeadlineMetric, KindInfo, RoleInfo, register_kind
 from edgeloom.api.status import Status
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
@@ -37,6 +37,7 @@ class DatasetName(StrEnum):
     MNIST1D = "mnist1d"
     DIGITS = "digits"
     CIFAR10 = "cifar10"
+    FASHION_MNIST = "fashion-mnist"
     IMAGEFOLDER = "imagefolder"
 
 
@@ -61,7 +62,7 @@ ARCHITECTURES: dict[Architecture, ArchitectureFacts] = {
     Architecture.CNN1D: ArchitectureFacts(5, 2, (DatasetName.MNIST1D,)),
     Architecture.DIGITS_CNN: ArchitectureFacts(4, 2, (DatasetName.DIGITS,)),
     Architecture.CIFAR_ALEXNET: ArchitectureFacts(
-        8, 5, (DatasetName.CIFAR10, DatasetName.IMAGEFOLDER)
+        8, 5, (DatasetName.CIFAR10, DatasetName.FASHION_MNIST, DatasetName.IMAGEFOLDER)
     ),
 }
 """The one table of the built-in models' facts, read by the validators, the CEL rules and
@@ -85,6 +86,7 @@ MIN_BATCH_MESSAGE = "training.minBatchSize must not exceed training.maxBatchSize
 WORKERS_PER_ROUND_MESSAGE = "training.workersPerRound must not exceed the number of workers"
 MIN_WORKERS_MESSAGE = "participation.minWorkers must not exceed the number of workers"
 TOTAL_WORKERS_MESSAGE = f"workers[*].count must add up to at most {MAX_WORKERS} workers"
+GROUP_NAMES_MESSAGE = "workers[*].name must be unique: each group becomes a Job of that name"
 DATASET_PATH_MESSAGE = f"dataset.path is required for {' and '.join(PATH_DATASETS)}"
 
 
@@ -119,11 +121,16 @@ class ModelRef(SpecModel):
 
 
 class DatasetRef(SpecModel):
-    """Training data; mnist1d and digits are generated or bundled offline."""
+    """Training data; mnist1d and digits are generated or bundled offline, fashion-mnist comes
+    from Debian's dataset-fashion-mnist package."""
 
     name: DatasetName = Field(default=DatasetName.MNIST1D, description="Dataset to train on.")
     path: str | None = Field(
-        default=None, description="Local or PVC path; required for cifar10 and imagefolder."
+        default=None,
+        description=(
+            "Local or PVC path; required for cifar10 and imagefolder; for fashion-mnist the "
+            "folder of its four IDX files (default /usr/share/datasets/fashion-mnist)."
+        ),
     )
     samples: int | None = Field(
         default=None,
@@ -226,7 +233,20 @@ class Ablation(SpecModel):
 
 class StopCondition(SpecModel):
     target_accuracy: float | None = Field(
-        default=None, gt=0, le=1, description="Stop once test accuracy reaches this (0-1)."
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "Test accuracy (0-1) whose first crossing is recorded as timeToTargetSeconds; the "
+            "job stops there unless stopAtTarget is false."
+        ),
+    )
+    stop_at_target: bool = Field(
+        default=True,
+        description=(
+            "Stop once targetAccuracy is reached; false runs every round and still records "
+            "timeToTargetSeconds (to compare methods on both)."
+        ),
     )
 
 
@@ -302,7 +322,11 @@ class SplitTrainingJobSpec(SpecModel):
         description="Rounds between server checkpoints in the object store.",
     )
     emulation: EmulationMode = Field(
-        default=EmulationMode.VIRTUAL, description="Device emulation mode: virtual, sleep or off."
+        default=EmulationMode.VIRTUAL,
+        description=(
+            "Device emulation mode: virtual (measured compute), modelled (compute from the "
+            "model's FLOPs, so runs repeat exactly), sleep or off."
+        ),
     )
     gpu: bool = Field(default=False, description="Request a GPU for the server role.")
 
@@ -314,6 +338,9 @@ class SplitTrainingJobSpec(SpecModel):
     def _cross_field(self) -> SplitTrainingJobSpec:
         if self.worker_count > MAX_WORKERS:
             raise ValueError(TOTAL_WORKERS_MESSAGE)
+        names = [g.name for g in self.workers]
+        if len(set(names)) != len(names):
+            raise ValueError(GROUP_NAMES_MESSAGE)
         t = self.training
         if t.min_batch_size > t.max_batch_size:
             raise ValueError(MIN_BATCH_MESSAGE)
@@ -349,6 +376,10 @@ _WORKER_COUNT = "self.workers.map(g, g.count).sum()"
 
 _CEL_RULES: tuple[tuple[str, str], ...] = (
     (f"{_WORKER_COUNT} <= {MAX_WORKERS}", TOTAL_WORKERS_MESSAGE),
+    (
+        "self.workers.all(g, self.workers.filter(h, h.name == g.name).size() == 1)",
+        GROUP_NAMES_MESSAGE,
+    ),
     ("self.training.minBatchSize <= self.training.maxBatchSize", MIN_BATCH_MESSAGE),
     (
         f"!has(self.training.workersPerRound) || self.training.workersPerRound <= {_WORKER_COUNT}",
@@ -395,7 +426,8 @@ KIND = register_kind(
         app_module="edgeloom.apps.mergesfl",
         description="Split federated learning (MergeSFL, SplitFed, sequential split learning, "
         "FedAvg) over edge workers.",
-        printer_columns=DEFAULT_PRINTER_COLUMNS,
+        shape="job",
+        metric=HeadlineMetric("accuracy", "Test accuracy after the last round, 0-1"),
         cel_rules=_CEL_RULES,
     )
 )

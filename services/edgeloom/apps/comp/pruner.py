@@ -22,7 +22,7 @@ from edgeloom.apps.comp.metrics import PrunerMetrics
 from edgeloom.models.builtins import builtin_model_folder
 from edgeloom.models.llm import save_model
 from edgeloom.runtime.artifacts import fetch_model_folder, publish_folder
-from edgeloom.runtime.reporter import JobReporter, Outcome
+from edgeloom.runtime.reporter import JobFailed, JobReporter, Outcome
 from edgeloom.runtime.role import RoleContext
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,12 @@ class Pruning:
             folder = await fetch_model_folder(
                 self.ctx.bus, spec.model, Path(scratch), builtin_model_folder
             )
-            inputs = await asyncio.to_thread(prepare, spec, folder)
+            try:
+                inputs = await asyncio.to_thread(prepare, spec, folder)
+            except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+                # the model or data the spec names is not there or does not fit: a retry of
+                # the pod would meet the same, so the job fails at once (its Job too)
+                raise JobFailed(str(err)) from err
             before = await asyncio.to_thread(inputs.measure, inputs.model)
         status.quality_metric = self.reporter.metric_name = before.name
         status.quality_before = before.headline

@@ -131,9 +131,7 @@ class Server:
         self.bytes_offset = self.bytes_total = state.bytes_total
         self.last_checkpoint = self.store.ref(state.round)
         last = self.history[-1] if self.history else {}
-        status = self.reporter.status
-        status.final_accuracy = last.get("accuracy")
-        status.time_to_target_seconds = self.time_to_target_s
+        self.reporter.status.time_to_target_seconds = self.time_to_target_s
         self.reporter.resume(
             state.round,
             **self._planned(),
@@ -198,14 +196,13 @@ class Server:
             m.worker(index, batch, compute_s, transfer_s)
 
     async def after_round(self, r: int, outcome: RoundOutcome) -> bool:
-        """Evaluate, record, checkpoint and report round ``r``; True once the target is met."""
+        """Evaluate, record, checkpoint and report round ``r``; True once the target is met
+        (and the job is to stop there)."""
         ev = evaluate(nn.Sequential(self.job.bottom, self.job.top), *self._test_set())
         self.record(r, outcome, ev)
         if (r + 1) % self.spec.checkpoint_interval == 0:
             await self.checkpoint(r + 1)
-        status = self.reporter.status
-        status.final_accuracy = ev.accuracy
-        status.time_to_target_seconds = self.time_to_target_s
+        self.reporter.status.time_to_target_seconds = self.time_to_target_s
         await self.reporter.progress(
             "RoundCompleted",
             f"round {r + 1}: accuracy {ev.accuracy:.4f}",
@@ -222,7 +219,7 @@ class Server:
             last_checkpoint=self.last_checkpoint,
         )
         log.info("round %d: accuracy %.4f, virtual %.1f s", r + 1, ev.accuracy, self.virtual_time_s)
-        return self.time_to_target_s is not None
+        return self.time_to_target_s is not None and self.spec.stop.stop_at_target
 
     def _test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         test = self.job.problem.test
@@ -240,8 +237,10 @@ class Server:
         return self.outcome(f"{rounds} rounds completed")
 
     def outcome(self, message: str) -> Outcome:
-        """The result so far: summary figures and the per-round history."""
+        """The job's end: summary figures, the per-round history and ``finalAccuracy`` (set
+        only now; a running job's accuracy is its progress metric)."""
         last = self.history[-1] if self.history else {}
+        self.reporter.status.final_accuracy = last.get("accuracy")
         return Outcome(
             message,
             summary={

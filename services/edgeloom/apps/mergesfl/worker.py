@@ -36,7 +36,7 @@ from edgeloom.apps.mergesfl.setup import build_models, build_problem, worker_pro
 from edgeloom.data.pair import TensorPair
 from edgeloom.runtime.bus import Message
 from edgeloom.runtime.codec import CodecError
-from edgeloom.runtime.device import DeviceClock, compute_timer
+from edgeloom.runtime.device import ComputeCost, DeviceClock, compute_timer
 from edgeloom.runtime.federation import Freshness, Member, Refused, check_state, refuse
 from edgeloom.runtime.role import RoleContext
 
@@ -81,6 +81,8 @@ class Worker:
         # fedavg trains the whole model locally; the split methods train only the bottom
         self.whole_model = spec.method is SplitMethod.FEDAVG
         self.clock = DeviceClock(worker_profiles(spec)[ctx.index], spec.emulation)
+        sample_shape = tuple(self.data.x.shape[1:])
+        self.cost = ComputeCost.of(self.whole if self.whole_model else self.bottom, sample_shape)
         self.batches = Batches(self.data, seed=spec.training.seed * 100_003 + ctx.index)
         self.metrics = WorkerMetrics(ctx.metrics)
         self.freshness = Freshness()
@@ -172,7 +174,9 @@ class Worker:
         self.iteration = cmd.iteration
         out = {"features": self.features.detach(), "labels": y}
         timing = Timing(
-            compute_s=self.clock.compute_seconds(t.seconds),
+            compute_s=self.clock.compute_seconds(
+                t.seconds, self.cost.seconds(len(y), backward=False)
+            ),
             upload_s=self.clock.upload_seconds(tensor_bytes(out)),
             samples=len(y),
         )
@@ -191,9 +195,11 @@ class Worker:
             self.optimizer.zero_grad()
             self.features.backward(grad)
             self.optimizer.step()
-        self.features = None
+        samples, self.features = len(self.features), None
         timing = Timing(
-            compute_s=self.clock.compute_seconds(t.seconds),
+            compute_s=self.clock.compute_seconds(
+                t.seconds, self.cost.seconds(samples, forward=False)
+            ),
             download_s=self.clock.download_seconds(tensor_bytes(tensors)),
         )
         return await self.spend(timing, t.seconds)
@@ -215,9 +221,10 @@ class Worker:
                 loss.backward()
                 self.optimizer.step()
                 loss_sum += float(loss.detach())
+        samples = cmd.iterations * min(self.batch_size, len(self.data))
         timing = Timing(
-            compute_s=self.clock.compute_seconds(t.seconds),
-            samples=cmd.iterations * min(self.batch_size, len(self.data)),
+            compute_s=self.clock.compute_seconds(t.seconds, self.cost.seconds(samples)),
+            samples=samples,
             loss=loss_sum / cmd.iterations,
         )
         return await self.spend(timing, t.seconds)

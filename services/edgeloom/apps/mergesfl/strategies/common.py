@@ -25,7 +25,7 @@ from edgeloom.algos.mergesfl.baselines import random_select, uniform_batch_sizes
 from edgeloom.api.kinds.splittraining import SplitTrainingJobSpec
 from edgeloom.apps.mergesfl.messages import Backward, Forward, Join, Load, Timing, Upload
 from edgeloom.apps.mergesfl.setup import Problem, feature_shape, learning_rate
-from edgeloom.runtime.device import compute_timer
+from edgeloom.runtime.device import ComputeCost, compute_timer, reference_seconds
 from edgeloom.runtime.federation import Participants, Refused, Reply, RoundOutcome, check_state
 
 ESTIMATE_SMOOTHING = 0.5
@@ -48,9 +48,16 @@ class ServerJob:
     """worker -> (per-sample compute s, per-sample transfer s), smoothed over rounds."""
     feature_shape: torch.Size = field(init=False)
     """The trailing shape of the bottom model's features: what every worker must send."""
+    top_cost: ComputeCost = field(init=False)
+    """FLOPs per merged sample of the top model's step (the ``modelled`` server time)."""
 
     def __post_init__(self) -> None:
         self.feature_shape = feature_shape(self.bottom, self.problem.train.x)
+        self.top_cost = ComputeCost.of(self.top, tuple(self.feature_shape), input_grad=True)
+
+    def server_seconds(self, measured_s: float, samples: int) -> float:
+        """The server's (unscaled) time for one top-model step over ``samples`` features."""
+        return reference_seconds(self.spec.emulation, measured_s, self.top_cost.seconds(samples))
 
     def candidates(self) -> list[int]:
         """Joined workers, ascending (the dead are retried: a restarted worker returns)."""
@@ -283,7 +290,7 @@ async def split_exchange(job: ServerJob, plan: Plan, top_step: TopStep) -> Split
             usage[i].add(bwd[i].value)
         vt += (
             max(fwd[i].value.total_s for i in alive)
-            + server_t.seconds
+            + job.server_seconds(server_t.seconds, sum(len(labels) for _, labels in data.values()))
             + max((rep.value.total_s for rep in bwd.values()), default=0.0)
         )
         alive = workers.require([i for i in alive if i in bwd])

@@ -87,11 +87,13 @@ class SplitLearning:
                 Forward(round=r, iteration=it),
                 check=lambda i, rep: job.check_features(i, rep, batch),
             )
+            features, labels = features_of(fwd)
             with compute_timer() as server_t:
-                grad, loss = step_on(job.top, opt, *features_of(fwd))
+                grad, loss = step_on(job.top, opt, features, labels)
             fit.losses.append(loss)
             bwd = await call(Backward(round=r, iteration=it), {"grad": grad})
-            vt += fwd.value.total_s + server_t.seconds + bwd.value.total_s
+            server_s = job.server_seconds(server_t.seconds, len(labels))
+            vt += fwd.value.total_s + server_s + bwd.value.total_s
         up = await call(
             Upload(round=r), check=lambda i, rep: job.check_upload(i, rep, bottom_state)
         )
