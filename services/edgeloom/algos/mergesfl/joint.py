@@ -31,7 +31,6 @@ from edgeloom.algos.mergesfl.labels import kl_divergence, normalise, normalise_r
 from edgeloom.algos.mergesfl.regulation import (
     FloatArray,
     per_sample_times,
-    predicted_iteration_times,
     regulate_batch_sizes,
 )
 
@@ -109,11 +108,7 @@ def joint_batch_sizes(
         ),
         dtype=np.float64,
     )
-    bound_s = (1 + slack) * float(
-        predicted_iteration_times(
-            [int(b) for b in regulated], per_sample_compute_s, per_sample_transfer_s
-        ).max()
-    )
+    bound_s = (1 + slack) * float((regulated * per_sample).max())
     # a worker's cap: the batch bound or what fits in T, never below what regulation gave it
     cap = np.maximum(np.minimum(max_batch, np.floor(bound_s / per_sample + 1e-9)), regulated)
     low = np.minimum(float(min_batch), regulated)
