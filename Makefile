@@ -32,7 +32,7 @@ test-tools:
 	@./scripts/install-test-tools.sh
 
 test: lint controlplane test-tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e and not integration"
