@@ -215,6 +215,15 @@ class Training(SpecModel):
         default=0.005, ge=0, le=MAX_LEARNING_RATE, description="Learning rate never decays below."
     )
     momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD momentum.")
+    joint_time_slack: float = Field(
+        default=0.25,
+        ge=0,
+        le=4,
+        description=(
+            "How much longer than the regulated iteration time joint batch sizing may make "
+            "an iteration to balance the merged label mix (0.25: 25 %)."
+        ),
+    )
     seed: int = Field(
         default=0, ge=0, le=MAX_SEED, description="Seed for data, partition and model init."
     )
@@ -228,6 +237,15 @@ class Ablation(SpecModel):
     )
     batch_regulation: bool = Field(
         default=True, description="Size each worker's batch so iterations finish together."
+    )
+    joint_batch_sizing: bool = Field(
+        default=True,
+        description=(
+            "Choose each candidate set's batch sizes for the closest merged label mix within "
+            "(1 + jointTimeSlack) x its regulated iteration time, inside the worker selection "
+            "(a reconstruction of the paper's joint optimisation); false: regulation alone, "
+            "the control step of the official code."
+        ),
     )
 
 

@@ -68,6 +68,8 @@ class MergeSFL:
                 total_batch_size=t.total_batch_size,
                 min_batch_size=t.min_batch_size,
                 max_batch_size=t.max_batch_size,
+                batch_control="joint" if job.spec.ablation.joint_batch_sizing else "regulation",
+                joint_slack=t.joint_time_slack,
             ),
             job.rng,
         )
