@@ -68,3 +68,41 @@ def write_results(
     files.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     plot(result, files.png)
     return files
+
+
+@dataclass(frozen=True)
+class RecordedCase:
+    """One case of a recorded benchmark run, with where it came from."""
+
+    command: str
+    revision: str
+    case: str
+    results: dict[str, Figures]
+
+
+def recorded_cases_of(spec: dict[str, Any], results_dir: Path = RESULTS_DIR) -> list[RecordedCase]:
+    """The recorded cases (``RESULTS_DIR/*.json``) benchmarked on ``spec``: those whose
+    ``params.spec`` equals it, ``method`` aside (every method of the case ran on it).
+
+    ``spec`` is the validated spec as :func:`comparable_spec` gives it, so a file's formatting
+    does not matter; a changed setting matches nothing. Unreadable files are skipped.
+    """
+    wanted = comparable_spec(spec)
+    found = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            recorded = json.loads(path.read_text())
+            cases = [c for c in recorded["cases"] if c["params"].get("spec") == wanted]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        found += [
+            RecordedCase(recorded["command"], recorded["revision"], c["case"], c["results"])
+            for c in cases
+        ]
+    return found
+
+
+def comparable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` (JSON form) without ``method``: what a benchmark records as a case's
+    ``params.spec`` when it runs every method on one resource file's settings."""
+    return {k: v for k, v in spec.items() if k != "method"}

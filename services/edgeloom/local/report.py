@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeloom.api.messages import JobResult
+from edgeloom.bench.results import RESULTS_DIR, RecordedCase, recorded_cases_of
 
 
 def format_table(rows: dict[str, object]) -> str:
@@ -29,6 +30,38 @@ def print_summary(result: JobResult, run_dir: Path) -> None:
         if p.is_file() or any(p.iterdir())
     ]
     print(f"results in {run_dir}/ ({', '.join(written)})")
+
+
+def print_comparison(spec: dict[str, object], results_dir: Path = RESULTS_DIR) -> None:
+    """How the recorded benchmarks of this very spec (every method on its settings) compare,
+    and the command that measures them again; nothing when no recorded case has this spec."""
+    for case in recorded_cases_of(spec, results_dir):
+        print(
+            f"\nrecorded by `{case.command}` (revision {case.revision}), case {case.case!r}, "
+            "the methods measured on this file's settings:"
+        )
+        print(comparison_table(case))
+
+
+def comparison_table(case: RecordedCase) -> str:
+    """One row per method; the columns are the figures every method has (a multi-seed mean
+    where the benchmark gives one, shown without its ``_mean``)."""
+    figures = list(case.results.values())
+    names = [
+        k
+        for k, v in figures[0].items()
+        if k.endswith("_mean") and all(k in f for f in figures) and not isinstance(v, dict)
+    ]
+    headers = ["method", *(n.removesuffix("_mean") for n in names)]
+    rows = [
+        [method, *("never" if f[n] is None else f"{f[n]:.4g}" for n in names)]
+        for method, f in case.results.items()
+    ]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join(
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    )
 
 
 def write_plot(result: JobResult, path: Path, title: str) -> Path | None:

@@ -39,7 +39,7 @@ from edgeloom.api.resource import InvalidResource, Resource, parse_resource
 from edgeloom.api.status import Phase, Status, set_summary_conditions
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.local.procs import die_with_parent
-from edgeloom.local.report import print_summary, write_plot
+from edgeloom.local.report import print_comparison, print_summary, write_plot
 from edgeloom.runtime.bus import Bus, Message, NatsAccess
 from edgeloom.runtime.logs import role_log_handler
 from edgeloom.runtime.natsauth import ADMIN, Authority, job_credentials
@@ -425,6 +425,7 @@ def run_file(
             raise
     write_result(result, run_dir, title)
     print_summary(result, run_dir)
+    print_comparison(resource.spec.to_wire())
     return result
 
 
