@@ -63,7 +63,7 @@ def test_example_file_parses(doc: dict[str, Any]) -> None:
     assert spec.workers[0].profile.compute_slowdown == 4.0
     assert (spec.training.min_batch_size, spec.training.max_batch_size) == (8, 96)
     assert spec.participation.min_workers == 5
-    assert spec.stop.target_accuracy == 0.8
+    assert spec.stop.target_accuracy == 0.85
 
 
 def test_minimal_resource_gets_defaults() -> None:

@@ -131,8 +131,8 @@ def example_with(tmp_path: Path, old: str, new: str) -> Path:
             "spec.workers[0].count: Input should be a valid",
         ),
         ("  checkpointInterval: 5\n", "  gpu: 1\n", "spec.gpu: Input should be a valid boolean"),
-        ("  checkpointInterval: 5\n", "status: {}\n", "status: a resource file must not set"),
-        ("  checkpointInterval: 5\n", "extra: 1\n", "extra: unknown field"),
+        ("  emulation: modelled\n", "status: {}\n", "status: a resource file must not set"),
+        ("  emulation: modelled\n", "extra: 1\n", "extra: unknown field"),
         (
             "  name: mnist1d-mergesfl\n",
             "  name: mnist1d-mergesfl\n  uid: run.1\n",
@@ -159,8 +159,8 @@ def test_load_and_validate_names_the_field(tmp_path: Path, old: str, new: str, l
 
 
 def test_integral_numbers_fit_integer_fields(tmp_path: Path) -> None:
-    _, resource = load_and_validate(example_with(tmp_path, "rounds: 30\n", "rounds: 30.0\n"))
-    assert resource.spec.training.rounds == 30
+    _, resource = load_and_validate(example_with(tmp_path, "rounds: 40\n", "rounds: 40.0\n"))
+    assert resource.spec.training.rounds == 40
 
 
 def test_a_missing_file_is_invalid_input(tmp_path: Path) -> None:
