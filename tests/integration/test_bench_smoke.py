@@ -34,7 +34,8 @@ SMOKE = [  # name, methods of its --quick run, metrics every method has
     pytest.param(
         "splittraining",
         {"mergesfl", "fedavg"},
-        {"final_accuracy", "time_to_target_s", "bytes_total"},
+        {"final_accuracy_mean", "final_accuracy_std", "time_to_target_s_mean"}
+        | {"accuracy_at_budget_mean", "virtual_time_s_mean", "bytes_total_mean"},
     ),
     pytest.param("prunejob", {"comp", "llm-pruner"}, {"params", "wall_s", "peak_rss_bytes"}),
     pytest.param(  # starts a real control plane: e2e tier
@@ -81,6 +82,12 @@ def test_quick_benchmark_writes_json_and_png(
         quality = {c["params"]["model"]: set(c["results"]["comp"]) for c in data["cases"]}
         assert "perplexity" in quality["tiny-llama"]
         assert {"embedding_fidelity", "retrieval_accuracy"} <= quality["minilm"]
+    if name == "splittraining":
+        (case,) = data["cases"]
+        assert (case["params"]["workers"], case["params"]["workers_per_round"]) == (20, 10)
+        assert case["params"]["seeds"] == [0, 1]
+        for figures in case["results"].values():
+            assert len(figures["final_accuracy_by_seed"]) == 2
     if name == "operator":
         for case in data["cases"]:
             figures = case["results"]["edgeloom-operator"]

@@ -1,5 +1,6 @@
-"""The plot helper every benchmark draws with: a row of panels (matplotlib, Agg) saved as PNG,
-and the two kinds of panel benchmarks draw most (one line per method, grouped bars)."""
+"""The plot helper every benchmark draws with: panels (matplotlib, Agg) saved as PNG, and the
+kinds of panel benchmarks draw most (one line per method, a mean and std band per method over
+seeds, grouped bars)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ def panels(
     panel_size: tuple[float, float] = (5.5, 4.0),
     title: str | None = None,
     dpi: int = 110,
+    columns: int | None = None,
 ) -> Iterator[list[Axes]]:
-    """A figure of ``count`` panels side by side, saved to ``path`` when the block ends.
+    """A figure of ``count`` panels, ``columns`` to a row (all in one row by default), saved
+    to ``path`` when the block ends; panels of the last row left over are hidden.
 
     Examples
     --------
@@ -35,9 +38,14 @@ def panels(
     import matplotlib.pyplot as plt
 
     width, height = panel_size
-    fig, axes = plt.subplots(1, count, figsize=(width * count, height), squeeze=False)
+    across = min(count, columns or count)
+    down = -(-count // across)
+    fig, grid = plt.subplots(down, across, figsize=(width * across, height * down), squeeze=False)
+    axes = list(grid.flat)
+    for spare in axes[count:]:
+        spare.set_visible(False)
     try:
-        yield list(axes[0])
+        yield axes[:count]
         if title:
             fig.suptitle(title)
         fig.tight_layout()
@@ -65,6 +73,30 @@ def method_lines(
             drawstyle="steps-post" if steps else "default",
             label=method,
         )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def method_bands(
+    ax: Axes,
+    runs: Mapping[str, Sequence[tuple[Sequence[float], Sequence[float]]]],
+    *,
+    dashed: Sequence[str] = (),
+    points: int = 200,
+) -> None:
+    """Per method, the mean line and a one-std band over its runs (``method: [(xs, ys), ...]``,
+    one pair per seed): each run is interpolated onto ``points`` shared xs up to where the
+    shortest run ends, so the band never extrapolates."""
+    import numpy as np
+
+    for method, pairs in runs.items():
+        start = max(xs[0] for xs, _ in pairs)
+        end = min(xs[-1] for xs, _ in pairs)
+        grid = np.linspace(start, end, points) if end > start else np.array([end])
+        ys = np.array([np.interp(grid, xs, vals) for xs, vals in pairs])
+        mean, std = ys.mean(axis=0), ys.std(axis=0)
+        (line,) = ax.plot(grid, mean, "--" if method in dashed else "-", label=method)
+        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 

@@ -57,15 +57,19 @@ def _builtins() -> None:
 
 
 def builtin_benchmarks() -> list[type[Benchmark[Any]]]:
-    """The benchmarks shipped with edgeloom (no entry point loaded)."""
+    """The benchmarks shipped with edgeloom (no entry point loaded), in BUILTIN_MODULES'
+    order whatever imported them first."""
     _builtins()
-    return [cls for cls in _REGISTRY.values() if cls.__module__ in BUILTIN_MODULES]
+    return sorted(
+        (cls for cls in _REGISTRY.values() if cls.__module__ in BUILTIN_MODULES),
+        key=lambda cls: BUILTIN_MODULES.index(cls.__module__),
+    )
 
 
 def benchmark_names() -> list[str]:
     """Every benchmark that can run here: the built-in ones, then those of entry points."""
-    _builtins()
-    return list(dict.fromkeys([*_REGISTRY, *_entry_points()]))
+    builtin = [cls.name for cls in builtin_benchmarks()]  # in their modules' order
+    return list(dict.fromkeys([*builtin, *_REGISTRY, *_entry_points()]))
 
 
 def get_benchmark(name: str) -> type[Benchmark[Any]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import uuid
@@ -28,10 +29,11 @@ from typing import Any
 from edgeloom.api.resource import API_VERSION
 from edgeloom.bench.harness import Benchmark, Case, CaseResult
 from edgeloom.bench.jobs import run_job
-from edgeloom.bench.plot import method_lines, panels
+from edgeloom.bench.plot import method_bands, panels
 from edgeloom.bench.registry import benchmark
-from edgeloom.bench.results import BenchResult, Figures
+from edgeloom.bench.results import BenchResult, Figures, comparable_spec
 from edgeloom.local.nats_server import NatsServer
+from edgeloom.local.runner import load_and_validate
 
 WORKERS = [  # ten heterogeneous workers: three Jetson-like device classes
     {
@@ -65,26 +67,53 @@ WORKERS = [  # ten heterogeneous workers: three Jetson-like device classes
         },
     },
 ]
+
+
+def pool(copies: int) -> list[dict[str, Any]]:
+    """``copies`` x the ten workers above (N = 10 x copies), the same three device classes."""
+    return [{**copy.deepcopy(g), "count": g["count"] * copies} for g in WORKERS]
+
+
+MNIST1D = {"model": {"architecture": "cnn1d"}, "dataset": {"name": "mnist1d", "samples": 5000}}
+PARTITIONS: dict[str, tuple[dict[str, Any], float]] = {  # partition, target fixed before runs
+    "dirichlet-0.1": ({"scheme": "dirichlet", "alpha": 0.1}, 0.6),
+    "dirichlet-0.5": ({"scheme": "dirichlet", "alpha": 0.5}, 0.75),
+    "dominant-0.4": ({"scheme": "dominant-class", "dominantRatio": 0.4}, 0.75),
+    "dominant-0.8": ({"scheme": "dominant-class", "dominantRatio": 0.8}, 0.6),
+}
+WORKERS_PER_ROUND = 10
 CASES: dict[str, dict[str, Any]] = {
-    "mnist1d-dirichlet-0.1": {
-        "model": {"architecture": "cnn1d"},
-        "dataset": {"name": "mnist1d", "samples": 5000},
-        "partition": {"scheme": "dirichlet", "alpha": 0.1},
-        "target_accuracy": 0.6,
+    **{
+        f"mnist1d-{partition}-10of{10 * copies}": {
+            **MNIST1D,
+            "partition": scheme,
+            "workers": pool(copies),
+            "target_accuracy": target,
+            "rounds": 40,
+        }
+        for copies in (2, 4)
+        for partition, (scheme, target) in PARTITIONS.items()
     },
-    "mnist1d-dominant-0.8": {
-        "model": {"architecture": "cnn1d"},
-        "dataset": {"name": "mnist1d", "samples": 5000},
-        "partition": {"scheme": "dominant-class", "dominantRatio": 0.8},
-        "target_accuracy": 0.6,
-    },
-    "digits-dirichlet-0.1": {
-        "model": {"architecture": "digits-cnn"},
-        "dataset": {"name": "digits"},
+    # the paper's regime: a bottom model whose weights outweigh its features (AlexNet-style
+    # CNN split after its conv stack, as the official code does for CIFAR-10)
+    "fashion-mnist-alexnet-dirichlet-0.1-10of20": {
+        "model": {"architecture": "cifar-alexnet"},
+        "dataset": {"name": "fashion-mnist", "samples": 6000},
         "partition": {"scheme": "dirichlet", "alpha": 0.1},
-        "target_accuracy": 0.85,
+        "workers": pool(2),
+        "target_accuracy": 0.6,
+        "rounds": 20,
     },
 }
+"""The issue's cases: K = 10 of N = 20 and 40 workers, Dirichlet 0.1/0.5 and dominant-class
+0.4/0.8, and one case in the paper's model regime. Targets are fixed here, before any run."""
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "splittraining-mnist1d.yaml"
+"""``edgeloom run``'s first example: its own case (``example``), run exactly as the file says
+(its learning rate, momentum and stop), so the run can print how the methods did on it."""
+SEEDS = (0, 1, 2)
+"""Every case runs every method on these seeds (data partition, initial weights, sampling);
+the settings are tuned on the first alone."""
+
 METHODS: dict[str, dict[str, Any]] = {
     "mergesfl": {"method": "mergesfl"},
     "splitfed": {"method": "splitfed"},
@@ -92,23 +121,27 @@ METHODS: dict[str, dict[str, Any]] = {
     "fedavg": {"method": "fedavg"},
 }
 ABLATIONS: dict[str, dict[str, Any]] = {
+    "mergesfl-regulation": {"method": "mergesfl", "ablation": {"jointBatchSizing": False}},
     "mergesfl-no-merging": {"method": "mergesfl", "ablation": {"featureMerging": False}},
     "mergesfl-no-regulation": {"method": "mergesfl", "ablation": {"batchRegulation": False}},
 }
+OVERRIDES = {**METHODS, **ABLATIONS}
+"""What each method changes in a case's spec."""
 GRID: tuple[tuple[float, float], ...] = ((0.05, 0.0), (0.1, 0.0), (0.05, 0.9), (0.1, 0.9))
-"""(learning rate, momentum) settings every method is tuned over."""
+"""(learning rate, momentum) settings every method is tuned over, on the first seed."""
+
+Setting = tuple[float, float]
+History = list[dict[str, Any]]
 
 
-def resource(
-    case: str, overrides: dict[str, Any], setting: tuple[float, float], rounds: int
-) -> dict[str, Any]:
-    """The SplitTrainingJob a run uses."""
+def case_spec(case: str, setting: Setting, rounds: int) -> dict[str, Any]:
+    """The spec every method of ``case`` shares (``method`` and ``seed`` aside)."""
     c = CASES[case]
-    spec = {
+    return {
         "model": c["model"],
         "dataset": c["dataset"],
         "partition": c["partition"],
-        "workers": WORKERS,
+        "workers": c["workers"],
         "training": {
             "rounds": rounds,
             "iterationsPerRound": 20,
@@ -117,21 +150,35 @@ def resource(
             "maxBatchSize": 96,
             "learningRate": setting[0],
             "momentum": setting[1],
+            "workersPerRound": WORKERS_PER_ROUND,
             "seed": 0,
         },
+        "stop": {"targetAccuracy": c["target_accuracy"], "stopAtTarget": False},
         "participation": {"minWorkers": 5, "roundDeadlineSeconds": 120},
         "checkpointInterval": 1000,
-        **copy.deepcopy(overrides),
+        "emulation": "modelled",
     }
+
+
+def example_spec() -> dict[str, Any]:
+    """The first example's validated spec, as :func:`comparable_spec` records it."""
+    _, example = load_and_validate(EXAMPLE)
+    return comparable_spec(example.spec.to_wire())
+
+
+def resource(spec: dict[str, Any], overrides: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The SplitTrainingJob of one run: ``spec`` with a method's overrides and ``seed``."""
+    run = {**copy.deepcopy(spec), **copy.deepcopy(overrides)}
+    run["training"]["seed"] = seed
     return {
         "apiVersion": API_VERSION,
         "kind": "SplitTrainingJob",
         "metadata": {"name": f"bench-{uuid.uuid4().hex[:8]}"},
-        "spec": spec,
+        "spec": run,
     }
 
 
-def run_one(url: str, obj: dict[str, Any], label: str) -> list[dict[str, Any]]:
+def run_one(url: str, obj: dict[str, Any], label: str) -> History:
     """Train one configuration to the end, in-process as ``edgeloom run --in-process`` does;
     returns its per-round history."""
     import torch
@@ -150,23 +197,81 @@ def run_one(url: str, obj: dict[str, Any], label: str) -> list[dict[str, Any]]:
     return history
 
 
-def summarise(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
-    reached = next((h["virtual_time_seconds"] for h in history if h["accuracy"] >= target), None)
+def time_to_target(history: History, target: float) -> float | None:
+    """Virtual seconds at the first round whose accuracy reaches ``target``; None: never."""
+    return next((h["virtual_time_seconds"] for h in history if h["accuracy"] >= target), None)
+
+
+def accuracy_at(history: History, budget_s: float) -> float:
+    """Accuracy of the last round finished within ``budget_s`` virtual seconds (0 when none
+    is: the method had nothing to show by then)."""
+    within = [h["accuracy"] for h in history if h["virtual_time_seconds"] <= budget_s]
+    return within[-1] if within else 0.0
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (over the seeds)."""
+    return statistics.fmean(values), statistics.pstdev(values)
+
+
+def seed_figures(histories: Sequence[History], target: float) -> Figures:
+    """One method's figures over its seeds' runs: means and standard deviations, and a
+    time-to-target only when every seed reaches the target (None otherwise)."""
+    finals = [h[-1]["accuracy"] for h in histories]
+    times = [time_to_target(h, target) for h in histories]
+    final_mean, final_std = mean_std(finals)
+    reached = [t for t in times if t is not None]
     return {
-        "final_accuracy": history[-1]["accuracy"],
-        "best_accuracy": max(h["accuracy"] for h in history),
-        "time_to_target_s": reached,
-        "virtual_time_s": history[-1]["virtual_time_seconds"],
-        "bytes_total": history[-1]["bytes_total"],
-        "rounds": len(history),
+        "final_accuracy_mean": final_mean,
+        "final_accuracy_std": final_std,
+        "final_accuracy_by_seed": finals,
+        "time_to_target_s_mean": statistics.fmean(reached) if len(reached) == len(times) else None,
+        "time_to_target_s_by_seed": times,
+        "virtual_time_s_mean": statistics.fmean(h[-1]["virtual_time_seconds"] for h in histories),
+        "bytes_total_mean": statistics.fmean(h[-1]["bytes_total"] for h in histories),
+        "rounds_mean": statistics.fmean(len(h) for h in histories),
     }
 
 
-Setting = tuple[float, float]
-History = list[dict[str, Any]]
+def add_budget(results: dict[str, Figures], curves: dict[str, list[History]]) -> float:
+    """Equal-time figures: the budget is the virtual time the fastest of the four methods
+    needs for its run (ablations do not set it); each method's accuracy at that budget, mean
+    and std over its seeds, goes into its figures. Returns the budget."""
+    budget = min(results[m]["virtual_time_s_mean"] for m in results if m in METHODS)
+    for method, histories in curves.items():
+        mean, std = mean_std([accuracy_at(h, budget) for h in histories])
+        results[method]["accuracy_at_budget_mean"] = mean
+        results[method]["accuracy_at_budget_std"] = std
+    return budget
 
 
-def _best(runs: dict[Setting, History]) -> Setting:
+def against_baselines(results: dict[str, Figures]) -> dict[str, Any]:
+    """MergeSFL against its best baseline, as the paper states its headline (+5.82 to +26.22
+    points of final accuracy, 1.74-4.14x time-to-target): the gain over the baseline with the
+    best final accuracy, and the speed-up over the baseline fastest to the target (None when
+    MergeSFL or every baseline misses it)."""
+    baselines = {m: f for m, f in results.items() if m in METHODS and m != "mergesfl"}
+    if "mergesfl" not in results or not baselines:
+        return {}
+    ours = results["mergesfl"]
+    best = max(baselines, key=lambda m: baselines[m]["final_accuracy_mean"])
+    times = {
+        m: f["time_to_target_s_mean"]
+        for m, f in baselines.items()
+        if f["time_to_target_s_mean"] is not None
+    }
+    fastest = min(times, key=lambda m: times[m]) if times else None
+    ttt = ours["time_to_target_s_mean"]
+    return {
+        "best_baseline": best,
+        "gain_points": 100 * (ours["final_accuracy_mean"] - baselines[best]["final_accuracy_mean"]),
+        "fastest_baseline": fastest,
+        "speedup": times[fastest] / ttt if fastest is not None and ttt else None,
+    }
+
+
+def best_setting(runs: dict[Setting, History]) -> Setting:
+    """The setting with the best final accuracy (ties: the shorter virtual time)."""
     return max(runs, key=lambda k: (runs[k][-1]["accuracy"], -runs[k][-1]["virtual_time_seconds"]))
 
 
@@ -177,6 +282,14 @@ class Session:
     server: NatsServer
     pool: ProcessPoolExecutor
 
+    def run_all(self, runs: dict[Any, tuple[dict[str, Any], str]]) -> dict[Any, History]:
+        """Every ``key: (resource, label)`` run, two at a time; histories by key."""
+        futures = {
+            key: self.pool.submit(run_one, self.server.url, obj, label)
+            for key, (obj, label) in runs.items()
+        }
+        return {key: future.result() for key, future in futures.items()}
+
 
 @benchmark("splittraining")
 class SplitTrainingBenchmark(Benchmark[Session]):
@@ -185,33 +298,52 @@ class SplitTrainingBenchmark(Benchmark[Session]):
     kinds = ("SplitTrainingJob",)
 
     @property
-    def rounds(self) -> int:
-        return 3 if self.quick else 40
+    def seeds(self) -> tuple[int, ...]:
+        return SEEDS[:2] if self.quick else SEEDS
 
     @property
     def grid(self) -> tuple[Setting, ...]:
         return ((0.05, 0.9),) if self.quick else GRID
 
+    def rounds(self, case: str) -> int:
+        return 3 if self.quick else int(CASES[case]["rounds"])
+
     def cases(self) -> list[Case]:
-        names = ["mnist1d-dirichlet-0.1"] if self.quick else list(CASES)
-        return [
+        names = ["mnist1d-dirichlet-0.1-10of20"] if self.quick else list(CASES)
+        cases = [
             Case(
                 name,
                 {
-                    "workers": sum(g["count"] for g in WORKERS),
-                    "seed": 0,
-                    "rounds": self.rounds,
-                    "iterations_per_round": 20,
-                    "total_batch_size": 320,
+                    "workers": sum(g["count"] for g in CASES[name]["workers"]),
+                    "workers_per_round": WORKERS_PER_ROUND,
+                    "seeds": list(self.seeds),
+                    "rounds": self.rounds(name),
                     "target_accuracy": CASES[name]["target_accuracy"],
                     "grid_learning_rate_momentum": [list(k) for k in self.grid],
                     "dataset": CASES[name]["dataset"],
                     "partition": CASES[name]["partition"],
-                    "worker_groups": WORKERS,
+                    "worker_groups": CASES[name]["workers"],
                 },
             )
             for name in names
         ]
+        if not self.quick:
+            spec = example_spec()
+            workers = sum(g["count"] for g in spec["workers"])
+            cases.append(
+                Case(
+                    "example",
+                    {
+                        "workers": workers,
+                        "workers_per_round": spec["training"].get("workersPerRound") or workers,
+                        "seeds": list(self.seeds),
+                        "rounds": spec["training"]["rounds"],
+                        "target_accuracy": spec["stop"]["targetAccuracy"],
+                        "spec": spec,
+                    },
+                )
+            )
+        return cases
 
     def methods(self) -> list[str]:
         return ["mergesfl", "fedavg"] if self.quick else [*METHODS, *ABLATIONS]
@@ -223,49 +355,94 @@ class SplitTrainingBenchmark(Benchmark[Session]):
             yield Session(server, pool)
 
     def run_case(self, case: Case, methods: Sequence[str], session: Session) -> CaseResult:
-        overrides = {**METHODS, **ABLATIONS}
-        futures = {
-            (m, k): session.pool.submit(
-                run_one,
-                session.server.url,
-                resource(case.name, overrides[m], k, self.rounds),
-                f"{m} lr={k[0]} m={k[1]}",
-            )
-            for m in methods
-            for k in self.grid
-        }
-        runs = {m: {k: futures[(m, k)].result() for k in self.grid} for m in methods}
-        results: dict[str, Figures] = {}
-        curves: dict[str, History] = {}
-        for m in methods:
-            chosen = _best(runs[m])
-            curves[m] = runs[m][chosen]
-            results[m] = summarise(curves[m], case.params["target_accuracy"])
-            results[m]["learning_rate"], results[m]["momentum"] = chosen
-            results[m]["final_accuracy_by_setting"] = {
-                f"lr={k[0]},momentum={k[1]}": runs[m][k][-1]["accuracy"] for k in self.grid
+        """Tune each method on the first seed over the grid, then run the other seeds at its
+        best setting. The example case runs the file's own settings on every seed."""
+        if case.name == "example":
+            specs = {m: case.params["spec"] for m in methods}
+            curves = self._seed_runs(specs, methods, self.seeds, session)
+            tuning: dict[str, Figures] = {}
+        else:
+            specs, tuning, first_runs = self._tune(case.name, methods, session)
+            curves = self._seed_runs(specs, methods, self.seeds[1:], session)
+            curves = {m: [first_runs[m], *curves[m]] for m in methods}
+        target = case.params["target_accuracy"]
+        results = {m: {**seed_figures(curves[m], target), **tuning.get(m, {})} for m in methods}
+        budget = add_budget(results, curves)
+        return CaseResult(
+            results,
+            params={"budget_s": budget, "mergesfl_vs_best_baseline": against_baselines(results)},
+            plot_data=curves,
+        )
+
+    def _tune(
+        self, case: str, methods: Sequence[str], session: Session
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Figures], dict[str, History]]:
+        """Each method over the grid on the first seed: its best setting's spec, the tuning
+        figures, and that setting's run (the first seed's)."""
+        seed, rounds = self.seeds[0], self.rounds(case)
+        runs = session.run_all(
+            {
+                (m, k): (
+                    resource(case_spec(case, k, rounds), OVERRIDES[m], seed),
+                    f"{m} lr={k[0]} m={k[1]} seed={seed}",
+                )
+                for m in methods
+                for k in self.grid
             }
-        return CaseResult(results, plot_data=curves)
+        )
+        chosen = {m: best_setting({k: runs[(m, k)] for k in self.grid}) for m in methods}
+        tuning = {
+            m: {
+                "learning_rate": chosen[m][0],
+                "momentum": chosen[m][1],
+                "final_accuracy_by_setting": {
+                    f"lr={k[0]},momentum={k[1]}": runs[(m, k)][-1]["accuracy"] for k in self.grid
+                },
+            }
+            for m in methods
+        }
+        specs = {m: case_spec(case, chosen[m], rounds) for m in methods}
+        return specs, tuning, {m: runs[(m, chosen[m])] for m in methods}
+
+    @staticmethod
+    def _seed_runs(
+        specs: dict[str, dict[str, Any]],
+        methods: Sequence[str],
+        seeds: Sequence[int],
+        session: Session,
+    ) -> dict[str, list[History]]:
+        runs = session.run_all(
+            {
+                (m, s): (resource(specs[m], OVERRIDES[m], s), f"{m} seed={s}")
+                for m in methods
+                for s in seeds
+            }
+        )
+        return {m: [runs[(m, s)] for s in seeds] for m in methods}
 
     def plot(
-        self, result: BenchResult, plot_data: dict[str, dict[str, History]], path: Path
+        self, result: BenchResult, plot_data: dict[str, dict[str, list[History]]], path: Path
     ) -> None:
-        """Test accuracy against virtual device time, one panel per case."""
-        with panels(path, len(result.cases)) as axes:
+        """Test accuracy against virtual device time, mean and std band over the seeds, one
+        panel per case (dotted: the case's target; solid grey: the equal-time budget)."""
+        with panels(path, len(result.cases), columns=3) as axes:
             for ax, case in zip(axes, result.cases, strict=True):
-                curves = plot_data[case["case"]]
-                method_lines(
+                method_bands(
                     ax,
                     {
-                        m: (
-                            [h["virtual_time_seconds"] for h in history],
-                            [h["accuracy"] for h in history],
-                        )
-                        for m, history in curves.items()
+                        m: [
+                            (
+                                [h["virtual_time_seconds"] for h in history],
+                                [h["accuracy"] for h in history],
+                            )
+                            for history in histories
+                        ]
+                        for m, histories in plot_data[case["case"]].items()
                     },
                     dashed=list(ABLATIONS),
                 )
                 ax.axhline(case["params"]["target_accuracy"], color="grey", lw=0.8, ls=":")
+                ax.axvline(case["params"]["budget_s"], color="grey", lw=0.8)
                 ax.set_xscale("log")
                 ax.set(
                     title=case["case"],
