@@ -24,6 +24,10 @@ def _curve(nats: NatsServer, name: str, method: str) -> list[dict[str, Any]]:
     return [{k: v for k, v in point.items() if k != "wall_time_seconds"} for point in history]
 
 
+def _without_bytes(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in point.items() if k != "bytes_total"} for point in curve]
+
+
 @pytest.mark.parametrize("method", ["mergesfl", "sfl", "fedavg"])
 def test_two_runs_of_one_file_and_seed_have_the_same_virtual_times(
     nats_server: NatsServer, method: str
@@ -32,7 +36,13 @@ def test_two_runs_of_one_file_and_seed_have_the_same_virtual_times(
     second = _curve(nats_server, "second", method)
     assert len(first) == SMALL_SPLIT_JOB["spec"]["training"]["rounds"]
     assert all(point["virtual_time_seconds"] > 0 for point in first)
-    assert first == second  # every round's virtual time, accuracy, loss and bytes
+    # every round's virtual time, accuracy and loss; the bytes within a few per megabyte: the
+    # control messages around the tensors (request ids, rejoin calls while workers join) follow
+    # when the real processes happened to join
+    assert _without_bytes(first) == _without_bytes(second)
+    assert [p["bytes_total"] for p in second] == [
+        pytest.approx(p["bytes_total"], rel=1e-4) for p in first
+    ]
 
 
 def test_a_run_that_does_not_stop_at_its_target_still_records_when_it_got_there(
