@@ -31,6 +31,8 @@ def test_make_run_in_a_fresh_clone(tmp_path: Path) -> None:
     assert "job succeeded" in proc.stdout
     result = json.loads((clone / "runs" / "mnist1d-mergesfl" / "result.json").read_text())
     assert result["summary"]["method"] == "mergesfl"
+    assert result["summary"]["time_to_target_s"] is not None  # the first run reaches its target
+    assert "recorded by `edgeloom bench splittraining" in proc.stdout  # and compares
     assert len(result["history"]) >= 1
     assert (clone / "runs" / "mnist1d-mergesfl" / "progress.png").exists()
     assert (clone / ".venv" / "bin" / "edgeloom").exists()  # made by make, not borrowed
