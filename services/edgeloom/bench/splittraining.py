@@ -69,6 +69,10 @@ WORKERS = [  # ten heterogeneous workers: three Jetson-like device classes
 ]
 
 
+def worker_count(groups: list[dict[str, Any]]) -> int:
+    return sum(g["count"] for g in groups)
+
+
 def pool(copies: int) -> list[dict[str, Any]]:
     """``copies`` x the ten workers above (N = 10 x copies), the same three device classes."""
     return [{**copy.deepcopy(g), "count": g["count"] * copies} for g in WORKERS]
@@ -314,7 +318,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
             Case(
                 name,
                 {
-                    "workers": sum(g["count"] for g in CASES[name]["workers"]),
+                    "workers": worker_count(CASES[name]["workers"]),
                     "workers_per_round": WORKERS_PER_ROUND,
                     "seeds": list(self.seeds),
                     "rounds": self.rounds(name),
@@ -329,7 +333,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
         ]
         if not self.quick:
             spec = example_spec()
-            workers = sum(g["count"] for g in spec["workers"])
+            workers = worker_count(spec["workers"])
             cases.append(
                 Case(
                     "example",
@@ -346,7 +350,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
         return cases
 
     def methods(self) -> list[str]:
-        return ["mergesfl", "fedavg"] if self.quick else [*METHODS, *ABLATIONS]
+        return ["mergesfl", "fedavg"] if self.quick else list(OVERRIDES)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -356,8 +360,8 @@ class SplitTrainingBenchmark(Benchmark[Session]):
 
     def run_case(self, case: Case, methods: Sequence[str], session: Session) -> CaseResult:
         """Tune each method on the first seed over the grid, then run the other seeds at its
-        best setting. The example case runs the file's own settings on every seed."""
-        if case.name == "example":
+        best setting. A case with a ``spec`` of its own (``example``) runs it on every seed."""
+        if "spec" in case.params:
             specs = {m: case.params["spec"] for m in methods}
             curves = self._seed_runs(specs, methods, self.seeds, session)
             tuning: dict[str, Figures] = {}
