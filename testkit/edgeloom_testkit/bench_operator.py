@@ -317,7 +317,7 @@ class OperatorBenchmark(Benchmark[Session]):
         )
         return CaseResult({"edgeloom-operator": figures})
 
-    def plot(self, result: BenchResult, plot_data: dict[str, Any], path: Path) -> None:
+    def plot(self, result: BenchResult, path: Path) -> None:
         """Latency CDFs: creation → children and creation → status, one line per case."""
         title = f"{result.command}: {result.cases[0]['params']['resources']} resources at once"
         with panels(path, 2, (5.5, 4.2), title=title) as axes:

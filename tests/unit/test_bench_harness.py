@@ -55,7 +55,7 @@ class Toy(Benchmark[list[str]]):
         }
         return CaseResult({m: figures[m] for m in methods}, params={"runs": len(session) - 1})
 
-    def plot(self, result: BenchResult, plot_data: dict[str, Any], path: Path) -> None:
+    def plot(self, result: BenchResult, path: Path) -> None:
         methods = list(result.cases[0]["results"])
         with panels(path, 1) as (ax,):
             method_lines(
@@ -88,9 +88,11 @@ def test_a_run_writes_the_one_results_shape_and_a_png(toy: type[Toy], tmp_path: 
     assert data["benchmark"] == "toy"
     assert data["command"] == "edgeloom bench toy"
     assert data["revision"]
+    run = {"revision": data["revision"], "command": "edgeloom bench toy"}
     assert data["cases"] == [
         {
             "case": "small",
+            **run,
             "params": {"n": 2, "runs": 1},
             "results": {
                 "square": {"value_total": 4, "time_to_target_s": None},
@@ -99,6 +101,7 @@ def test_a_run_writes_the_one_results_shape_and_a_png(toy: type[Toy], tmp_path: 
         },
         {
             "case": "large",
+            **run,
             "params": {"n": 3, "runs": 2},
             "results": {
                 "square": {"value_total": 9, "time_to_target_s": None},
@@ -122,6 +125,33 @@ def test_quick_and_a_selection_are_recorded_in_the_command(toy: type[Toy], tmp_p
     data = json.loads(files.json.read_text())
     assert data["command"] == "edgeloom bench toy --case large --method double --method square"
     assert list(data["cases"][0]["results"]) == ["square", "double"]  # the benchmark's order
+
+
+def test_a_run_of_chosen_cases_keeps_the_other_recorded_cases(
+    toy: type[Toy], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_benchmark(toy(), tmp_path, cases=["large"])
+    first = json.loads((tmp_path / "toy.json").read_text())
+    assert [c["case"] for c in first["cases"]] == ["large"]
+
+    def curves(self: Toy, case: Case, methods: Sequence[str], session: Any) -> CaseResult:
+        return CaseResult({m: {"value_total": 0} for m in methods}, plot_data={"xs": [1, 2]})
+
+    monkeypatch.setattr(Toy, "run_case", curves)
+    _, files = run_benchmark(toy(), tmp_path, cases=["small"])
+    data = json.loads(files.json.read_text())
+    assert data["command"] == "edgeloom bench toy --case small"
+    small, large = data["cases"]  # in the benchmark's order, whatever ran last
+    assert small["case"] == "small" and small["plot_data"] == {"xs": [1, 2]}
+    assert small["command"] == "edgeloom bench toy --case small" and small["revision"]
+    assert large == first["cases"][0]  # as it was recorded, with its own run
+
+    _, files = run_benchmark(toy(), tmp_path)  # every case: the file is rewritten
+    assert {c["command"] for c in json.loads(files.json.read_text())["cases"]} == {
+        "edgeloom bench toy"
+    }
+    run_benchmark(toy(quick=True), tmp_path, cases=["small"])  # a smoke run never merges
+    assert [c["case"] for c in json.loads(files.json.read_text())["cases"]] == ["small"]
 
 
 def test_an_unknown_case_or_method_fails_before_anything_starts(

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from edgeloom.bench.results import RESULTS_DIR, BenchResult, Figures, ResultFiles, write_results
+from edgeloom.bench.results import (
+    RESULTS_DIR,
+    BenchResult,
+    Figures,
+    ResultFiles,
+    merge_recorded,
+    write_results,
+)
 
 SessionT = TypeVar("SessionT")
 
@@ -43,7 +50,8 @@ class CaseResult:
         Figures of the case itself found while running it (a dense model's quality, the
         server's max payload), merged into the case's params.
     plot_data
-        Whatever the plot needs beyond the JSON (learning curves), or None.
+        Whatever the plot needs beyond the figures (learning curves), or None: JSON-able, since
+        it is recorded with the case.
     """
 
     results: dict[str, Figures]
@@ -84,8 +92,9 @@ class Benchmark(ABC, Generic[SessionT]):
         """Run ``methods`` under ``case``; figures for exactly those methods."""
 
     @abstractmethod
-    def plot(self, result: BenchResult, plot_data: dict[str, Any], path: Path) -> None:
-        """Draw ``result`` (``plot_data``: each case's ``CaseResult.plot_data``) to ``path``."""
+    def plot(self, result: BenchResult, path: Path) -> None:
+        """Draw ``result`` (each case's ``CaseResult.plot_data`` is its ``plot_data``) to
+        ``path``."""
 
 
 class UnknownSelection(ValueError):
@@ -125,6 +134,9 @@ def run_benchmark(
 ) -> tuple[BenchResult, ResultFiles]:
     """Run the chosen cases and methods (all by default) and write JSON and PNG to ``out_dir``.
 
+    A run of chosen cases (``--case``, not ``--quick``) keeps the other cases already recorded
+    in ``out_dir`` and replaces the chosen ones, so a long benchmark can be run case by case.
+
     Raises
     ------
     UnknownSelection
@@ -134,7 +146,6 @@ def run_benchmark(
     chosen_cases = [all_cases[c] for c in select("case", list(all_cases), cases)]
     chosen_methods = select("method", bench.methods(), methods)
     result = BenchResult(bench.name, command_line(bench.name, bench.quick, cases, methods))
-    plot_data: dict[str, Any] = {}
     with bench.session() as session:
         for number, case in enumerate(chosen_cases, 1):
             print(
@@ -150,7 +161,8 @@ def run_benchmark(
                     f"not {chosen_methods}"
                 )
             results = {m: ran.results[m] for m in chosen_methods}
-            result.add_case(case.name, {**case.params, **ran.params}, results)
-            plot_data[case.name] = ran.plot_data
-    files = write_results(result, out_dir, lambda r, path: bench.plot(r, plot_data, path))
+            result.add_case(case.name, {**case.params, **ran.params}, results, ran.plot_data)
+    if cases and not bench.quick:
+        merge_recorded(result, out_dir / f"{bench.name}.json", list(all_cases))
+    files = write_results(result, out_dir, bench.plot)
     return result, files

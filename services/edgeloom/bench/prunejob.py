@@ -176,7 +176,7 @@ class PruneJobBenchmark(Benchmark[Session]):
             )
         return CaseResult(results, params=dense)
 
-    def plot(self, result: BenchResult, plot_data: dict[str, Any], path: Path) -> None:
+    def plot(self, result: BenchResult, path: Path) -> None:
         """Quality against ratio per model and metric, and peak memory at 20 %."""
         quality_panels = [
             ("tiny-llama", "perplexity", "held-out perplexity (lower is better)"),

@@ -1,8 +1,10 @@
 """The one results shape every benchmark writes (DESIGN.md, Testing tiers), and its writer.
 
-``{"benchmark", "revision", "command", "cases": [{"case", "params", "results": {method:
-{metric_with_unit: value | null}}}]}``: metric names carry their unit (``_s``, ``_bytes``,
-``_bytes_per_s``, ratios 0-1), ``null`` means never reached, and figures are raw.
+``{"benchmark", "revision", "command", "cases": [{"case", "revision", "command", "params",
+"results": {method: {metric_with_unit: value | null}}, "plot_data"?}]}``: metric names carry
+their unit (``_s``, ``_bytes``, ``_bytes_per_s``, ratios 0-1), ``null`` means never reached, and
+figures are raw. Each case names the run that measured it: a run of some cases (``--case``)
+keeps the file's other cases as they were recorded (:func:`merge_recorded`).
 """
 
 from __future__ import annotations
@@ -38,17 +40,53 @@ class BenchResult:
     benchmark: str
     command: str
     cases: list[dict[str, Any]] = field(default_factory=list)
+    revision: str = field(default_factory=git_revision)
 
-    def add_case(self, case: str, params: dict[str, Any], results: dict[str, Figures]) -> None:
-        self.cases.append({"case": case, "params": params, "results": results})
+    def add_case(
+        self,
+        case: str,
+        params: dict[str, Any],
+        results: dict[str, Figures],
+        plot_data: Any = None,
+    ) -> None:
+        """One measured case; ``plot_data`` (JSON-able) is kept beside it so a later run of
+        other cases can redraw it."""
+        entry = {
+            "case": case,
+            "revision": self.revision,
+            "command": self.command,
+            "params": params,
+            "results": results,
+        }
+        self.cases.append(entry | ({} if plot_data is None else {"plot_data": plot_data}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "benchmark": self.benchmark,
-            "revision": git_revision(),
+            "revision": self.revision,
             "command": self.command,
             "cases": self.cases,
         }
+
+
+def merge_recorded(result: BenchResult, path: Path, order: list[str]) -> None:
+    """Add to ``result`` the cases recorded in ``path`` that it did not rerun, as they were
+    recorded (their own command and revision), and put every case in ``order``. A missing or
+    unreadable file, one of another benchmark, and a smoke run's cases (``--quick``) add
+    nothing."""
+    try:
+        recorded = json.loads(path.read_text())
+        kept = [] if recorded["benchmark"] != result.benchmark else list(recorded["cases"])
+    except (OSError, ValueError, KeyError, TypeError):
+        kept = []
+    ran = {c["case"] for c in result.cases}
+    for case in kept:
+        case.setdefault("revision", recorded["revision"])
+        case.setdefault("command", recorded["command"])
+        quick = "--quick" in case["command"].split()
+        if case.get("case") in order and case["case"] not in ran and not quick:
+            result.cases.append(case)
+    result.cases.sort(key=lambda c: order.index(c["case"]))
 
 
 @dataclass(frozen=True)
@@ -96,7 +134,12 @@ def recorded_cases_of(spec: dict[str, Any], results_dir: Path = RESULTS_DIR) -> 
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         found += [
-            RecordedCase(recorded["command"], recorded["revision"], c["case"], c["results"])
+            RecordedCase(
+                c.get("command", recorded["command"]),
+                c.get("revision", recorded["revision"]),
+                c["case"],
+                c["results"],
+            )
             for c in cases
         ]
     return found

@@ -213,6 +213,14 @@ def accuracy_at(history: History, budget_s: float) -> float:
     return within[-1] if within else 0.0
 
 
+def learning_curve(history: History) -> list[list[float]]:
+    """One run's (virtual seconds, accuracy) per round, as the plot draws it."""
+    return [
+        [h["virtual_time_seconds"] for h in history],
+        [h["accuracy"] for h in history],
+    ]
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and population standard deviation (over the seeds)."""
     return statistics.fmean(values), statistics.pstdev(values)
@@ -375,7 +383,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
         return CaseResult(
             results,
             params={"budget_s": budget, "mergesfl_vs_best_baseline": against_baselines(results)},
-            plot_data=curves,
+            plot_data={m: [learning_curve(h) for h in curves[m]] for m in methods},
         )
 
     def _tune(
@@ -424,9 +432,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
         )
         return {m: [runs[(m, s)] for s in seeds] for m in methods}
 
-    def plot(
-        self, result: BenchResult, plot_data: dict[str, dict[str, list[History]]], path: Path
-    ) -> None:
+    def plot(self, result: BenchResult, path: Path) -> None:
         """Test accuracy against virtual device time, mean and std band over the seeds, one
         panel per case (dotted: the case's target; solid grey: the equal-time budget)."""
         with panels(path, len(result.cases), columns=3) as axes:
@@ -434,14 +440,8 @@ class SplitTrainingBenchmark(Benchmark[Session]):
                 method_bands(
                     ax,
                     {
-                        m: [
-                            (
-                                [h["virtual_time_seconds"] for h in history],
-                                [h["accuracy"] for h in history],
-                            )
-                            for history in histories
-                        ]
-                        for m, histories in plot_data[case["case"]].items()
+                        m: [(xs, ys) for xs, ys in curves]
+                        for m, curves in case.get("plot_data", {}).items()
                     },
                     dashed=list(ABLATIONS),
                 )

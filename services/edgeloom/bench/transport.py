@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 import nats
 import torch
@@ -136,7 +135,7 @@ class TransportBenchmark(Benchmark[NatsServer]):
             params={"max_payload_bytes": session.max_payload},
         )
 
-    def plot(self, result: BenchResult, plot_data: dict[str, Any], path: Path) -> None:
+    def plot(self, result: BenchResult, path: Path) -> None:
         methods = [m for m in ("raw", "codec") if m in result.cases[0]["results"]]
         bars = {
             m: [c["results"][m]["throughput_bytes_per_s"] / MiB for c in result.cases]
