@@ -22,7 +22,9 @@ def _check_shape(path: Path, benchmark: str, methods: set[str], metrics: set[str
     assert data["revision"]
     assert data["cases"]
     for case in data["cases"]:
-        assert set(case) == {"case", "params", "results"}
+        assert {"case", "command", "revision", "params", "results"} <= set(case)
+        assert set(case) <= {"case", "command", "revision", "params", "results", "plot_data"}
+        assert case["command"] == data["command"]
         assert set(case["results"]) == methods
         for figures in case["results"].values():
             assert metrics <= set(figures)

@@ -102,6 +102,13 @@ def test_the_best_setting_has_the_best_final_accuracy_then_the_shorter_time() ->
     assert best_setting(runs) == (0.1, 0.0)
 
 
+def test_a_setting_whose_run_failed_is_never_the_best() -> None:
+    runs = {(0.1, 0.9): None, (0.05, 0.0): history((5.0, 0.3))}
+    assert best_setting(runs) == (0.05, 0.0)
+    with pytest.raises(RuntimeError, match="every setting"):
+        best_setting({(0.1, 0.9): None})
+
+
 def test_the_issue_s_cases_run_ten_of_many_workers_with_targets_fixed() -> None:
     cases = {c.name: c.params for c in SplitTrainingBenchmark().cases()}
     mnist1d = [n for n in cases if n.startswith("mnist1d-")]

@@ -33,7 +33,7 @@ from edgeloom.bench.plot import method_bands, panels
 from edgeloom.bench.registry import benchmark
 from edgeloom.bench.results import BenchResult, Figures, comparable_spec
 from edgeloom.local.nats_server import NatsServer
-from edgeloom.local.runner import load_and_validate
+from edgeloom.local.runner import RunFailed, load_and_validate
 
 WORKERS = [  # ten heterogeneous workers: three Jetson-like device classes
     {
@@ -182,15 +182,20 @@ def resource(spec: dict[str, Any], overrides: dict[str, Any], seed: int) -> dict
     }
 
 
-def run_one(url: str, obj: dict[str, Any], label: str) -> History:
+def run_one(url: str, obj: dict[str, Any], label: str) -> History | None:
     """Train one configuration to the end, in-process as ``edgeloom run --in-process`` does;
-    returns its per-round history."""
+    returns its per-round history, or None when the run failed (a setting that diverges until
+    no worker is left), which is printed with its reason."""
     import torch
 
     torch.set_num_threads(1)
     logging.getLogger("edgeloom").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="edgeloom-bench-") as runs:
-        history = run_job(obj, url, Path(runs), in_process=True).history
+        try:
+            history = run_job(obj, url, Path(runs), in_process=True).history
+        except RunFailed as failed:
+            print(f"  {label}: failed: {failed.reason}", file=sys.stderr, flush=True)
+            return None
     last = history[-1]
     print(
         f"  {label}: accuracy {last['accuracy']:.3f} after {last['round']} rounds, "
@@ -282,9 +287,20 @@ def against_baselines(results: dict[str, Figures]) -> dict[str, Any]:
     }
 
 
-def best_setting(runs: dict[Setting, History]) -> Setting:
-    """The setting with the best final accuracy (ties: the shorter virtual time)."""
-    return max(runs, key=lambda k: (runs[k][-1]["accuracy"], -runs[k][-1]["virtual_time_seconds"]))
+def _final_accuracy(history: History | None) -> float | None:
+    return None if history is None else history[-1]["accuracy"]
+
+
+def best_setting(runs: dict[Setting, History | None]) -> Setting:
+    """The setting with the best final accuracy (ties: the shorter virtual time) among those
+    whose run finished (None: it failed)."""
+    finished = {k: h for k, h in runs.items() if h is not None}
+    if not finished:
+        raise RuntimeError(f"every setting of the grid failed: {sorted(runs)}")
+    return max(
+        finished,
+        key=lambda k: (finished[k][-1]["accuracy"], -finished[k][-1]["virtual_time_seconds"]),
+    )
 
 
 @dataclass
@@ -294,8 +310,11 @@ class Session:
     server: NatsServer
     pool: ProcessPoolExecutor
 
-    def run_all(self, runs: dict[Any, tuple[dict[str, Any], str]]) -> dict[Any, History]:
-        """Every ``key: (resource, label)`` run, two at a time; histories by key."""
+    def run_all(
+        self, runs: dict[Any, tuple[dict[str, Any], str]]
+    ) -> dict[Any, History | None]:
+        """Every ``key: (resource, label)`` run, two at a time; histories by key (None: the
+        run failed)."""
         futures = {
             key: self.pool.submit(run_one, self.server.url, obj, label)
             for key, (obj, label) in runs.items()
@@ -376,21 +395,29 @@ class SplitTrainingBenchmark(Benchmark[Session]):
         else:
             specs, tuning, first_runs = self._tune(case.name, methods, session)
             curves = self._seed_runs(specs, methods, self.seeds[1:], session)
-            curves = {m: [first_runs[m], *curves[m]] for m in methods}
+            curves = {m: {self.seeds[0]: first_runs[m], **curves[m]} for m in methods}
         target = case.params["target_accuracy"]
-        results = {m: {**seed_figures(curves[m], target), **tuning.get(m, {})} for m in methods}
-        budget = add_budget(results, curves)
+        failed = {m: [s for s, h in curves[m].items() if h is None] for m in methods}
+        finished = {m: [h for h in curves[m].values() if h is not None] for m in methods}
+        if empty := [m for m in methods if not finished[m]]:
+            raise RuntimeError(f"every seed's run failed for {empty}")
+        results = {
+            m: {**seed_figures(finished[m], target), "failed_seeds": failed[m], **tuning.get(m, {})}
+            for m in methods
+        }
+        budget = add_budget(results, finished)
         return CaseResult(
             results,
             params={"budget_s": budget, "mergesfl_vs_best_baseline": against_baselines(results)},
-            plot_data={m: [learning_curve(h) for h in curves[m]] for m in methods},
+            plot_data={m: [learning_curve(h) for h in finished[m]] for m in methods},
         )
 
     def _tune(
         self, case: str, methods: Sequence[str], session: Session
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, Figures], dict[str, History]]:
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Figures], dict[str, History | None]]:
         """Each method over the grid on the first seed: its best setting's spec, the tuning
-        figures, and that setting's run (the first seed's)."""
+        figures (a failed setting's final accuracy is None), and that setting's run (the first
+        seed's)."""
         seed, rounds = self.seeds[0], self.rounds(case)
         runs = session.run_all(
             {
@@ -408,7 +435,8 @@ class SplitTrainingBenchmark(Benchmark[Session]):
                 "learning_rate": chosen[m][0],
                 "momentum": chosen[m][1],
                 "final_accuracy_by_setting": {
-                    f"lr={k[0]},momentum={k[1]}": runs[(m, k)][-1]["accuracy"] for k in self.grid
+                    f"lr={k[0]},momentum={k[1]}": _final_accuracy(runs[(m, k)])
+                    for k in self.grid
                 },
             }
             for m in methods
@@ -422,7 +450,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
         methods: Sequence[str],
         seeds: Sequence[int],
         session: Session,
-    ) -> dict[str, list[History]]:
+    ) -> dict[str, dict[int, History | None]]:
         runs = session.run_all(
             {
                 (m, s): (resource(specs[m], OVERRIDES[m], s), f"{m} seed={s}")
@@ -430,7 +458,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
                 for s in seeds
             }
         )
-        return {m: [runs[(m, s)] for s in seeds] for m in methods}
+        return {m: {s: runs[(m, s)] for s in seeds} for m in methods}
 
     def plot(self, result: BenchResult, path: Path) -> None:
         """Test accuracy against virtual device time, mean and std band over the seeds, one
