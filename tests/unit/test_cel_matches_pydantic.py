@@ -356,7 +356,7 @@ def split_training_specs(draw: st.DrawFn) -> Spec:
 @st.composite
 def prune_job_specs(draw: st.DrawFn) -> Spec:
     sources = {
-        "builtin": draw(st.sampled_from([None, "tiny-llama", "minilm"])),
+        "builtin": draw(st.sampled_from([None, "tiny-llama", "minilm", "smollm2-135m"])),
         "path": draw(st.sampled_from([None, "", "/models/m"])),
         "objectStore": draw(st.sampled_from([None, {"bucket": "models", "name": "m"}])),
     }

