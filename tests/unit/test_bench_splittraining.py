@@ -139,3 +139,20 @@ def test_the_example_case_records_the_example_s_own_spec() -> None:
     assert spec == comparable_spec(SplitTrainingJobSpec.model_validate(spec).to_wire())
     assert "method" not in spec
     assert example["target_accuracy"] == spec["stop"]["targetAccuracy"]
+
+
+def test_the_plot_draws_the_cases_that_kept_their_curves(tmp_path: Any) -> None:
+    from PIL import Image
+
+    from edgeloom.bench.results import BenchResult
+
+    result = BenchResult("splittraining", "edgeloom bench splittraining")
+    params = {"target_accuracy": 0.6, "budget_s": 2.0}
+    curves = {m: [([1.0, 2.0, 3.0], [0.2, 0.5, 0.7])] for m in METHODS}
+    result.add_case("kept", params, {}, plot_data=curves)
+    result.add_case("older", params, {})
+    SplitTrainingBenchmark().plot(result, tmp_path / "one.png")
+    result.add_case("kept-too", params, {}, plot_data=curves)
+    SplitTrainingBenchmark().plot(result, tmp_path / "two.png")
+    one, two = (Image.open(tmp_path / f"{n}.png").size for n in ("one", "two"))
+    assert one[1] == two[1] and two[0] > 1.8 * one[0]

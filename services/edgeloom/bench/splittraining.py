@@ -462,14 +462,16 @@ class SplitTrainingBenchmark(Benchmark[Session]):
 
     def plot(self, result: BenchResult, path: Path) -> None:
         """Test accuracy against virtual device time, mean and std band over the seeds, one
-        panel per case (dotted: the case's target; solid grey: the equal-time budget)."""
-        with panels(path, len(result.cases), columns=3) as axes:
-            for ax, case in zip(axes, result.cases, strict=True):
+        panel per case that kept its curves (dotted: the case's target; solid grey: the
+        equal-time budget); a case recorded before curves were kept has no panel."""
+        drawn = [case for case in result.cases if case.get("plot_data")]
+        with panels(path, len(drawn), columns=3) as axes:
+            for ax, case in zip(axes, drawn, strict=True):
                 method_bands(
                     ax,
                     {
                         m: [(xs, ys) for xs, ys in curves]
-                        for m, curves in case.get("plot_data", {}).items()
+                        for m, curves in case["plot_data"].items()
                     },
                     dashed=list(ABLATIONS),
                 )
