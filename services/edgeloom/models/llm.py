@@ -171,6 +171,9 @@ class LayerContext:
     attention_mask: torch.Tensor | None
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
     position_ids: torch.Tensor | None = None
+    cache: object | None = None
+    """A key/value cache the decoder blocks extend (anything with Hugging Face's
+    ``update(keys, values, layer_idx, ...)``); None runs without one."""
 
 
 class TransformerView:
@@ -240,17 +243,36 @@ class TransformerView:
         )
         return hidden, LayerContext(_mask(mask))
 
+    def continuation(self, hidden: torch.Tensor, start: int, cache: object) -> LayerContext:
+        """The context of a decoder's new tokens ``hidden`` at positions ``start, start+1, ...``,
+        after ``start`` tokens whose keys and values ``cache`` holds.
+
+        Each new token sees every cached token and the new ones up to itself. Blocks run with
+        this context extend ``cache``, so a sequence can be fed a few tokens at a time.
+        """
+        if self.family != "decoder":
+            raise ValueError("incremental runs need a decoder")
+        count = hidden.shape[1]
+        positions = torch.arange(start, start + count, device=hidden.device)
+        keys = torch.arange(start + count, device=hidden.device)
+        mask = (keys.unsqueeze(0) <= positions.unsqueeze(1))[None, None]
+        position_ids = positions.unsqueeze(0)
+        cos, sin = self.model.get_submodule("model.rotary_emb")(hidden, position_ids)
+        return LayerContext(mask, (cos, sin), position_ids, cache)
+
     def run_layer(
         self, layer: nn.Module, hidden: torch.Tensor, context: LayerContext
     ) -> torch.Tensor:
         """Run one block on its input hidden states."""
         if self.family == "decoder":
+            # the cache positionally: transformers renamed it (past_key_values -> cache)
             return _tensor(
                 layer(
                     hidden,
-                    attention_mask=context.attention_mask,
+                    context.attention_mask,
+                    context.position_ids,
+                    context.cache,
                     position_embeddings=context.position_embeddings,
-                    position_ids=context.position_ids,
                 )
             )
         return _tensor(layer(hidden, attention_mask=context.attention_mask))

@@ -357,7 +357,8 @@ def _fit(
         _parameter_groups(model, spec.weight_decay), lr=spec.learning_rate, betas=(0.9, 0.95)
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, spec.warmup_steps, spec.steps)
+        optimizer,
+        lambda step: warmup_cosine(step, spec.warmup_steps, spec.steps, FINAL_LR_FRACTION),
     )
     generator = torch.Generator().manual_seed(spec.seed)
     batches = _batches(blocks, spec.batch_size, spec.steps, generator)
@@ -387,12 +388,13 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[
     ]
 
 
-def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup to 1, then cosine decay to :data:`FINAL_LR_FRACTION` at ``total_steps``."""
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, final: float = 0.0) -> float:
+    """The learning-rate factor of ``step``: linear warm-up to 1, then cosine decay to ``final``
+    at ``total_steps`` (for ``torch.optim.lr_scheduler.LambdaLR``)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _batches(

@@ -1,0 +1,324 @@
+"""HAT's speculative decoding, split between the device and the cloud.
+
+The device drafts up to gamma tokens with ``out_sub(adapter(in_sub(.)))`` and sends the
+input-submodel hidden states of the last committed token and the drafts; the cloud runs the
+middle blocks on them in one pass against its per-sequence cache (:class:`MiddleSession`) and
+returns hidden states; the device runs the output blocks on those for the full model's logits,
+keeps the longest accepted prefix plus one token of its own choosing (a correction or a bonus),
+and crops every cache to what was kept. The cloud crops its own cache to the start position the
+next request names, so a rejected draft costs no extra message.
+
+Acceptance follows speculative sampling (Leviathan et al. 2023; Chen et al. 2023): a draft
+token ``x`` drawn from the draft's ``q`` is kept with probability ``min(1, p(x)/q(x))``, and on
+rejection the token is drawn from ``normalise(max(0, p - q))``, so every emitted token has the
+full model's distribution ``p``. At temperature 0 this is greedy decoding: a draft is kept when
+it is the full model's argmax, so the output is token for token the full model's greedy output.
+
+The device's draft path (adapter and draft-side output blocks) runs lazily: the hidden states it
+has not consumed yet wait in a queue, so a token's input-submodel state is computed once and
+serves both the draft and the verification.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from edgeloom.algos.hat.adapter import Adapter
+from edgeloom.algos.hat.split import HatParts, KVCache
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings: ``temperature`` 0 is greedy."""
+
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution sampled from at this temperature (one-hot on the argmax if greedy)."""
+        if self.greedy:
+            return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(
+                torch.float32
+            )
+        return torch.softmax(logits.float() / self.temperature, dim=-1)
+
+
+def choose(probabilities: torch.Tensor, generator: torch.Generator | None) -> int:
+    """A token drawn from ``probabilities`` (the argmax when it is one-hot)."""
+    return int(torch.multinomial(probabilities, 1, generator=generator))
+
+
+def accept(
+    drafts: Sequence[int],
+    draft_probabilities: torch.Tensor,
+    target_probabilities: torch.Tensor,
+    generator: torch.Generator | None,
+) -> list[int]:
+    """The tokens one verification emits: the accepted drafts, then one more.
+
+    Parameters
+    ----------
+    drafts : Sequence[int]
+        The gamma draft tokens.
+    draft_probabilities : torch.Tensor
+        ``(gamma, vocab)``: the draft's distribution each draft token was drawn from.
+    target_probabilities : torch.Tensor
+        ``(gamma + 1, vocab)``: the full model's distribution at the position of the last committed
+        token and of each draft token (the last row gives the bonus token when all are kept).
+    """
+    emitted: list[int] = []
+    for index, token in enumerate(drafts):
+        p, q = target_probabilities[index], draft_probabilities[index]
+        if float(q[token]) > 0 and torch.rand((), generator=generator) * q[token] < p[token]:
+            emitted.append(token)
+            continue
+        residual = (p - q).clamp_min(0)
+        total = float(residual.sum())
+        emitted.append(choose(residual / total if total > 0 else p, generator))
+        return emitted
+    emitted.append(choose(target_probabilities[len(drafts)], generator))
+    return emitted
+
+
+@dataclass
+class Draft:
+    tokens: list[int]
+    probabilities: torch.Tensor
+    """``(len(tokens), vocab)``: what each draft token was drawn from."""
+    hidden: torch.Tensor
+    """``(1, len(tokens) + 1, d)``: input-submodel states of the last committed token and the
+    drafts, the message to the cloud."""
+    start: int
+    """The position of the first of those states."""
+
+
+class DeviceSession:
+    """The device's side of one sequence: the input submodel, the adapter and the output
+    submodel, with their caches (the output blocks keep two: one fed by the adapter for drafts,
+    one fed by the cloud for the full model's logits)."""
+
+    def __init__(
+        self, parts: HatParts, adapter: Adapter, sampling: Sampling, seed: int = 0
+    ) -> None:
+        self.parts, self.adapter, self.sampling = parts, adapter, sampling
+        self.generator = torch.Generator().manual_seed(seed)
+        self.input_cache, self.adapter_cache = KVCache(), KVCache()
+        self.draft_cache, self.target_cache = KVCache(), KVCache()
+        self._queued: torch.Tensor | None = None
+        """Input-submodel states from ``adapter_cache.length`` on, not yet drafted from."""
+
+    @property
+    def length(self) -> int:
+        """Positions of the sequence the device has encoded."""
+        return self.input_cache.length
+
+    @torch.inference_mode()
+    def encode(self, token_ids: Sequence[int]) -> torch.Tensor:
+        """Input-submodel states ``(1, n, d)`` of the next tokens of the sequence."""
+        ids = torch.tensor([list(token_ids)], dtype=torch.long)
+        hidden = self.parts.run(self.parts.input_blocks, self.parts.embed(ids), self.input_cache)
+        self._queued = hidden if self._queued is None else torch.cat([self._queued, hidden], 1)
+        return hidden
+
+    @torch.inference_mode()
+    def absorb(self, middle: torch.Tensor) -> torch.Tensor:
+        """The full model's logits ``(n, vocab)`` at the positions of the cloud's states."""
+        output = self.parts.run(self.parts.output_blocks, middle, self.target_cache)
+        return self.parts.logits(output)[0]
+
+    @torch.inference_mode()
+    def draft(self, last: int, gamma: int, stop_below: float = 0.0) -> Draft:
+        """Encode the last committed token and draft up to ``gamma`` tokens after it.
+
+        Drafting stops early when the draft's top probability falls below ``stop_below``
+        (Kangaroo's early exit; 0 never stops early).
+        """
+        start = self.length
+        states = [self.encode([last])]
+        tokens: list[int] = []
+        rows: list[torch.Tensor] = []
+        for _ in range(gamma):
+            logits = self._draft_logits()
+            if stop_below and float(torch.softmax(logits.float(), -1).max()) < stop_below:
+                break
+            probabilities = self.sampling.probabilities(logits)
+            token = choose(probabilities, self.generator)
+            tokens.append(token)
+            rows.append(probabilities)
+            states.append(self.encode([token]))
+        vocab = self.parts.view.config.vocab_size
+        stacked = torch.stack(rows) if rows else torch.empty(0, vocab)
+        return Draft(tokens, stacked, torch.cat(states, 1), start)
+
+    def _draft_logits(self) -> torch.Tensor:
+        """The draft's logits after the last encoded token (consumes the queue)."""
+        assert self._queued is not None, "encode a token before drafting"
+        stand_in = self.adapter(self._queued, self.adapter_cache)
+        output = self.parts.run(self.parts.output_blocks, stand_in, self.draft_cache)
+        self._queued = None
+        return self.parts.logits(output)[0, -1]
+
+    @torch.inference_mode()
+    def verify(self, draft: Draft, middle: torch.Tensor) -> list[int]:
+        """The tokens emitted for ``draft`` given the cloud's states for it; every cache is
+        cropped to the kept ones."""
+        target = self.sampling.probabilities(self.absorb(middle))
+        emitted = accept(draft.tokens, draft.probabilities, target, self.generator)
+        self.rollback(draft.start + len(emitted))
+        return emitted
+
+    def rollback(self, length: int) -> None:
+        """Forget every position from ``length`` on."""
+        queued_from = self.adapter_cache.length
+        self.input_cache.crop(length)
+        self.target_cache.crop(length)
+        self.adapter_cache.crop(length)
+        self.draft_cache.crop(length)
+        if self._queued is not None:
+            self._queued = self._queued[:, : max(0, length - queued_from)]
+            if self._queued.shape[1] == 0:
+                self._queued = None
+
+
+class MiddleSession:
+    """The cloud's side of one sequence: the middle blocks and their cache."""
+
+    def __init__(self, parts: HatParts) -> None:
+        self.parts = parts
+        self.cache = KVCache()
+
+    @torch.inference_mode()
+    def forward(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Middle-submodel states for ``hidden``, the states of positions ``start, ...``;
+        positions from ``start`` on that were cached before are forgotten first."""
+        if not 0 <= start <= self.cache.length:
+            raise ValueError(f"start {start} is beyond the {self.cache.length} cached positions")
+        self.cache.crop(start)
+        return self.parts.run(self.parts.middle_blocks, hidden, self.cache)
+
+
+Middle = Callable[[int, torch.Tensor], torch.Tensor]
+"""The cloud as the device sees it: ``(start, input states) -> middle states``."""
+
+
+class GammaPolicy:
+    """How many tokens to draft next.
+
+    Adaptive: the per-token acceptance rate alpha is estimated from recent rounds (exponentially
+    weighted successes and failures), and gamma maximises the expected tokens per unit of
+    time, ``(1 - alpha^(gamma+1)) / ((1 - alpha) (gamma c + 1))``, where ``c`` is the cost of
+    one draft step relative to one verification round (Leviathan et al. 2023, §3.4).
+    Fixed: always ``initial``.
+    """
+
+    def __init__(
+        self,
+        minimum: int = 1,
+        maximum: int = 8,
+        initial: int = 4,
+        adaptive: bool = True,
+        cost_ratio: float = 0.1,
+        smoothing: float = 0.3,
+    ) -> None:
+        if not 0 <= minimum <= initial <= maximum:
+            raise ValueError(
+                f"need 0 <= gamma min <= initial <= max, got {minimum}, {initial}, {maximum}"
+            )
+        self.minimum, self.maximum, self.adaptive = minimum, maximum, adaptive
+        self.cost_ratio, self.smoothing = cost_ratio, smoothing
+        self.gamma = initial
+        self._successes, self._failures = 0.0, 0.0
+
+    @property
+    def acceptance(self) -> float | None:
+        """The estimated per-token acceptance rate (None before any round)."""
+        seen = self._successes + self._failures
+        return self._successes / seen if seen else None
+
+    def observe(self, drafted: int, accepted: int, cost_ratio: float | None = None) -> None:
+        """Record a round: ``accepted`` of ``drafted`` drafts were kept; ``cost_ratio`` the
+        measured draft-step / verification time, when known."""
+        w = self.smoothing
+        self._successes = (1 - w) * self._successes + w * accepted
+        self._failures = (1 - w) * self._failures + w * (1.0 if accepted < drafted else 0.0)
+        if cost_ratio is not None:
+            self.cost_ratio = (1 - w) * self.cost_ratio + w * cost_ratio
+        if self.adaptive:
+            self.gamma = self.best_gamma()
+
+    def best_gamma(self) -> int:
+        alpha = self.acceptance
+        if alpha is None:
+            return self.gamma
+        return max(range(self.minimum, self.maximum + 1), key=self._speed(alpha))
+
+    def _speed(self, alpha: float) -> Callable[[int], float]:
+        def speed(gamma: int) -> float:
+            tokens = gamma + 1.0 if alpha >= 1.0 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+            return tokens / (gamma * self.cost_ratio + 1)
+
+        return speed
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    drafted: list[int] = field(default_factory=list)
+    """Draft tokens sent per verification round."""
+    accepted: list[int] = field(default_factory=list)
+    """Of those, how many were kept."""
+
+    @property
+    def acceptance_rate(self) -> float:
+        return sum(self.accepted) / sum(self.drafted) if sum(self.drafted) else 0.0
+
+
+def generate(
+    device: DeviceSession,
+    middle: Middle,
+    prompt: Sequence[int],
+    max_new_tokens: int,
+    gamma: GammaPolicy,
+    chunk_size: int | None = None,
+    eos_token_ids: Sequence[int] = (),
+    stop_below: float = 0.0,
+) -> Generation:
+    """Generate after ``prompt`` with the device and the cloud's middle, synchronously.
+
+    The prompt is prefilled ``chunk_size`` tokens at a time (all at once when None); the first
+    new token comes from the full model's logits after the prompt. Generation stops after
+    ``max_new_tokens`` or an end-of-sequence token (which is kept).
+    """
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    step = chunk_size or len(prompt)
+    for begin in range(0, len(prompt), step):
+        start = device.length
+        logits = device.absorb(middle(start, device.encode(prompt[begin : begin + step])))
+    result = Generation([choose(device.sampling.probabilities(logits[-1]), device.generator)])
+    stops = set(eos_token_ids)
+    while len(result.tokens) < max_new_tokens and result.tokens[-1] not in stops:
+        budget = min(gamma.gamma, max_new_tokens - len(result.tokens) - 1)
+        draft = device.draft(result.tokens[-1], budget, stop_below)
+        emitted = device.verify(draft, middle(draft.start, draft.hidden))
+        result.drafted.append(len(draft.tokens))
+        result.accepted.append(len(emitted) - 1)
+        gamma.observe(len(draft.tokens), len(emitted) - 1)
+        for token in emitted:
+            result.tokens.append(token)
+            if token in stops:
+                break
+    return result
