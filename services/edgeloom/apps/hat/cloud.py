@@ -1,0 +1,207 @@
+"""HAT's cloud side: the middle blocks for many device sequences at once, over the bus.
+
+:class:`CloudSessions` keeps one :class:`~edgeloom.algos.hat.speculative.MiddleSession` (a KV
+cache) per device sequence, within bounds: at most ``max_sessions`` sequences, at most
+``max_positions`` positions each, at most ``max_tokens_per_request`` states per request. A
+sequence idle for ``idle_timeout_s`` is dropped and its memory freed; a request over a bound is
+refused with an error that says which bound, and the cloud keeps serving. :func:`serve_cloud`
+answers :mod:`~edgeloom.apps.hat.messages` requests on one subject, running the blocks in a
+worker thread so the connection stays responsive. :class:`RemoteMiddle` is the device's end: the
+``Middle`` callable the speculative decoder calls, from its own thread, over the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pydantic import TypeAdapter
+
+from edgeloom.algos.hat.speculative import MiddleSession
+from edgeloom.algos.hat.split import HatParts
+from edgeloom.apps.hat.messages import HIDDEN, Closed, CloseSession, MiddleReply, MiddleRequest
+from edgeloom.runtime.bus import Bus, Message
+from edgeloom.runtime.codec import CodecError
+
+log = logging.getLogger(__name__)
+
+_REQUESTS: TypeAdapter[MiddleRequest | CloseSession] = TypeAdapter(MiddleRequest | CloseSession)
+
+
+class SessionError(ValueError):
+    """A request the cloud refuses: over a bound, an unknown session, a malformed tensor."""
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_sessions: int = 64
+    max_positions: int = 4096
+    """Positions one sequence may cache (its KV memory bound)."""
+    max_tokens_per_request: int = 1024
+    idle_timeout_s: float = 300.0
+
+
+@dataclass
+class _Session:
+    middle: MiddleSession
+    last_used: float
+
+
+class CloudSessions:
+    """The middle blocks of ``parts`` for many sequences, each with its own cache."""
+
+    def __init__(
+        self,
+        parts: HatParts,
+        limits: SessionLimits = SessionLimits(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.parts, self.limits, self.clock = parts, limits, clock
+        self.sessions: dict[str, _Session] = {}
+        reference = next(parts.view.model.parameters())
+        self.dtype = reference.dtype
+
+    def middle(self, session: str, start: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The middle states for ``hidden`` (positions ``start, ...`` of ``session``)."""
+        self._check_states(hidden)
+        count = hidden.shape[1]
+        state = self.sessions.get(session)
+        if state is None:
+            if start != 0:
+                raise SessionError(f"session {session!r} is unknown (expired or never started)")
+            if len(self.sessions) >= self.limits.max_sessions:
+                raise SessionError(
+                    f"the cloud holds its maximum of {self.limits.max_sessions} sessions"
+                )
+            state = self.sessions[session] = _Session(MiddleSession(self.parts), self.clock())
+        if start + count > self.limits.max_positions:
+            raise SessionError(
+                f"session {session!r} would hold {start + count} positions, over its bound of "
+                f"{self.limits.max_positions}"
+            )
+        state.last_used = self.clock()
+        try:
+            return state.middle.forward(start, hidden)
+        except ValueError as error:
+            raise SessionError(f"session {session!r}: {error}") from None
+
+    def cached(self, session: str) -> int:
+        state = self.sessions.get(session)
+        return state.middle.cache.length if state is not None else 0
+
+    def close(self, session: str) -> int:
+        """Forget ``session``; the bytes its cache held."""
+        state = self.sessions.pop(session, None)
+        return state.middle.cache.nbytes if state is not None else 0
+
+    def expire(self) -> list[str]:
+        """Drop the sessions idle for longer than the timeout; their names."""
+        deadline = self.clock() - self.limits.idle_timeout_s
+        idle = [name for name, state in self.sessions.items() if state.last_used < deadline]
+        for name in idle:
+            self.close(name)
+        return idle
+
+    def _check_states(self, hidden: torch.Tensor) -> None:
+        width = self.parts.hidden_size
+        if hidden.dtype != self.dtype:
+            raise SessionError(f"hidden states must be {self.dtype}, got {hidden.dtype}")
+        if hidden.ndim != 3 or hidden.shape[0] != 1 or hidden.shape[2] != width:
+            raise SessionError(f"hidden states must be (1, n, {width}), got {tuple(hidden.shape)}")
+        if not 1 <= hidden.shape[1] <= self.limits.max_tokens_per_request:
+            raise SessionError(
+                f"a request carries 1 to {self.limits.max_tokens_per_request} positions, "
+                f"got {hidden.shape[1]}"
+            )
+        if not bool(torch.isfinite(hidden).all()):
+            raise SessionError("hidden states must be finite")
+
+
+async def serve_cloud(
+    bus: Bus, subject: str, sessions: CloudSessions, stop: asyncio.Event, sweep_s: float = 5.0
+) -> None:
+    """Answer middle and close requests on ``subject`` until ``stop`` is set.
+
+    Compute runs one request at a time in a worker thread; idle sessions are swept every
+    ``sweep_s`` seconds.
+    """
+    compute = asyncio.Lock()
+
+    async def handle(message: Message) -> None:
+        try:
+            request = _REQUESTS.validate_json(message.envelope_json)
+            if isinstance(request, CloseSession):
+                await bus.respond(message, Closed(freed_bytes=sessions.close(request.session)))
+                return
+            if set(message.tensors) != {HIDDEN}:
+                raise SessionError(f"a middle request carries one tensor, {HIDDEN!r}")
+            async with compute:
+                states = await asyncio.to_thread(
+                    sessions.middle, request.session, request.start, message.tensors[HIDDEN]
+                )
+            reply = MiddleReply(cached=sessions.cached(request.session))
+            await bus.respond(message, reply, {HIDDEN: states})
+        except (SessionError, CodecError, ValueError) as error:
+            log.warning("refused a request on %s: %s", subject, error)
+            if message.reply:
+                await bus.publish(message.reply, "{}", error=f"refused: {error}")
+
+    subscription = await bus.subscribe(subject, handle)
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), sweep_s)
+            except TimeoutError:
+                if expired := sessions.expire():
+                    log.info("expired %d idle sessions", len(expired))
+    finally:
+        await subscription.unsubscribe()
+
+
+class RemoteMiddle:
+    """The cloud's middle blocks for one device sequence, called from a worker thread.
+
+    ``loop`` is the event loop the bus runs on; each call blocks its (non-loop) thread until
+    the reply arrives or ``timeout_s`` passes.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        subject: str,
+        session: str,
+        loop: asyncio.AbstractEventLoop,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.bus, self.subject, self.session = bus, subject, session
+        self.loop, self.timeout_s = loop, timeout_s
+        self.bytes_sent = self.bytes_received = 0
+
+    def __call__(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
+        future = asyncio.run_coroutine_threadsafe(self.request(start, hidden), self.loop)
+        return future.result()
+
+    async def request(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
+        envelope = MiddleRequest(session=self.session, start=start)
+        states = hidden.detach().clone().contiguous()  # inference-mode tensors, shared memory
+        reply = await self.bus.request(
+            self.subject, envelope, {HIDDEN: states}, timeout=self.timeout_s
+        )
+        reply.parse(MiddleReply)
+        result = reply.tensors.get(HIDDEN)
+        if result is None or result.shape != hidden.shape or result.dtype != hidden.dtype:
+            got = None if result is None else (tuple(result.shape), result.dtype)
+            raise CodecError(f"the cloud's reply holds {got}, not {tuple(hidden.shape)}")
+        self.bytes_sent += states.numel() * states.element_size()
+        self.bytes_received += result.numel() * result.element_size()
+        return result
+
+    async def close(self) -> int:
+        reply = await self.bus.request(
+            self.subject, CloseSession(session=self.session), timeout=self.timeout_s
+        )
+        return reply.parse(Closed).freed_bytes

@@ -1,0 +1,122 @@
+"""HAT's device and cloud over a real nats-server: concurrent sessions decode as the full
+model does, bad requests are refused without stopping the cloud, sessions are bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from edgeloom.algos.hat.adapter import Adapter, AdapterSpec
+from edgeloom.algos.hat.speculative import DeviceSession, GammaPolicy, Sampling, generate
+from edgeloom.algos.hat.split import HatParts, HatSplit
+from edgeloom.apps.hat.cloud import CloudSessions, RemoteMiddle, SessionLimits, serve_cloud
+from edgeloom.apps.hat.messages import HIDDEN
+from edgeloom.local.nats_server import NatsServer
+from edgeloom.runtime.bus import Bus, RemoteError
+from edgeloom_testkit.tiny_llms import tiny_llama, token_batch
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+SUBJECT = "default.hatinferenceservice.demo.cloud"
+
+
+@dataclass
+class Setup:
+    model: torch.nn.Module
+    parts: HatParts
+    sessions: CloudSessions
+    bus: Bus
+
+
+@pytest.fixture
+async def cloud(nats_server: NatsServer) -> AsyncIterator[Setup]:
+    model = tiny_llama(layers=5)
+    parts = HatParts(model, HatSplit(1, 1))
+    sessions = CloudSessions(parts, SessionLimits(max_sessions=3, max_positions=64))
+    stop = asyncio.Event()
+    server_bus = await Bus.connect(nats_server.url, "cloud")
+    task = asyncio.create_task(serve_cloud(server_bus, SUBJECT, sessions, stop, sweep_s=0.2))
+    device_bus = await Bus.connect(nats_server.url, "device")
+    await asyncio.sleep(0.2)  # the subscription is live
+    yield Setup(model, parts, sessions, device_bus)
+    stop.set()
+    await task
+    await device_bus.drain()
+    await server_bus.drain()
+
+
+async def decode(setup: Setup, session: str, prompt: list[int], new_tokens: int) -> list[int]:
+    adapter = Adapter(setup.parts, AdapterSpec("decoder")).eval()
+    device = DeviceSession(setup.parts, adapter, Sampling())
+    remote = RemoteMiddle(setup.bus, SUBJECT, session, asyncio.get_running_loop())
+    result = await asyncio.to_thread(
+        generate, device, remote, prompt, new_tokens, GammaPolicy(), chunk_size=4
+    )
+    assert remote.bytes_sent > 0 and remote.bytes_received == remote.bytes_sent
+    freed = await remote.close()
+    assert freed > 0
+    return result.tokens
+
+
+def full_greedy(model: torch.nn.Module, prompt: list[int], new_tokens: int) -> list[int]:
+    out = model.generate(  # type: ignore[operator]
+        torch.tensor([prompt]),
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    return [int(t) for t in out[0, len(prompt) :]]
+
+
+async def test_concurrent_devices_get_the_full_models_greedy_output(cloud: Setup) -> None:
+    prompts = [token_batch(batch=1, length=9, seed=s)["input_ids"][0].tolist() for s in range(3)]
+    outputs = await asyncio.gather(
+        *(decode(cloud, f"device-{i}", p, 20) for i, p in enumerate(prompts))
+    )
+    for prompt, tokens in zip(prompts, outputs, strict=True):
+        assert tokens == full_greedy(cloud.model, prompt, 20)
+    assert cloud.sessions.sessions == {}  # every device closed its session
+
+
+async def request(setup: Setup, session: str, start: int, hidden: torch.Tensor) -> None:
+    """A middle request as raw JSON, so that a malformed one reaches the cloud too."""
+    envelope = json.dumps({"op": "middle", "session": session, "start": start})
+    await setup.bus.request(SUBJECT, envelope, {HIDDEN: hidden}, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("session", "start", "hidden", "reason"),
+    [
+        ("a", 0, torch.randn(1, 3, 32), r"\(1, n, 64\)"),
+        ("a", 0, torch.randn(1, 3, 64).double(), "must be torch.float32"),
+        ("a", 0, torch.full((1, 2, 64), float("nan")), "finite"),
+        ("a", 5, torch.randn(1, 2, 64), "unknown"),
+        ("a", 0, torch.randn(1, 65, 64), "over its bound of 64"),
+        ("bad session!", 0, torch.randn(1, 2, 64), "session"),
+    ],
+    ids=["width", "dtype", "nan", "unknown-session", "over-bound", "bad-id"],
+)
+async def test_a_bad_request_is_refused_and_the_cloud_keeps_serving(
+    cloud: Setup, session: str, start: int, hidden: torch.Tensor, reason: str
+) -> None:
+    with pytest.raises(RemoteError, match=reason):
+        await request(cloud, session, start, hidden)
+    prompt = token_batch(batch=1, length=6)["input_ids"][0].tolist()
+    assert await decode(cloud, "after", prompt, 8) == full_greedy(cloud.model, prompt, 8)
+
+
+async def test_the_session_count_is_bounded_and_idle_sessions_expire(cloud: Setup) -> None:
+    for name in ("s1", "s2", "s3"):
+        await request(cloud, name, 0, torch.randn(1, 2, 64))
+    with pytest.raises(RemoteError, match="maximum of 3 sessions"):
+        await request(cloud, "s4", 0, torch.randn(1, 2, 64))
+    cloud.sessions.limits = SessionLimits(max_sessions=3, idle_timeout_s=0.1)
+    await asyncio.sleep(0.6)  # the sweep runs every 0.2 s
+    assert cloud.sessions.sessions == {}
+    await request(cloud, "s4", 0, torch.randn(1, 2, 64))
