@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -174,7 +175,7 @@ def speculate(
 ) -> tuple[list[int], DeviceSession, MiddleSession, float]:
     device = DeviceSession(parts, adapter, Sampling())
     cloud = MiddleSession(parts)
-    result = generate(device, cloud.forward, prompt, new_tokens, gamma or GammaPolicy(), **options)  # type: ignore[arg-type]
+    result = generate(device, cloud, prompt, new_tokens, gamma or GammaPolicy(), **options)  # type: ignore[arg-type]
     return result.tokens, device, cloud, result.acceptance_rate
 
 
@@ -184,12 +185,13 @@ def speculate(
     "options",
     [
         {},
+        {"parallel": False},
         {"chunk_size": 3},
         {"gamma": GammaPolicy(initial=1, adaptive=False)},
         {"gamma": GammaPolicy(minimum=6, initial=6, maximum=6)},
         {"stop_below": 0.5},
     ],
-    ids=["adaptive", "chunked", "gamma-1", "gamma-6", "early-exit"],
+    ids=["adaptive", "sequential", "chunked", "gamma-1", "gamma-6", "early-exit"],
 )
 def test_greedy_speculation_gives_the_full_models_greedy_tokens(
     model_type: str, kind: str, options: dict[str, object]
@@ -197,13 +199,14 @@ def test_greedy_speculation_gives_the_full_models_greedy_tokens(
     model = tiny_decoder(model_type, layers=5)
     parts = HatParts(model, HatSplit(1, 1))
     adapter = Adapter(parts, AdapterSpec(kind)).eval()  # type: ignore[arg-type]
-    for seed in range(2):
-        prompt = token_batch(batch=1, length=9, seed=seed)["input_ids"][0].tolist()
-        tokens, device, _, _ = speculate(parts, adapter, prompt, 25, **options)  # type: ignore[arg-type]
-        assert tokens == full_greedy(model, prompt, 25)
-        # every device cache holds the prompt and the committed tokens but the last
-        committed = len(prompt) + len(tokens) - 1
-        assert device.input_cache.length == device.target_cache.length == committed
+    prompt = token_batch(batch=1, length=9, seed=0)["input_ids"][0].tolist()
+    tokens, device, _, _ = speculate(parts, adapter, prompt, 25, **options)  # type: ignore[arg-type]
+    assert tokens == full_greedy(model, prompt, 25)
+    # the device caches hold the prompt and the committed tokens but the last (and a
+    # surviving parallel draft beyond them)
+    committed = len(prompt) + len(tokens) - 1
+    assert device.target_cache.length == committed
+    assert device.input_cache.length >= committed
 
 
 def test_a_perfect_draft_is_always_accepted() -> None:
@@ -214,10 +217,37 @@ def test_a_perfect_draft_is_always_accepted() -> None:
     device = DeviceSession(parts, Adapter(parts, AdapterSpec("mlp")).eval(), Sampling())
     prompt = token_batch(batch=1, length=6)["input_ids"][0].tolist()
     gamma = GammaPolicy(initial=2, maximum=5)
-    result = generate(device, lambda _start, hidden: hidden, prompt, 30, gamma)
+    result = generate(device, Echo(), prompt, 30, gamma, parallel=False)
     assert result.acceptance_rate == 1.0
     assert gamma.gamma == 5
     assert len(result.tokens) == 30
+
+
+class Echo:
+    """A cloud whose middle is empty: it returns the states it gets."""
+
+    def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]:
+        future: Future[torch.Tensor] = Future()
+        future.set_result(hidden)
+        return future
+
+
+def test_a_parallel_draft_after_a_fully_accepted_one_survives_and_opens_the_next_round() -> None:
+    model = tiny_llama(layers=4)
+    parts = HatParts(model, HatSplit(1, 1))
+    prompt = token_batch(batch=1, length=6)["input_ids"][0].tolist()
+
+    def run(parallel: bool) -> tuple[list[int], int, int]:
+        device = DeviceSession(parts, Adapter(parts, AdapterSpec("mlp")).eval(), Sampling())
+        gamma = GammaPolicy(initial=3, maximum=3)
+        result = generate(device, Echo(), prompt, 30, gamma, parallel=parallel)
+        return result.tokens, len(result.drafted), result.ahead_kept
+
+    sequential, parallel = run(False), run(True)
+    assert parallel[0] == sequential[0]
+    assert parallel[2] > 0 and sequential[2] == 0
+    # a surviving parallel draft saves the next round's first draft step, not a round
+    assert parallel[1] <= sequential[1]
 
 
 def test_the_end_of_sequence_token_stops_generation_and_is_kept() -> None:
@@ -239,7 +269,7 @@ def test_temperature_sampling_is_reproducible_and_stays_within_the_budget() -> N
 
     def sample(seed: int) -> list[int]:
         device = DeviceSession(parts, adapter, Sampling(temperature=0.8), seed=seed)
-        return generate(device, MiddleSession(parts).forward, prompt, 17, GammaPolicy()).tokens
+        return generate(device, MiddleSession(parts), prompt, 17, GammaPolicy()).tokens
 
     first = sample(0)
     assert len(first) == 17
@@ -279,7 +309,9 @@ def test_the_cloud_refuses_a_start_beyond_what_it_holds() -> None:
     cloud.forward(0, torch.randn(1, 4, 64))
     with pytest.raises(ValueError, match="beyond the 4 cached"):
         cloud.forward(5, torch.randn(1, 1, 64))
-    assert cloud.forward(2, torch.randn(1, 1, 64)).shape == (1, 1, 64)
+    with pytest.raises(ValueError, match="beyond the 4 cached"):
+        cloud.submit(5, torch.randn(1, 1, 64)).result()
+    assert cloud.submit(2, torch.randn(1, 1, 64)).result().shape == (1, 1, 64)
     assert cloud.cache.length == 3
 
 

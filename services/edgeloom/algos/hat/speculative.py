@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -117,6 +119,8 @@ class DeviceSession:
         self.draft_cache, self.target_cache = KVCache(), KVCache()
         self._queued: torch.Tensor | None = None
         """Input-submodel states from ``adapter_cache.length`` on, not yet drafted from."""
+        self._unused_logits: torch.Tensor | None = None
+        """Draft logits after the last drafted-from state, when an early exit left them."""
 
     @property
     def length(self) -> int:
@@ -128,6 +132,7 @@ class DeviceSession:
         """Input-submodel states ``(1, n, d)`` of the next tokens of the sequence."""
         ids = torch.tensor([list(token_ids)], dtype=torch.long)
         hidden = self.parts.run(self.parts.input_blocks, self.parts.embed(ids), self.input_cache)
+        self._unused_logits = None
         self._queued = hidden if self._queued is None else torch.cat([self._queued, hidden], 1)
         return hidden
 
@@ -145,42 +150,76 @@ class DeviceSession:
         (Kangaroo's early exit; 0 never stops early).
         """
         start = self.length
-        states = [self.encode([last])]
-        tokens: list[int] = []
-        rows: list[torch.Tensor] = []
-        for _ in range(gamma):
+        vocab = self.parts.view.config.vocab_size
+        draft = Draft([], torch.empty(0, vocab), self.encode([last]), start)
+        return self.extend(draft, gamma, stop_below)
+
+    @torch.inference_mode()
+    def extend(self, draft: Draft, count: int, stop_below: float = 0.0) -> Draft:
+        """``draft`` with up to ``count`` more tokens drafted after its last one."""
+        tokens, rows, states = list(draft.tokens), [draft.probabilities], [draft.hidden]
+        for _ in range(count):
             logits = self._draft_logits()
             if stop_below and float(torch.softmax(logits.float(), -1).max()) < stop_below:
+                self._unused_logits = logits
                 break
             probabilities = self.sampling.probabilities(logits)
             token = choose(probabilities, self.generator)
             tokens.append(token)
-            rows.append(probabilities)
+            rows.append(probabilities[None])
             states.append(self.encode([token]))
+        return Draft(tokens, torch.cat(rows), torch.cat(states, 1), draft.start)
+
+    @torch.inference_mode()
+    def draft_ahead(self, draft: Draft, count: int) -> Draft:
+        """Parallel drafting: while ``draft`` is being verified, draft ``count`` tokens after
+        it as if it were accepted whole. The result starts at the position after ``draft``;
+        :meth:`verify` keeps it when the full model's own next token is its first token."""
         vocab = self.parts.view.config.vocab_size
-        stacked = torch.stack(rows) if rows else torch.empty(0, vocab)
-        return Draft(tokens, stacked, torch.cat(states, 1), start)
+        empty = Draft([], torch.empty(0, vocab), torch.empty(1, 0, self.parts.hidden_size), 0)
+        ahead = self.extend(empty, count)
+        ahead.start = draft.start + len(draft.tokens) + 1
+        return ahead
 
     def _draft_logits(self) -> torch.Tensor:
         """The draft's logits after the last encoded token (consumes the queue)."""
-        assert self._queued is not None, "encode a token before drafting"
+        if self._queued is None:
+            if self._unused_logits is None:
+                raise RuntimeError("encode a token before drafting")
+            logits, self._unused_logits = self._unused_logits, None
+            return logits
         stand_in = self.adapter(self._queued, self.adapter_cache)
         output = self.parts.run(self.parts.output_blocks, stand_in, self.draft_cache)
         self._queued = None
         return self.parts.logits(output)[0, -1]
 
     @torch.inference_mode()
-    def verify(self, draft: Draft, middle: torch.Tensor) -> list[int]:
-        """The tokens emitted for ``draft`` given the cloud's states for it; every cache is
-        cropped to the kept ones."""
+    def verify(
+        self, draft: Draft, middle: torch.Tensor, ahead: Draft | None = None
+    ) -> tuple[list[int], Draft | None]:
+        """The tokens emitted for ``draft`` given the cloud's states for it, and what survives
+        of ``ahead`` (the parallel draft after it): the next draft, its first token now
+        committed, or None. Every cache is cropped to what is kept."""
         target = self.sampling.probabilities(self.absorb(middle))
         emitted = accept(draft.tokens, draft.probabilities, target, self.generator)
+        if (
+            ahead is not None
+            and ahead.tokens
+            and len(emitted) == len(draft.tokens) + 1
+            and emitted[-1] == ahead.tokens[0]
+        ):
+            # the first ahead token is committed; its state opens the next verification
+            return emitted, Draft(
+                ahead.tokens[1:], ahead.probabilities[1:], ahead.hidden, ahead.start
+            )
         self.rollback(draft.start + len(emitted))
-        return emitted
+        return emitted, None
 
     def rollback(self, length: int) -> None:
         """Forget every position from ``length`` on."""
         queued_from = self.adapter_cache.length
+        if length < queued_from:
+            self._unused_logits = None
         self.input_cache.crop(length)
         self.target_cache.crop(length)
         self.adapter_cache.crop(length)
@@ -207,9 +246,21 @@ class MiddleSession:
         self.cache.crop(start)
         return self.parts.run(self.parts.middle_blocks, hidden, self.cache)
 
+    def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]:
+        """:meth:`forward` as a :class:`Middle` (computed at once, in this thread)."""
+        future: Future[torch.Tensor] = Future()
+        try:
+            future.set_result(self.forward(start, hidden))
+        except Exception as error:
+            future.set_exception(error)
+        return future
 
-Middle = Callable[[int, torch.Tensor], torch.Tensor]
-"""The cloud as the device sees it: ``(start, input states) -> middle states``."""
+
+class Middle(Protocol):
+    """The cloud as the device sees it: ``submit(start, input states)`` returns a future of
+    the middle states, so the device can work while it waits."""
+
+    def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]: ...
 
 
 class GammaPolicy:
@@ -278,6 +329,8 @@ class Generation:
     """Draft tokens sent per verification round."""
     accepted: list[int] = field(default_factory=list)
     """Of those, how many were kept."""
+    ahead_kept: int = 0
+    """Rounds whose parallel draft survived and opened the next round."""
 
     @property
     def acceptance_rate(self) -> float:
@@ -293,11 +346,13 @@ def generate(
     chunk_size: int | None = None,
     eos_token_ids: Sequence[int] = (),
     stop_below: float = 0.0,
+    parallel: bool = True,
 ) -> Generation:
     """Generate after ``prompt`` with the device and the cloud's middle, synchronously.
 
-    The prompt is prefilled ``chunk_size`` tokens at a time (all at once when None); the first
-    new token comes from the full model's logits after the prompt. Generation stops after
+    The prompt is prefilled ``chunk_size`` tokens at a time (all at once when None), pipelined;
+    the first new token comes from the full model's logits after the prompt. With ``parallel``
+    the device drafts ahead while each verification is in flight. Generation stops after
     ``max_new_tokens`` or an end-of-sequence token (which is kept).
     """
     if not prompt:
@@ -305,20 +360,32 @@ def generate(
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     step = chunk_size or len(prompt)
-    for begin in range(0, len(prompt), step):
-        start = device.length
-        logits = device.absorb(middle(start, device.encode(prompt[begin : begin + step])))
+    pending = [
+        middle.submit(begin, device.encode(prompt[begin : begin + step]))
+        for begin in range(0, len(prompt), step)
+    ]  # the device encodes chunk j + 1 while the cloud works on chunk j
+    for future in pending:
+        logits = device.absorb(future.result())
     result = Generation([choose(device.sampling.probabilities(logits[-1]), device.generator)])
     stops = set(eos_token_ids)
+    draft: Draft | None = None
     while len(result.tokens) < max_new_tokens and result.tokens[-1] not in stops:
         budget = min(gamma.gamma, max_new_tokens - len(result.tokens) - 1)
-        draft = device.draft(result.tokens[-1], budget, stop_below)
-        emitted = device.verify(draft, middle(draft.start, draft.hidden))
+        if draft is None:
+            draft = device.draft(result.tokens[-1], budget, stop_below)
+        else:
+            draft = device.extend(draft, budget - len(draft.tokens), stop_below)
+        future = middle.submit(draft.start, draft.hidden)
+        room = max_new_tokens - len(result.tokens) - len(draft.tokens) - 1
+        ahead = device.draft_ahead(draft, min(gamma.gamma, room)) if parallel and room else None
+        emitted, following = device.verify(draft, future.result(), ahead)
         result.drafted.append(len(draft.tokens))
         result.accepted.append(len(emitted) - 1)
+        result.ahead_kept += following is not None
         gamma.observe(len(draft.tokens), len(emitted) - 1)
         for token in emitted:
             result.tokens.append(token)
             if token in stops:
                 break
+        draft = following
     return result

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
@@ -163,10 +164,10 @@ async def serve_cloud(
 
 
 class RemoteMiddle:
-    """The cloud's middle blocks for one device sequence, called from a worker thread.
+    """The cloud's middle blocks for one device sequence, a
+    :class:`~edgeloom.algos.hat.speculative.Middle` for a decoder in a worker thread.
 
-    ``loop`` is the event loop the bus runs on; each call blocks its (non-loop) thread until
-    the reply arrives or ``timeout_s`` passes.
+    ``loop`` is the event loop the bus runs on; a request's future fails after ``timeout_s``.
     """
 
     def __init__(
@@ -181,9 +182,8 @@ class RemoteMiddle:
         self.loop, self.timeout_s = loop, timeout_s
         self.bytes_sent = self.bytes_received = 0
 
-    def __call__(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
-        future = asyncio.run_coroutine_threadsafe(self.request(start, hidden), self.loop)
-        return future.result()
+    def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]:
+        return asyncio.run_coroutine_threadsafe(self.request(start, hidden), self.loop)
 
     async def request(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
         envelope = MiddleRequest(session=self.session, start=start)

@@ -83,7 +83,7 @@ def test_speculation_on_the_tiny_llama_is_its_greedy_output_and_accepts_most_dra
         prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
         device = DeviceSession(parts, adapter, Sampling())
         result = generate(
-            device, MiddleSession(parts).forward, prompt, 40, GammaPolicy(), chunk_size=16
+            device, MiddleSession(parts), prompt, 40, GammaPolicy(), chunk_size=16
         )
         assert result.tokens == full_greedy(model, prompt, 40)
         rates.append(result.acceptance_rate)
@@ -102,7 +102,7 @@ def test_speculation_on_smollm2_answers_a_chat_question_as_the_full_model_does(
     device = DeviceSession(parts, adapter, Sampling())
     eos = [tokenizer.eos_token_id]
     result = generate(
-        device, MiddleSession(parts).forward, prompt, 24, GammaPolicy(), eos_token_ids=eos
+        device, MiddleSession(parts), prompt, 24, GammaPolicy(), eos_token_ids=eos
     )
     reference = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False)
     assert result.tokens == reference[0, len(prompt) :].tolist()
