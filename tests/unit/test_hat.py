@@ -17,6 +17,7 @@ from edgeloom.algos.hat.speculative import (
     MiddleSession,
     Sampling,
     accept,
+    computed,
     generate,
 )
 from edgeloom.algos.hat.split import HatParts, HatSplit, KVCache
@@ -227,9 +228,7 @@ class Echo:
     """A cloud whose middle is empty: it returns the states it gets."""
 
     def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]:
-        future: Future[torch.Tensor] = Future()
-        future.set_result(hidden)
-        return future
+        return computed(lambda: hidden)
 
 
 def test_a_parallel_draft_after_a_fully_accepted_one_survives_and_opens_the_next_round() -> None:

@@ -22,7 +22,7 @@ serves both the draft and the verification.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -248,12 +248,17 @@ class MiddleSession:
 
     def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]:
         """:meth:`forward` as a :class:`Middle` (computed at once, in this thread)."""
-        future: Future[torch.Tensor] = Future()
-        try:
-            future.set_result(self.forward(start, hidden))
-        except Exception as error:
-            future.set_exception(error)
-        return future
+        return computed(lambda: self.forward(start, hidden))
+
+
+def computed(call: Callable[[], torch.Tensor]) -> Future[torch.Tensor]:
+    """A future already holding ``call()``'s result (or the exception it raised)."""
+    future: Future[torch.Tensor] = Future()
+    try:
+        future.set_result(call())
+    except Exception as error:
+        future.set_exception(error)
+    return future
 
 
 class Middle(Protocol):
@@ -348,7 +353,38 @@ def generate(
     stop_below: float = 0.0,
     parallel: bool = True,
 ) -> Generation:
-    """Generate after ``prompt`` with the device and the cloud's middle, synchronously.
+    """Generate after ``prompt`` with the device and the cloud's middle (see :func:`decode`)."""
+    result = Generation([])
+    for _ in decode(
+        device,
+        middle,
+        prompt,
+        max_new_tokens,
+        gamma,
+        result,
+        chunk_size,
+        eos_token_ids,
+        stop_below,
+        parallel,
+    ):
+        pass
+    return result
+
+
+def decode(
+    device: DeviceSession,
+    middle: Middle,
+    prompt: Sequence[int],
+    max_new_tokens: int,
+    gamma: GammaPolicy,
+    result: Generation,
+    chunk_size: int | None = None,
+    eos_token_ids: Sequence[int] = (),
+    stop_below: float = 0.0,
+    parallel: bool = True,
+) -> Iterator[int]:
+    """The new tokens after ``prompt``, each as soon as it is decided; ``result`` collects
+    them with the round statistics.
 
     The prompt is prefilled ``chunk_size`` tokens at a time (all at once when None), pipelined;
     the first new token comes from the full model's logits after the prompt. With ``parallel``
@@ -366,7 +402,8 @@ def generate(
     ]  # the device encodes chunk j + 1 while the cloud works on chunk j
     for future in pending:
         logits = device.absorb(future.result())
-    result = Generation([choose(device.sampling.probabilities(logits[-1]), device.generator)])
+    result.tokens.append(choose(device.sampling.probabilities(logits[-1]), device.generator))
+    yield result.tokens[-1]
     stops = set(eos_token_ids)
     draft: Draft | None = None
     while len(result.tokens) < max_new_tokens and result.tokens[-1] not in stops:
@@ -385,7 +422,7 @@ def generate(
         gamma.observe(len(draft.tokens), len(emitted) - 1)
         for token in emitted:
             result.tokens.append(token)
+            yield token
             if token in stops:
                 break
         draft = following
-    return result

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from pydantic import TypeAdapter
 
-from edgeloom.algos.hat.speculative import MiddleSession
+from edgeloom.algos.hat.speculative import Middle, MiddleSession, computed
 from edgeloom.algos.hat.split import HatParts
 from edgeloom.apps.hat.messages import HIDDEN, Closed, CloseSession, MiddleReply, MiddleRequest
 from edgeloom.runtime.bus import Bus, Message
@@ -205,3 +207,51 @@ class RemoteMiddle:
             self.subject, CloseSession(session=self.session), timeout=self.timeout_s
         )
         return reply.parse(Closed).freed_bytes
+
+
+class CloudLink(Protocol):
+    """How a device reaches the cloud: a :class:`Middle` per sequence, and its release."""
+
+    def middle(self, session: str) -> Middle: ...
+
+    async def close(self, session: str) -> None: ...
+
+
+class BusCloud:
+    """The cloud over the bus, on ``subject`` (:func:`serve_cloud` at the other end)."""
+
+    def __init__(self, bus: Bus, subject: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.bus, self.subject, self.loop = bus, subject, loop
+
+    def middle(self, session: str) -> RemoteMiddle:
+        return RemoteMiddle(self.bus, self.subject, session, self.loop)
+
+    async def close(self, session: str) -> None:
+        await self.middle(session).close()
+
+
+class LocalCloud:
+    """The cloud's sessions in this process (one sequence's blocks at a time)."""
+
+    def __init__(self, sessions: CloudSessions) -> None:
+        self.sessions = sessions
+        self._compute = threading.Lock()
+
+    def middle(self, session: str) -> Middle:
+        return _LocalMiddle(self, session)
+
+    async def close(self, session: str) -> None:
+        self.sessions.close(session)
+
+
+@dataclass
+class _LocalMiddle:
+    cloud: LocalCloud
+    session: str
+
+    def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]:
+        def run() -> torch.Tensor:
+            with self.cloud._compute:
+                return self.cloud.sessions.middle(self.session, start, hidden)
+
+        return computed(run)
