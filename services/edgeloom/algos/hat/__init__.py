@@ -1,4 +1,4 @@
-"""HAT: hat-shaped device–cloud collaborative LLM inference.
+"""HAT: hat-shaped device-cloud collaborative LLM inference.
 
 Xie, Xu, Xu, Liao and Yao, arXiv 2503.18989 (no public code; ``papers.md`` §4). What follows
 the paper: the cut into an input submodel (embeddings + first blocks) and an output submodel
