@@ -14,7 +14,13 @@ import torch
 from edgeloom.algos.hat.adapter import Adapter, AdapterSpec
 from edgeloom.algos.hat.speculative import DeviceSession, GammaPolicy, Sampling, generate
 from edgeloom.algos.hat.split import HatParts, HatSplit
-from edgeloom.apps.hat.cloud import CloudSessions, RemoteMiddle, SessionLimits, serve_cloud
+from edgeloom.apps.hat.cloud import (
+    BusCloud,
+    CloudSessions,
+    RemoteMiddle,
+    SessionLimits,
+    serve_cloud,
+)
 from edgeloom.apps.hat.messages import HIDDEN
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.runtime.bus import Bus, RemoteError
@@ -120,3 +126,16 @@ async def test_the_session_count_is_bounded_and_idle_sessions_expire(cloud: Setu
     await asyncio.sleep(0.6)  # the sweep runs every 0.2 s
     assert cloud.sessions.sessions == {}
     await request(cloud, "s4", 0, torch.randn(1, 2, 64))
+
+
+async def test_closing_a_session_when_no_cloud_answers_leaves_it_to_the_sweep(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = await Bus.connect(nats_server.url, "device")
+    try:
+        await BusCloud(
+            bus, "default.hatinferenceservice.gone.cloud", asyncio.get_running_loop()
+        ).close("s1")
+    finally:
+        await bus.drain()
+    assert "could not close session s1" in caplog.text

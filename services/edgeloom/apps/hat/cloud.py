@@ -27,7 +27,7 @@ from pydantic import TypeAdapter
 from edgeloom.algos.hat.speculative import Middle, MiddleSession, computed
 from edgeloom.algos.hat.split import HatParts
 from edgeloom.apps.hat.messages import HIDDEN, Closed, CloseSession, MiddleReply, MiddleRequest
-from edgeloom.runtime.bus import Bus, Message
+from edgeloom.runtime.bus import Bus, Message, RemoteError
 from edgeloom.runtime.codec import CodecError
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,11 @@ class BusCloud:
         return RemoteMiddle(self.bus, self.subject, session, self.loop)
 
     async def close(self, session: str) -> None:
-        await self.middle(session).close()
+        """Free the sequence's cache; when the cloud cannot be told, its idle sweep frees it."""
+        try:
+            await self.middle(session).close()
+        except (RemoteError, TimeoutError, CodecError) as error:
+            log.warning("could not close session %s (the cloud expires it): %s", session, error)
 
 
 class LocalCloud:
