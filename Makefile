@@ -18,7 +18,7 @@ lint: setup typecheck
 	$(BIN)/edgeloom dashboards --check
 
 # mypy --strict over the packages listed in pyproject.toml's [tool.mypy] (api, algos, models,
-# data, runtime, operators).
+# data, runtime, operators, and apps.hat).
 typecheck: setup
 	$(BIN)/mypy
 
