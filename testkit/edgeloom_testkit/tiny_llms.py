@@ -63,3 +63,16 @@ def token_batch(batch: int = 4, length: int = 12, seed: int = 1) -> dict[str, to
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, VOCAB - 1, (batch, length), generator=generator)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def greedy_tokens(model: PreTrainedModel, prompt: list[int], new_tokens: int) -> list[int]:
+    """The full model's greedy continuation of ``prompt``, exactly ``new_tokens`` long (no
+    stop at an end-of-sequence token): the reference speculative decoding must reproduce."""
+    out = model.generate(  # type: ignore[operator]
+        torch.tensor([prompt]),
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    return [int(t) for t in out[0, len(prompt) :]]

@@ -24,7 +24,7 @@ from edgeloom.apps.hat.cloud import (
 from edgeloom.apps.hat.messages import HIDDEN
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.runtime.bus import Bus, RemoteError
-from edgeloom_testkit.tiny_llms import tiny_llama, token_batch
+from edgeloom_testkit.tiny_llms import greedy_tokens, tiny_llama, token_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -69,24 +69,13 @@ async def decode(setup: Setup, session: str, prompt: list[int], new_tokens: int)
     return result.tokens
 
 
-def full_greedy(model: torch.nn.Module, prompt: list[int], new_tokens: int) -> list[int]:
-    out = model.generate(  # type: ignore[operator]
-        torch.tensor([prompt]),
-        max_new_tokens=new_tokens,
-        do_sample=False,
-        eos_token_id=None,
-        pad_token_id=0,
-    )
-    return [int(t) for t in out[0, len(prompt) :]]
-
-
 async def test_concurrent_devices_get_the_full_models_greedy_output(cloud: Setup) -> None:
     prompts = [token_batch(batch=1, length=9, seed=s)["input_ids"][0].tolist() for s in range(3)]
     outputs = await asyncio.gather(
         *(decode(cloud, f"device-{i}", p, 20) for i, p in enumerate(prompts))
     )
     for prompt, tokens in zip(prompts, outputs, strict=True):
-        assert tokens == full_greedy(cloud.model, prompt, 20)
+        assert tokens == greedy_tokens(cloud.model, prompt, 20)
     assert cloud.sessions.sessions == {}  # every device closed its session
 
 
@@ -114,7 +103,7 @@ async def test_a_bad_request_is_refused_and_the_cloud_keeps_serving(
     with pytest.raises(RemoteError, match=reason):
         await request(cloud, session, start, hidden)
     prompt = token_batch(batch=1, length=6)["input_ids"][0].tolist()
-    assert await decode(cloud, "after", prompt, 8) == full_greedy(cloud.model, prompt, 8)
+    assert await decode(cloud, "after", prompt, 8) == greedy_tokens(cloud.model, prompt, 8)
 
 
 async def test_the_session_count_is_bounded_and_idle_sessions_expire(cloud: Setup) -> None:

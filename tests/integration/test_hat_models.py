@@ -23,6 +23,7 @@ from edgeloom.algos.hat.split import HatParts, HatSplit
 from edgeloom.apps.hat.prepare import chat_turns, prepare_adapter, training_blocks
 from edgeloom.models.cache import BUILD_INFO
 from edgeloom.models.llm import load_model
+from edgeloom_testkit.tiny_llms import greedy_tokens
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -35,13 +36,6 @@ def tiny_adapter(tiny_llama_quick: Path, tmp_path_factory: pytest.TempPathFactor
     return prepare_adapter(
         tiny_llama_quick, HatSplit(1, 1), AdapterSpec("decoder"), SETTINGS, cache
     )
-
-
-def full_greedy(model: torch.nn.Module, prompt: list[int], new_tokens: int) -> list[int]:
-    out = model.generate(  # type: ignore[operator]
-        torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, eos_token_id=None
-    )
-    return [int(t) for t in out[0, len(prompt) :]]
 
 
 def test_the_prepared_adapter_drafts_closer_to_the_full_model_on_held_out_text(
@@ -82,10 +76,8 @@ def test_speculation_on_the_tiny_llama_is_its_greedy_output_and_accepts_most_dra
     for text in prompts:
         prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
         device = DeviceSession(parts, adapter, Sampling())
-        result = generate(
-            device, MiddleSession(parts), prompt, 40, GammaPolicy(), chunk_size=16
-        )
-        assert result.tokens == full_greedy(model, prompt, 40)
+        result = generate(device, MiddleSession(parts), prompt, 40, GammaPolicy(), chunk_size=16)
+        assert result.tokens == greedy_tokens(model, prompt, 40)
         rates.append(result.acceptance_rate)
     assert sum(rates) / len(rates) > 0.5
 
@@ -101,9 +93,7 @@ def test_speculation_on_smollm2_answers_a_chat_question_as_the_full_model_does(
     prompt = tokenizer(text)["input_ids"]
     device = DeviceSession(parts, adapter, Sampling())
     eos = [tokenizer.eos_token_id]
-    result = generate(
-        device, MiddleSession(parts), prompt, 24, GammaPolicy(), eos_token_ids=eos
-    )
+    result = generate(device, MiddleSession(parts), prompt, 24, GammaPolicy(), eos_token_ids=eos)
     reference = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False)
     assert result.tokens == reference[0, len(prompt) :].tolist()
     assert "Paris" in tokenizer.decode(result.tokens, skip_special_tokens=True)

@@ -21,7 +21,14 @@ from edgeloom.algos.hat.speculative import (
     generate,
 )
 from edgeloom.algos.hat.split import HatParts, HatSplit, KVCache
-from edgeloom_testkit.tiny_llms import VOCAB, tiny_bert, tiny_decoder, tiny_llama, token_batch
+from edgeloom_testkit.tiny_llms import (
+    VOCAB,
+    greedy_tokens,
+    tiny_bert,
+    tiny_decoder,
+    tiny_llama,
+    token_batch,
+)
 
 
 def run_through(parts: HatParts, ids: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -158,14 +165,6 @@ def test_distillation_brings_the_draft_closer_to_the_full_model_and_leaves_the_m
         assert parameter.requires_grad
 
 
-def full_greedy(model: torch.nn.Module, prompt: list[int], new_tokens: int) -> list[int]:
-    ids = torch.tensor([prompt])
-    out = model.generate(  # type: ignore[operator]
-        ids, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0
-    )
-    return [int(t) for t in out[0, len(prompt) :]]
-
-
 def speculate(
     parts: HatParts,
     adapter: Adapter,
@@ -202,7 +201,7 @@ def test_greedy_speculation_gives_the_full_models_greedy_tokens(
     adapter = Adapter(parts, AdapterSpec(kind)).eval()  # type: ignore[arg-type]
     prompt = token_batch(batch=1, length=9, seed=0)["input_ids"][0].tolist()
     tokens, device, _, _ = speculate(parts, adapter, prompt, 25, **options)  # type: ignore[arg-type]
-    assert tokens == full_greedy(model, prompt, 25)
+    assert tokens == greedy_tokens(model, prompt, 25)
     # the device caches hold the prompt and the committed tokens but the last (and a
     # surviving parallel draft beyond them)
     committed = len(prompt) + len(tokens) - 1
@@ -254,7 +253,7 @@ def test_the_end_of_sequence_token_stops_generation_and_is_kept() -> None:
     parts = HatParts(model, HatSplit(1, 1))
     adapter = Adapter(parts, AdapterSpec()).eval()
     prompt = token_batch(batch=1, length=8)["input_ids"][0].tolist()
-    reference = full_greedy(model, prompt, 20)
+    reference = greedy_tokens(model, prompt, 20)
     eos = reference[7]
     tokens, *_ = speculate(parts, adapter, prompt, 20, eos_token_ids=[eos])
     assert tokens == reference[: reference.index(eos) + 1]
