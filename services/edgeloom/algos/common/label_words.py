@@ -82,25 +82,22 @@ def label_scores(
 ) -> torch.Tensor:
     """``(len(texts), classes)``: each label word's summed log-probability after each prompt."""
     words = label_ids(tokenizer, task)
-    rows = [
-        (prompt_ids(tokenizer, task, text), index, word)
-        for text in texts
-        for index, word in enumerate(words)
-    ]
+    prompts = [prompt_ids(tokenizer, task, text) for text in texts]
+    rows = [(prompt, word) for prompt in prompts for word in words]
     scores = torch.empty(len(rows))
     device = next(model.parameters()).device
     for begin in range(0, len(rows), batch_size):
         batch = rows[begin : begin + batch_size]
-        length = max(len(p) + len(w) for p, _, w in batch)
+        length = max(len(p) + len(w) for p, w in batch)
         ids = torch.zeros(len(batch), length, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for row, (prompt, _, word) in enumerate(batch):
+        for row, (prompt, word) in enumerate(batch):
             sequence = prompt + word
             ids[row, : len(sequence)] = torch.tensor(sequence)
             mask[row, : len(sequence)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         log_probs = F.log_softmax(logits, dim=-1).cpu()
-        for row, (prompt, _, word) in enumerate(batch):
+        for row, (prompt, word) in enumerate(batch):
             positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(word))
             scores[begin + row] = log_probs[row, positions, torch.tensor(word)].sum()
     return scores.view(len(texts), len(words))

@@ -89,7 +89,8 @@ def _documents(split: Split, chars: int, longest: int = 4000) -> list[str]:
     """Standard-library documents of ``split`` in path order, about ``chars`` characters in all;
     a file longer than ``longest`` is cut at a paragraph boundary, so that many files count."""
     chosen, total = [], 0
-    for text in read_texts(stdlib_files(split)):
+    for path in stdlib_files(split):  # read one at a time: most files are never needed
+        [text] = read_texts([path])
         if len(text) > longest:
             cut = text.rfind("\n\n", 0, longest)
             text = text[: cut if cut > 0 else longest]
