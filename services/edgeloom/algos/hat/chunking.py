@@ -90,13 +90,14 @@ class PrefillModel:
 
 
 class Ewma:
-    """An exponentially weighted moving average (None until the first sample)."""
+    """An exponentially weighted moving average: ``initial`` (a prior), or the first sample
+    when there is none (None until then)."""
 
-    def __init__(self, weight: float = 0.3) -> None:
+    def __init__(self, weight: float = 0.3, initial: float | None = None) -> None:
         if not 0 < weight <= 1:
             raise ValueError(f"the EWMA weight must be in (0, 1], got {weight}")
         self.weight = weight
-        self.value: float | None = None
+        self.value: float | None = initial
 
     def add(self, sample: float) -> float:
         self.value = (

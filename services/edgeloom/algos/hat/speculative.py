@@ -30,6 +30,7 @@ from typing import Protocol
 import torch
 
 from edgeloom.algos.hat.adapter import Adapter
+from edgeloom.algos.hat.chunking import Ewma
 from edgeloom.algos.hat.split import HatParts, KVCache
 
 
@@ -292,24 +293,28 @@ class GammaPolicy:
                 f"need 0 <= gamma min <= initial <= max, got {minimum}, {initial}, {maximum}"
             )
         self.minimum, self.maximum, self.adaptive = minimum, maximum, adaptive
-        self.cost_ratio, self.smoothing = cost_ratio, smoothing
         self.gamma = initial
-        self._successes, self._failures = 0.0, 0.0
+        self._successes, self._failures = Ewma(smoothing, 0.0), Ewma(smoothing, 0.0)
+        self._cost_ratio = Ewma(smoothing, cost_ratio)
+
+    @property
+    def cost_ratio(self) -> float:
+        return self._cost_ratio.value or 0.0
 
     @property
     def acceptance(self) -> float | None:
         """The estimated per-token acceptance rate (None before any round)."""
-        seen = self._successes + self._failures
-        return self._successes / seen if seen else None
+        successes, failures = self._successes.value or 0.0, self._failures.value or 0.0
+        seen = successes + failures
+        return successes / seen if seen else None
 
     def observe(self, drafted: int, accepted: int, cost_ratio: float | None = None) -> None:
         """Record a round: ``accepted`` of ``drafted`` drafts were kept; ``cost_ratio`` the
         measured draft-step / verification time, when known."""
-        w = self.smoothing
-        self._successes = (1 - w) * self._successes + w * accepted
-        self._failures = (1 - w) * self._failures + w * (1.0 if accepted < drafted else 0.0)
+        self._successes.add(accepted)
+        self._failures.add(1.0 if accepted < drafted else 0.0)
         if cost_ratio is not None:
-            self.cost_ratio = (1 - w) * self.cost_ratio + w * cost_ratio
+            self._cost_ratio.add(cost_ratio)
         if self.adaptive:
             self.gamma = self.best_gamma()
 

@@ -129,10 +129,9 @@ async def serve_cloud(
 ) -> None:
     """Answer middle and close requests on ``subject`` until ``stop`` is set.
 
-    Compute runs one request at a time in a worker thread; idle sessions are swept every
-    ``sweep_s`` seconds.
+    Requests are handled one at a time, as the subscription delivers them, each in a worker
+    thread; idle sessions are swept every ``sweep_s`` seconds.
     """
-    compute = asyncio.Lock()
 
     async def handle(message: Message) -> None:
         try:
@@ -142,10 +141,9 @@ async def serve_cloud(
                 return
             if set(message.tensors) != {HIDDEN}:
                 raise SessionError(f"a middle request carries one tensor, {HIDDEN!r}")
-            async with compute:
-                states = await asyncio.to_thread(
-                    sessions.middle, request.session, request.start, message.tensors[HIDDEN]
-                )
+            states = await asyncio.to_thread(
+                sessions.middle, request.session, request.start, message.tensors[HIDDEN]
+            )
             reply = MiddleReply(cached=sessions.cached(request.session))
             await bus.respond(message, reply, {HIDDEN: states})
         except (SessionError, CodecError, ValueError) as error:
