@@ -18,7 +18,9 @@ from edgeloom.apps.hat.cloud import (
     BusCloud,
     CloudSessions,
     RemoteMiddle,
+    ReplicaGone,
     SessionLimits,
+    open_session,
     serve_cloud,
 )
 from edgeloom.apps.hat.messages import HIDDEN
@@ -28,7 +30,8 @@ from edgeloom_testkit.tiny_llms import greedy_tokens, tiny_llama, token_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-SUBJECT = "default.hatinferenceservice.demo.cloud"
+SUBJECT = "default.hatinferenceservice.demo.middle"
+REPLICA = "replica1"
 
 
 @dataclass
@@ -46,7 +49,9 @@ async def cloud(nats_server: NatsServer) -> AsyncIterator[Setup]:
     sessions = CloudSessions(parts, SessionLimits(max_sessions=3, max_positions=64))
     stop = asyncio.Event()
     server_bus = await Bus.connect(nats_server.url, "cloud")
-    task = asyncio.create_task(serve_cloud(server_bus, SUBJECT, sessions, stop, sweep_s=0.2))
+    task = asyncio.create_task(
+        serve_cloud(server_bus, SUBJECT, sessions, stop, replica=REPLICA, sweep_s=0.2)
+    )
     device_bus = await Bus.connect(nats_server.url, "device")
     await asyncio.sleep(0.2)  # the subscription is live
     yield Setup(model, parts, sessions, device_bus)
@@ -59,7 +64,9 @@ async def cloud(nats_server: NatsServer) -> AsyncIterator[Setup]:
 async def decode(setup: Setup, session: str, prompt: list[int], new_tokens: int) -> list[int]:
     adapter = Adapter(setup.parts, AdapterSpec("decoder")).eval()
     device = DeviceSession(setup.parts, adapter, Sampling())
-    remote = RemoteMiddle(setup.bus, SUBJECT, session, asyncio.get_running_loop())
+    route = await open_session(setup.bus, SUBJECT, session)
+    assert route == f"{SUBJECT}.{REPLICA}"
+    remote = RemoteMiddle(setup.bus, route, session, asyncio.get_running_loop())
     result = await asyncio.to_thread(
         generate, device, remote, prompt, new_tokens, GammaPolicy(), chunk_size=4
     )
@@ -82,7 +89,7 @@ async def test_concurrent_devices_get_the_full_models_greedy_output(cloud: Setup
 async def request(setup: Setup, session: str, start: int, hidden: torch.Tensor) -> None:
     """A middle request as raw JSON, so that a malformed one reaches the cloud too."""
     envelope = json.dumps({"op": "middle", "session": session, "start": start})
-    await setup.bus.request(SUBJECT, envelope, {HIDDEN: hidden}, timeout=5)
+    await setup.bus.request(f"{SUBJECT}.{REPLICA}", envelope, {HIDDEN: hidden}, timeout=5)
 
 
 @pytest.mark.parametrize(
@@ -117,14 +124,39 @@ async def test_the_session_count_is_bounded_and_idle_sessions_expire(cloud: Setu
     await request(cloud, "s4", 0, torch.randn(1, 2, 64))
 
 
-async def test_closing_a_session_when_no_cloud_answers_leaves_it_to_the_sweep(
-    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+async def test_a_lost_replica_fails_its_sequences_clearly_and_new_ones_go_elsewhere(
+    cloud: Setup, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    second_bus = await Bus.connect(nats_server.url, "cloud-2")
+    stop = asyncio.Event()
+    second = CloudSessions(cloud.parts)
+    task = asyncio.create_task(serve_cloud(second_bus, SUBJECT, second, stop, replica="replica2"))
+    await asyncio.sleep(0.2)
+    loop = asyncio.get_running_loop()
+    routes: set[str] = set()
+    for i in range(40):  # the queue group spreads new sequences over the replicas
+        route = await open_session(cloud.bus, SUBJECT, f"s{i}")
+        await RemoteMiddle(cloud.bus, route, f"s{i}", loop).close()
+        routes.add(route)
+    assert routes == {f"{SUBJECT}.replica1", f"{SUBJECT}.replica2"}
+    link = BusCloud(cloud.bus, SUBJECT, loop)
+    while (remote := await asyncio.to_thread(link.middle, "lost")).subject.endswith("replica1"):
+        await link.close("lost")
+    stop.set()  # the replica holding "lost" goes away
+    await task
+    await second_bus.drain()
+    with pytest.raises(ReplicaGone, match="replica that held this sequence is gone"):
+        await remote.request(0, torch.randn(1, 2, 64))
+    await link.close("lost")
+    assert "could not close session lost" in caplog.text
+    prompt = token_batch(batch=1, length=6)["input_ids"][0].tolist()
+    assert await decode(cloud, "new", prompt, 8) == greedy_tokens(cloud.model, prompt, 8)
+
+
+async def test_no_replica_at_all_is_a_clear_error(nats_server: NatsServer) -> None:
     bus = await Bus.connect(nats_server.url, "device")
     try:
-        await BusCloud(
-            bus, "default.hatinferenceservice.gone.cloud", asyncio.get_running_loop()
-        ).close("s1")
+        with pytest.raises(ReplicaGone, match="no cloud replica is serving"):
+            await open_session(bus, "default.hatinferenceservice.gone.middle", "s1")
     finally:
         await bus.drain()
-    assert "could not close session s1" in caplog.text

@@ -23,7 +23,14 @@ from edgeloom.api.crdgen import (
     write_crds,
 )
 from edgeloom.api.kinds.splittraining import SplitMethod, SplitTrainingJobSpec, WorkerGroup
-from edgeloom.api.registry import HeadlineMetric, KindInfo, ScaleSubresource, Shape, kind_info
+from edgeloom.api.registry import (
+    HeadlineMetric,
+    KindInfo,
+    ScaleSubresource,
+    Shape,
+    kind_info,
+    kinds,
+)
 from edgeloom.api.service import SERVICE_SCALE, ServiceStatus
 from edgeloom.api.status import Status
 
@@ -446,19 +453,30 @@ def test_render_has_header_and_round_trips() -> None:
     assert render_crd_yaml(info) == text
 
 
+def crd_files() -> list[str]:
+    """The file of every registered kind's CRD."""
+    return sorted(f"{info.plural}.edgeloom.io.yaml" for info in kinds().values())
+
+
 def test_committed_crds_are_up_to_date() -> None:
     dirs = [REPO / d for d in CRD_DIRS]
     assert check_crds(dirs) == []
     chart, top = (sorted(p.name for p in d.glob("*.yaml")) for d in reversed(dirs))
-    assert chart == top == ["prunejobs.edgeloom.io.yaml", "splittrainingjobs.edgeloom.io.yaml"]
+    assert (
+        chart
+        == top
+        == [
+            "hatinferenceservices.edgeloom.io.yaml",
+            "prunejobs.edgeloom.io.yaml",
+            "splittrainingjobs.edgeloom.io.yaml",
+        ]
+    )
 
 
 def test_check_reports_modified_missing_and_stale_files(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     written = write_crds([a, b])
-    assert sorted(p.name for p in written) == sorted(
-        ["prunejobs.edgeloom.io.yaml", "splittrainingjobs.edgeloom.io.yaml"] * 2
-    )
+    assert sorted(p.name for p in written) == sorted(crd_files() * 2)
     assert check_crds([a, b]) == []
 
     target = a / "splittrainingjobs.edgeloom.io.yaml"
@@ -481,9 +499,9 @@ def test_check_reports_modified_missing_and_stale_files(tmp_path: Path) -> None:
 
 def test_check_reports_missing_directory(tmp_path: Path) -> None:
     problems = check_crds([tmp_path / "nowhere"])
-    assert len(problems) == 2
-    for problem, name in zip(problems, ["prunejobs", "splittrainingjobs"], strict=True):
-        assert problem.startswith(f"{tmp_path / 'nowhere' / name}.edgeloom.io.yaml:")
+    assert len(problems) == len(crd_files())
+    for problem, name in zip(problems, crd_files(), strict=True):
+        assert problem.startswith(f"{tmp_path / 'nowhere' / name}:")
         assert "missing" in problem
 
 

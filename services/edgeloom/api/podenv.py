@@ -35,6 +35,16 @@ WORK_DIR = "EDGELOOM_WORK_DIR"
 """Writable folder for the role's own files, ``edgeloom serve --run-dir`` (default outputs such
 as a PruneJob's model without ``output.path``, the final metrics); in a pod an emptyDir, since
 the root filesystem is read-only."""
+HTTP_ADDR = "EDGELOOM_HTTP_ADDR"
+"""Address a role's HTTP API listens on (a HatInferenceService device's endpoint); default
+0.0.0.0, the local runner's 127.0.0.1."""
+HTTP_PORT_SPREAD = "EDGELOOM_HTTP_PORT_SPREAD"
+"""When ``1`` (the local runner, whose replicas share one host), replica ``i`` of a role
+listens on its spec's port + ``i``; in a pod each replica has its own address and the port as
+given."""
+ENDPOINTS_DIR = "endpoints"
+"""The folder of a role's run dir where a replica that serves HTTP writes its URL, in a file
+named after the replica (``device-0``): the local runner prints them."""
 
 EXIT_INVALID = 2
 """``edgeloom serve``'s exit code when the resource does not validate: no retry can help."""

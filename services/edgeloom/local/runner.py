@@ -49,6 +49,20 @@ from edgeloom.runtime.subjects import subject
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
 POLL_S = 0.2
+LOCAL_ENV = {podenv.HTTP_ADDR: "127.0.0.1", podenv.HTTP_PORT_SPREAD: "1"}
+"""What a role is told on this host: HTTP on the loopback only, and replicas, which share the
+host, on ports of their own."""
+
+
+def announce_endpoints(run_dir: Path | None, shown: set[str]) -> None:
+    """Print the URL of every replica that has started serving since the last call."""
+    folder = run_dir / podenv.ENDPOINTS_DIR if run_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if path.name not in shown:
+            shown.add(path.name)
+            print(f"{path.name} serving at {path.read_text().strip()}", flush=True)
 
 
 class RunFailed(RuntimeError):
@@ -151,7 +165,13 @@ def _spawn(
 ) -> RoleProcess:
     log_path = run_dir / "logs" / f"{role}-{index}.log"
     log: TextIO = log_path.open("w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", podenv.RUN_ID: run_id}
+    env = {
+        **os.environ,
+        **LOCAL_ENV,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        podenv.RUN_ID: run_id,
+    }
     if nats.creds is not None:
         env[podenv.NATS_CREDS] = str(nats.creds)
     popen = subprocess.Popen(
@@ -297,13 +317,15 @@ async def supervise(
     ]
     coordinator = info.roles[0].name
     lost: set[str] = set()
+    shown: set[str] = set()
     try:
         while True:
             await asyncio.sleep(POLL_S)
+            announce_endpoints(run_dir, shown)
             for p in procs:
                 code = p.popen.poll()
-                if code in (None, 0) or p.name in lost:
-                    continue
+                if code is None or (code == 0 and info.shape == "job") or p.name in lost:
+                    continue  # a service's role never ends by itself
                 if info.role(p.role).essential:
                     raise RunFailed(
                         f"role {p.name} (pid {p.popen.pid}) exited with code {code}; "
@@ -318,7 +340,9 @@ async def supervise(
                     p.popen.pid,
                     code,
                 )
-            if all(p.popen.poll() == 0 for p in procs if p.role == coordinator):
+            if info.shape == "job" and all(
+                p.popen.poll() == 0 for p in procs if p.role == coordinator
+            ):
                 break
         return await watcher.result(coordinator)
     except RunFailed as err:
@@ -345,6 +369,8 @@ async def run_in_process(
     import torch
 
     torch.set_num_threads(1)
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)  # this process is the host every role shares
     watcher = await _Watcher.start(info, resource, nats.runner, show_progress)
     roles = [(role.name, i) for role in info.roles for i in range(role.replicas(resource.spec))]
     stops = {r: asyncio.Event() for r in roles}
@@ -362,20 +388,25 @@ async def run_in_process(
         for r in roles
     }
     coordinator = [t for (role, _), t in tasks.items() if role == info.roles[0].name]
+    shown: set[str] = set()
     try:
         pending = set(tasks.values())
         while coordinator and not all(t.done() for t in coordinator):
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(
+                pending, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            announce_endpoints(run_dir, shown)
             for (role, i), task in tasks.items():
-                if task not in done or task.exception() is None:
-                    continue
+                if task not in done or (task.exception() is None and info.shape == "job"):
+                    continue  # a service's role never ends by itself
+                why = repr(task.exception()) if task.exception() else "it stopped serving"
                 if info.role(role).essential:
-                    raise RunFailed(f"role {role}-{i} failed: {task.exception()!r}")
+                    raise RunFailed(f"role {role}-{i} failed: {why}")
                 log.warning(
-                    "role %s-%d failed: %r; the job goes on as its participation policy allows",
+                    "role %s-%d failed: %s; the job goes on as its participation policy allows",
                     role,
                     i,
-                    task.exception(),
+                    why,
                 )
         return await watcher.result(info.roles[0].name)
     except RunFailed as err:

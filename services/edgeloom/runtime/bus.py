@@ -26,7 +26,7 @@ import nats.js.errors
 import torch
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.aio.subscription import Subscription as Subscription  # what subscribe returns
 from pydantic import BaseModel, ValidationError
 
 from edgeloom.api import podenv

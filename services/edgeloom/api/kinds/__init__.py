@@ -1,3 +1,3 @@
 """Importing this package registers every kind."""
 
-from edgeloom.api.kinds import prunejob, splittraining  # noqa: F401
+from edgeloom.api.kinds import hatinferenceservice, prunejob, splittraining  # noqa: F401

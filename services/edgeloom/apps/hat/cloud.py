@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -26,13 +27,26 @@ from pydantic import TypeAdapter
 
 from edgeloom.algos.hat.speculative import Middle, MiddleSession, computed
 from edgeloom.algos.hat.split import HatParts
-from edgeloom.apps.hat.messages import HIDDEN, Closed, CloseSession, MiddleReply, MiddleRequest
-from edgeloom.runtime.bus import Bus, Message, RemoteError
+from edgeloom.apps.hat.messages import (
+    HIDDEN,
+    Closed,
+    CloseSession,
+    MiddleReply,
+    MiddleRequest,
+    Opened,
+    OpenSession,
+)
+from edgeloom.apps.hat.metrics import CloudMetrics
+from edgeloom.runtime.bus import Bus, Message, NoResponders, RemoteError, Subscription
 from edgeloom.runtime.codec import CodecError
 
 log = logging.getLogger(__name__)
 
 _REQUESTS: TypeAdapter[MiddleRequest | CloseSession] = TypeAdapter(MiddleRequest | CloseSession)
+
+
+class ReplicaGone(RemoteError):
+    """No cloud replica answers where the sequence needs one."""
 
 
 class SessionError(ValueError):
@@ -72,15 +86,11 @@ class CloudSessions:
         """The middle states for ``hidden`` (positions ``start, ...`` of ``session``)."""
         self._check_states(hidden)
         count = hidden.shape[1]
-        state = self.sessions.get(session)
-        if state is None:
+        if session not in self.sessions:
             if start != 0:
                 raise SessionError(f"session {session!r} is unknown (expired or never started)")
-            if len(self.sessions) >= self.limits.max_sessions:
-                raise SessionError(
-                    f"the cloud holds its maximum of {self.limits.max_sessions} sessions"
-                )
-            state = self.sessions[session] = _Session(MiddleSession(self.parts), self.clock())
+            self.open(session)
+        state = self.sessions[session]
         if start + count > self.limits.max_positions:
             raise SessionError(
                 f"session {session!r} would hold {start + count} positions, over its bound of "
@@ -91,6 +101,15 @@ class CloudSessions:
             return state.middle.forward(start, hidden)
         except ValueError as error:
             raise SessionError(f"session {session!r}: {error}") from None
+
+    def open(self, session: str) -> None:
+        """Start ``session`` with an empty cache (or keep it, opened twice)."""
+        if session not in self.sessions:
+            if len(self.sessions) >= self.limits.max_sessions:
+                raise SessionError(
+                    f"the cloud holds its maximum of {self.limits.max_sessions} sessions"
+                )
+            self.sessions[session] = _Session(MiddleSession(self.parts), self.clock())
 
     def cached(self, session: str) -> int:
         state = self.sessions.get(session)
@@ -125,13 +144,44 @@ class CloudSessions:
 
 
 async def serve_cloud(
-    bus: Bus, subject: str, sessions: CloudSessions, stop: asyncio.Event, sweep_s: float = 5.0
+    bus: Bus,
+    subject: str,
+    sessions: CloudSessions,
+    stop: asyncio.Event,
+    replica: str | None = None,
+    sweep_s: float = 5.0,
+    metrics: CloudMetrics | None = None,
 ) -> None:
-    """Answer middle and close requests on ``subject`` until ``stop`` is set.
+    """Serve as one cloud replica until ``stop`` is set.
 
-    Requests are handled one at a time, as the subscription delivers them, each in a worker
-    thread; idle sessions are swept every ``sweep_s`` seconds.
+    New sequences are opened on ``subject``, which every replica of the service shares as a
+    queue group; the replica's own requests come on ``subject.<replica>`` (a fresh random
+    token by default). Requests are handled one at a time per subscription, as it delivers
+    them, the blocks in a worker thread; idle sessions are swept every ``sweep_s`` seconds.
     """
+    replica = replica or secrets.token_hex(8)
+    own: list[Subscription] = []  # the replica's own subscription, once made
+
+    def observe(extra: int) -> None:
+        if metrics is not None:
+            metrics.sessions.set(len(sessions.sessions))
+            metrics.queue.set(extra + (own[0].pending_msgs if own else 0))
+
+    async def refuse(message: Message, error: Exception) -> None:
+        log.warning("refused a request on %s: %s", message.subject, error)
+        if metrics is not None:
+            metrics.refused.inc()
+        if message.reply:
+            await bus.publish(message.reply, "{}", error=f"refused: {error}")
+
+    async def handle_open(message: Message) -> None:
+        try:
+            request = OpenSession.model_validate_json(message.envelope_json)
+            sessions.open(request.session)
+            observe(0)
+            await bus.respond(message, Opened(replica=replica))
+        except (SessionError, ValueError) as error:
+            await refuse(message, error)
 
     async def handle(message: Message) -> None:
         try:
@@ -141,17 +191,24 @@ async def serve_cloud(
                 return
             if set(message.tensors) != {HIDDEN}:
                 raise SessionError(f"a middle request carries one tensor, {HIDDEN!r}")
+            hidden = message.tensors[HIDDEN]
+            observe(1)
+            began = time.perf_counter()
             states = await asyncio.to_thread(
-                sessions.middle, request.session, request.start, message.tensors[HIDDEN]
+                sessions.middle, request.session, request.start, hidden
             )
+            if metrics is not None:
+                metrics.compute.inc(time.perf_counter() - began)
+                metrics.positions.inc(hidden.shape[1])
             reply = MiddleReply(cached=sessions.cached(request.session))
             await bus.respond(message, reply, {HIDDEN: states})
         except (SessionError, CodecError, ValueError) as error:
-            log.warning("refused a request on %s: %s", subject, error)
-            if message.reply:
-                await bus.publish(message.reply, "{}", error=f"refused: {error}")
+            await refuse(message, error)
+        finally:
+            observe(0)
 
-    subscription = await bus.subscribe(subject, handle)
+    own.append(await bus.subscribe(f"{subject}.{replica}", handle))
+    subscriptions = [own[0], await bus.subscribe(subject, handle_open, queue="cloud")]
     try:
         while not stop.is_set():
             try:
@@ -159,8 +216,19 @@ async def serve_cloud(
             except TimeoutError:
                 if expired := sessions.expire():
                     log.info("expired %d idle sessions", len(expired))
+                    observe(0)
     finally:
-        await subscription.unsubscribe()
+        for subscription in subscriptions:
+            await subscription.unsubscribe()
+
+
+async def open_session(bus: Bus, subject: str, session: str, timeout_s: float = 30.0) -> str:
+    """Open ``session`` on whichever replica takes it; the subject of that replica."""
+    try:
+        reply = await bus.request(subject, OpenSession(session=session), timeout=timeout_s)
+    except NoResponders:
+        raise ReplicaGone("no cloud replica is serving; is the service's cloud up?") from None
+    return f"{subject}.{reply.parse(Opened).replica}"
 
 
 class RemoteMiddle:
@@ -188,9 +256,14 @@ class RemoteMiddle:
     async def request(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
         envelope = MiddleRequest(session=self.session, start=start)
         states = hidden.detach().clone().contiguous()  # inference-mode tensors, shared memory
-        reply = await self.bus.request(
-            self.subject, envelope, {HIDDEN: states}, timeout=self.timeout_s
-        )
+        try:
+            reply = await self.bus.request(
+                self.subject, envelope, {HIDDEN: states}, timeout=self.timeout_s
+            )
+        except NoResponders:
+            raise ReplicaGone(
+                "the cloud replica that held this sequence is gone; send the request again"
+            ) from None
         reply.parse(MiddleReply)
         result = reply.tensors.get(HIDDEN)
         if result is None or result.shape != hidden.shape or result.dtype != hidden.dtype:
@@ -216,18 +289,29 @@ class CloudLink(Protocol):
 
 
 class BusCloud:
-    """The cloud over the bus, on ``subject`` (:func:`serve_cloud` at the other end)."""
+    """The cloud over the bus, its replicas sharing ``subject`` (:func:`serve_cloud`)."""
 
-    def __init__(self, bus: Bus, subject: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.bus, self.subject, self.loop = bus, subject, loop
+    def __init__(
+        self, bus: Bus, subject: str, loop: asyncio.AbstractEventLoop, timeout_s: float = 30.0
+    ) -> None:
+        self.bus, self.subject, self.loop, self.timeout_s = bus, subject, loop, timeout_s
+        self.routes: dict[str, str] = {}
 
     def middle(self, session: str) -> RemoteMiddle:
-        return RemoteMiddle(self.bus, self.subject, session, self.loop)
+        """Open ``session`` on a replica and return its end; called from a worker thread (the
+        decoder's), never from the loop's."""
+        opening = open_session(self.bus, self.subject, session, self.timeout_s)
+        route = asyncio.run_coroutine_threadsafe(opening, self.loop).result()
+        self.routes[session] = route
+        return RemoteMiddle(self.bus, route, session, self.loop, self.timeout_s)
 
     async def close(self, session: str) -> None:
         """Free the sequence's cache; when the cloud cannot be told, its idle sweep frees it."""
+        route = self.routes.pop(session, None)
+        if route is None:
+            return
         try:
-            await self.middle(session).close()
+            await RemoteMiddle(self.bus, route, session, self.loop, self.timeout_s).close()
         except (RemoteError, TimeoutError, CodecError) as error:
             log.warning("could not close session %s (the cloud expires it): %s", session, error)
 

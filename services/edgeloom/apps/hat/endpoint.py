@@ -29,7 +29,8 @@ from transformers import PreTrainedTokenizerBase
 from edgeloom.algos.hat.adapter import Adapter
 from edgeloom.algos.hat.speculative import DeviceSession, GammaPolicy, Generation, Sampling, decode
 from edgeloom.algos.hat.split import HatParts
-from edgeloom.apps.hat.cloud import CloudLink
+from edgeloom.apps.hat.cloud import CloudLink, RemoteMiddle
+from edgeloom.apps.hat.metrics import DeviceMetrics
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,10 @@ class DeviceEngine:
         tokenizer: PreTrainedTokenizerBase,
         cloud: CloudLink,
         settings: ServingSettings,
+        metrics: DeviceMetrics | None = None,
     ) -> None:
         self.parts, self.adapter, self.tokenizer = parts, adapter, tokenizer
-        self.cloud, self.settings = cloud, settings
+        self.cloud, self.settings, self.metrics = cloud, settings, metrics
         self.context = int(parts.view.config.max_position_embeddings)
         self.stop_ids = [t for t in {tokenizer.eos_token_id} if t is not None]
 
@@ -111,17 +113,28 @@ class DeviceEngine:
         gamma = GammaPolicy(s.gamma_min, s.gamma_max, s.gamma_initial, s.adaptive_gamma)
         result = Generation([])
         middle = self.cloud.middle(session)
-        yield from decode(
-            device,
-            middle,
-            prompt,
-            max_tokens,
-            gamma,
-            result,
-            s.chunk_size,
-            self.stop_ids,
-            parallel=s.parallel_drafting,
-        )
+        outcome = "failed"
+        try:
+            yield from decode(
+                device,
+                middle,
+                prompt,
+                max_tokens,
+                gamma,
+                result,
+                s.chunk_size,
+                self.stop_ids,
+                parallel=s.parallel_drafting,
+            )
+            outcome = "ok"
+        finally:
+            if self.metrics is not None:
+                crossed = (
+                    (middle.bytes_sent, middle.bytes_received)
+                    if isinstance(middle, RemoteMiddle)
+                    else (0, 0)  # a cloud in this process: nothing crosses a network
+                )
+                self.metrics.finished(outcome, result, *crossed)
 
 
 def create_app(engine: DeviceEngine) -> FastAPI:
@@ -132,6 +145,8 @@ def create_app(engine: DeviceEngine) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        if engine.metrics is not None and error.status < 500:  # a failure is counted already
+            engine.metrics.refused()
         return error.response()
 
     @app.exception_handler(RequestValidationError)
@@ -139,6 +154,8 @@ def create_app(engine: DeviceEngine) -> FastAPI:
         problem = error.errors()[0] if error.errors() else {}
         where = [str(part) for part in problem.get("loc", ()) if part != "body"]
         message = f"{'.'.join(where) or 'body'}: {problem.get('msg', 'invalid request')}"
+        if engine.metrics is not None:
+            engine.metrics.refused()
         return ApiError(400, message, ".".join(where) or None, "invalid_request").response()
 
     @app.get("/healthz")
@@ -228,15 +245,26 @@ async def _stream_tokens(
             loop.call_soon_threadsafe(queue.put_nowait, error)
 
     worker = loop.run_in_executor(None, produce)
+    metrics = engine.metrics
+    if metrics is not None:
+        metrics.active.inc()
+        metrics.chunk.set(min(engine.settings.chunk_size or len(prompt), len(prompt)))
+    last, first = time.perf_counter(), True
     try:
         while (item := await queue.get()) is not None:
             if isinstance(item, BaseException):
                 raise ApiError(502, f"decoding failed: {item}", code="cloud_error")
+            now = time.perf_counter()
+            if metrics is not None:
+                (metrics.ttft if first else metrics.tbt).observe(now - last)
+            last, first = now, False
             yield item
     finally:
         cancelled.set()
         await worker
         await engine.cloud.close(session)
+        if metrics is not None:
+            metrics.active.dec()
 
 
 def _text(engine: DeviceEngine, tokens: list[int]) -> str:

@@ -1,6 +1,12 @@
 """Wire protocol between a HAT device and the cloud.
 
-The device asks ``<service>.cloud`` to run the middle blocks on the input-submodel states of a
+A sequence starts with :class:`OpenSession` on ``<service>.middle``, which the cloud replicas
+share as a queue group: the replica that takes it answers :class:`Opened` with its own token,
+and every later request of that sequence goes to ``<service>.middle.<token>``, where its KV
+cache lives. A replica that is gone leaves no responder there, so the device's request fails at
+once with a clear error instead of reaching a replica without the cache.
+
+The device asks that replica to run the middle blocks on the input-submodel states of a
 few positions of one of its sequences (:class:`MiddleRequest`, tensor ``hidden`` of shape
 ``(1, n, d)``); the cloud replies with their middle-submodel states (:class:`MiddleReply`, tensor
 ``hidden``). ``start`` names the position of the first state: the cloud forgets what it cached
@@ -14,7 +20,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SESSION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+REPLICA_PATTERN = r"^[a-z0-9]{8,32}$"
+"""A replica's token: one subject token, so a reply cannot route a device anywhere else."""
 HIDDEN = "hidden"
 """The one tensor of a request and of its reply."""
 
@@ -31,6 +39,15 @@ class MiddleRequest(_Msg):
 
 class MiddleReply(_Msg):
     cached: int = Field(ge=0, description="Positions the cloud holds for the session now.")
+
+
+class OpenSession(_Msg):
+    op: Literal["open"] = "open"
+    session: str = Field(pattern=SESSION_PATTERN)
+
+
+class Opened(_Msg):
+    replica: str = Field(pattern=REPLICA_PATTERN, description="The serving replica's token.")
 
 
 class CloseSession(_Msg):
