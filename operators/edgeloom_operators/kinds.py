@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgeloom_operators.hatinferenceservice import HatInferenceServicePlugin
 from edgeloom_operators.plugin import KindPlugin
 from edgeloom_operators.prunejob import PruneJobPlugin
 from edgeloom_operators.splittraining import SplitTrainingPlugin
@@ -9,4 +10,4 @@ from edgeloom_operators.splittraining import SplitTrainingPlugin
 
 def default_plugins() -> list[KindPlugin]:
     """A fresh plugin of every shipped kind (what ``edgeloom_operators.main`` registers)."""
-    return [SplitTrainingPlugin(), PruneJobPlugin()]
+    return [SplitTrainingPlugin(), PruneJobPlugin(), HatInferenceServicePlugin()]

@@ -37,6 +37,8 @@ NODE_TIER_LABEL = "edgeloom.io/tier"
 DEVICE_PROFILE_LABEL = "edgeloom.io/device-profile"
 RUN_LABEL = "edgeloom.io/run"
 """On every role pod: the resource's uid, which tells two runs of one name apart."""
+GROUP_LABEL = "edgeloom.io/group"
+"""Which of a role's Deployments (a device group) a pod belongs to."""
 GPU_RESOURCE = "nvidia.com/gpu"
 METRICS_PORT = 9400
 """Port of every role pod's ``/metrics``, served on the pod IP and announced by the
@@ -217,6 +219,13 @@ class RoleDeployment:
     requests: dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})
     command: tuple[str, ...] = SERVE_COMMAND
     claims: tuple[ClaimMount, ...] = ()
+    group: str | None = None
+    """One of several Deployments of the role (a device group): named after it, its pods
+    labelled with it, and given ``index`` (the group's first replica index)."""
+    index: int = 0
+    ready_path: str | None = None
+    """An HTTP path on the first of ``ports`` that answers 200 once the pod serves: its
+    readiness probe (without one a pod is ready once it runs)."""
 
 
 def _env_from_secret(env: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
@@ -258,6 +267,8 @@ def role_pod_template(
     ports: tuple[ServicePort, ...] = (),
     command: tuple[str, ...] = SERVE_COMMAND,
     claims: tuple[ClaimMount, ...] = (),
+    group: str | None = None,
+    ready_path: str | None = None,
 ) -> dict[str, Any]:
     """The pod template of one role: non-root, read-only root filesystem, no service-account
     token, every capability dropped, the RuntimeDefault seccomp profile, the resource mounted
@@ -316,6 +327,12 @@ def role_pod_template(
             ),
         ],
     }
+    if ready_path is not None:
+        container["readinessProbe"] = {
+            "httpGet": {"path": ready_path, "port": ports[0].name},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        }
     pod_spec: dict[str, Any] = {
         "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
@@ -355,7 +372,11 @@ def role_pod_template(
     return {
         "metadata": {
             # the run: a namesake re-created later is another uid (scrape target edgeloom_run)
-            "labels": {**labels(info, name, role), RUN_LABEL: body["metadata"]["uid"]},
+            "labels": {
+                **pod_selector(info, name, role, group),
+                **labels(info, name, role),
+                RUN_LABEL: body["metadata"]["uid"],
+            },
             "annotations": {
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(METRICS_PORT),
@@ -429,10 +450,14 @@ def role_job(
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
-def pod_selector(info: KindInfo, name: str, role: str) -> dict[str, str]:
-    """The labels that select one role's pods of one resource (a Deployment's and a
-    Service's selector; never changes, since a Deployment's selector is immutable)."""
-    return {"edgeloom.io/kind": info.singular, "edgeloom.io/job": name, "edgeloom.io/role": role}
+def pod_selector(info: KindInfo, name: str, role: str, group: str | None = None) -> dict[str, str]:
+    """The labels that select one role's pods of one resource, or of one group of them (a
+    Deployment's and a Service's selector; never changes, since a Deployment's selector is
+    immutable)."""
+    out = {"edgeloom.io/kind": info.singular, "edgeloom.io/job": name, "edgeloom.io/role": role}
+    if group is not None:
+        out[GROUP_LABEL] = group
+    return out
 
 
 def role_deployment(
@@ -441,6 +466,7 @@ def role_deployment(
     """The Deployment of one service role, its pods from :func:`role_pod_template`; a
     deleted or crashed pod is restarted (restartPolicy Always) or replaced by its ReplicaSet."""
     name = body["metadata"]["name"]
+    index = [{"name": podenv.INDEX, "value": str(role.index)}] if role.group else []
     template = role_pod_template(
         body,
         info,
@@ -449,14 +475,17 @@ def role_deployment(
         role.requests,
         config,
         "Always",
+        index,
         ports=role.ports,
         command=role.command,
         claims=role.claims,
+        group=role.group,
+        ready_path=role.ready_path,
     )
     spec: dict[str, Any] = {
         "replicas": role.replicas,
         "revisionHistoryLimit": 2,
-        "selector": {"matchLabels": pod_selector(info, name, role.role)},
+        "selector": {"matchLabels": pod_selector(info, name, role.role, role.group)},
         "template": template,
     }
     if role.min_ready_seconds:
@@ -464,9 +493,14 @@ def role_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(body, info, child_name(name, role.role), role.role),
+        "metadata": _metadata(body, info, deployment_name(name, role), role.role),
         "spec": spec,
     }
+
+
+def deployment_name(name: str, role: RoleDeployment) -> str:
+    """``<name>-<role>``, or ``<name>-<role>-<group>``: the role's Deployment and Service."""
+    return child_name(name, role.role, *([role.group] if role.group else []))
 
 
 def role_service(body: dict[str, Any], info: KindInfo, role: RoleDeployment) -> dict[str, Any]:
@@ -482,10 +516,10 @@ def role_service(body: dict[str, Any], info: KindInfo, role: RoleDeployment) -> 
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(body, info, child_name(name, role.role), role.role),
+        "metadata": _metadata(body, info, deployment_name(name, role), role.role),
         "spec": {
             "type": "ClusterIP",
-            "selector": pod_selector(info, name, role.role),
+            "selector": pod_selector(info, name, role.role, role.group),
             "ports": ports,
         },
     }

@@ -18,6 +18,7 @@ import yaml
 from edgeloom.api.podenv import EXIT_INVALID, EXIT_JOB_FAILED
 from edgeloom.api.resource import parse_resource
 from edgeloom_operators.config import OperatorConfig
+from edgeloom_operators.hatinferenceservice import HatInferenceServicePlugin
 from edgeloom_operators.plugin import KindPlugin
 from edgeloom_operators.prunejob import PruneJobPlugin
 from edgeloom_operators.render import child_name, nats_secret
@@ -42,6 +43,7 @@ def body_of(example: str, uid: str = "0000-1111") -> dict[str, Any]:
 
 
 splittraining, prunejob, echoservice = SplitTrainingPlugin(), PruneJobPlugin(), EchoServicePlugin()
+hat = HatInferenceServicePlugin()
 ECHO = {
     "apiVersion": "edgeloom.io/v1alpha1",
     "kind": "EchoService",
@@ -64,6 +66,7 @@ def echo_body(uid: str = "0000-1111") -> dict[str, Any]:
 CASES = [
     (splittraining, "splittraining-mnist1d.yaml"),
     (prunejob, "prunejob-tiny-llama.yaml"),
+    (hat, "hatinferenceservice-tiny-llama.yaml"),
     (echoservice, "echoservice"),
 ]
 
@@ -116,6 +119,58 @@ def test_splittraining_places_the_server_in_the_cloud_and_worker_groups_on_edge_
     assert nano["spec"]["completionMode"] == "Indexed"
     assert nano["spec"]["completions"] == nano["spec"]["parallelism"] == 4
     assert nano["metadata"]["annotations"]["edgeloom.io/essential"] == "false"
+
+
+def test_hat_runs_the_cloud_in_the_cloud_and_each_device_group_behind_its_service() -> None:
+    body = body_of("hatinferenceservice-tiny-llama.yaml")
+    body["spec"]["cloud"] |= {"gpu": True, "replicas": 2, "maxReplicas": 3}
+    body["spec"]["devices"] = [
+        {"name": "phones", "count": 3, "port": 8000, "deviceProfileLabel": "pixel"},
+        {"name": "laptops", "count": 2, "port": 9000},
+    ]
+    kids = render(hat, body)
+    deployments = {k["metadata"]["name"]: k for k in kids if k["kind"] == "Deployment"}
+    services = {k["metadata"]["name"]: k for k in kids if k["kind"] == "Service"}
+    names = [
+        "tiny-llama-hat-cloud",
+        "tiny-llama-hat-device-laptops",
+        "tiny-llama-hat-device-phones",
+    ]
+    assert sorted(deployments) == sorted(services) == names
+    cloud = deployments["tiny-llama-hat-cloud"]
+    assert cloud["spec"]["replicas"] == 2
+    pod = cloud["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"edgeloom.io/tier": "cloud"}
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    phones = deployments["tiny-llama-hat-device-phones"]
+    container = phones["spec"]["template"]["spec"]["containers"][0]
+    assert phones["spec"]["replicas"] == 3
+    assert phones["spec"]["template"]["spec"]["nodeSelector"] == {
+        "edgeloom.io/tier": "edge",
+        "edgeloom.io/device-profile": "pixel",
+    }
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    indices = {
+        name: next(
+            e["value"]
+            for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+            if e["name"] == "EDGELOOM_INDEX"
+        )
+        for name, d in deployments.items()
+        if "device" in name
+    }  # global device indices: the groups of 3 and 2 start at 0 and 3
+    assert indices == {"tiny-llama-hat-device-phones": "0", "tiny-llama-hat-device-laptops": "3"}
+    laptops = services["tiny-llama-hat-device-laptops"]["spec"]
+    assert {"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"} in laptops[
+        "ports"
+    ]
+    selector = laptops["selector"]
+    assert selector["edgeloom.io/group"] == "laptops"  # not the phones' pods
+    assert (
+        selector == deployments["tiny-llama-hat-device-laptops"]["spec"]["selector"]["matchLabels"]
+    )
+    template_labels = deployments["tiny-llama-hat-device-laptops"]["spec"]["template"]["metadata"]
+    assert selector.items() <= template_labels["labels"].items()
 
 
 LOCKED_DOWN = [
