@@ -3,7 +3,9 @@
 Benchmarks build the resource a user would write, and :func:`run_job` hands it to the local
 runner (:func:`edgeloom.local.runner.run_file`): validated, its roles started (one process per
 role, or ``in_process``), its ``JobResult`` returned and ``result.json`` written. Figures come
-from that result, so a benchmark measures exactly what users run.
+from that result, so a benchmark measures exactly what users run. A service has no result:
+:func:`serve` runs ``edgeloom run FILE`` until the block ends, and the benchmark measures what
+its endpoints answer.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -73,3 +80,59 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+SERVING = re.compile(r"^(\S+) serving at (\S+)$")
+"""How ``edgeloom run`` announces a replica's endpoint (``device-0 serving at URL``)."""
+
+
+@contextlib.contextmanager
+def serve(
+    resource: dict[str, Any], replicas: int, runs_dir: Path, timeout_s: float = 1800.0
+) -> Iterator[dict[str, str]]:
+    """``edgeloom run`` of the service ``resource`` over its own embedded nats-server: yields
+    the URL of each of its ``replicas`` serving replicas (by replica name) once all announce,
+    and stops every role with Ctrl-C (SIGINT) when the block ends.
+
+    Raises
+    ------
+    RuntimeError
+        When the run ends, or ``timeout_s`` passes, before every replica serves (with the tail
+        of what it printed).
+    """
+    name = resource["metadata"]["name"]
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    path = runs_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(resource, sort_keys=False))
+    command = [sys.executable, "-m", "edgeloom.cli.main", "run", str(path)]
+    log = (runs_dir / f"{name}.log").open("w")
+    process = subprocess.Popen(
+        [*command, "--runs-dir", str(runs_dir), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        urls: dict[str, str] = {}
+        deadline = time.monotonic() + timeout_s
+        assert process.stdout is not None
+        while len(urls) < replicas and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            if match := SERVING.match(line.strip()):
+                urls[match[1]] = match[2]
+        if len(urls) < replicas:
+            log.flush()
+            tail = (runs_dir / f"{name}.log").read_text()[-3000:]
+            raise RuntimeError(f"{name}: {len(urls)} of {replicas} replicas served:\n{tail}")
+        yield urls
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()

@@ -19,6 +19,7 @@ BUILTIN_MODULES = (
     "edgeloom.bench.transport",
     "edgeloom.bench.splittraining",
     "edgeloom.bench.prunejob",
+    "edgeloom.bench.hat",
 )
 """Modules of the benchmarks shipped with edgeloom; each registers itself when imported."""
 

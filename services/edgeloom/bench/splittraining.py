@@ -310,9 +310,7 @@ class Session:
     server: NatsServer
     pool: ProcessPoolExecutor
 
-    def run_all(
-        self, runs: dict[Any, tuple[dict[str, Any], str]]
-    ) -> dict[Any, History | None]:
+    def run_all(self, runs: dict[Any, tuple[dict[str, Any], str]]) -> dict[Any, History | None]:
         """Every ``key: (resource, label)`` run, two at a time; histories by key (None: the
         run failed)."""
         futures = {
@@ -435,8 +433,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
                 "learning_rate": chosen[m][0],
                 "momentum": chosen[m][1],
                 "final_accuracy_by_setting": {
-                    f"lr={k[0]},momentum={k[1]}": _final_accuracy(runs[(m, k)])
-                    for k in self.grid
+                    f"lr={k[0]},momentum={k[1]}": _final_accuracy(runs[(m, k)]) for k in self.grid
                 },
             }
             for m in methods
@@ -469,10 +466,7 @@ class SplitTrainingBenchmark(Benchmark[Session]):
             for ax, case in zip(axes, drawn, strict=True):
                 method_bands(
                     ax,
-                    {
-                        m: [(xs, ys) for xs, ys in curves]
-                        for m, curves in case["plot_data"].items()
-                    },
+                    {m: [(xs, ys) for xs, ys in curves] for m, curves in case["plot_data"].items()},
                     dashed=list(ABLATIONS),
                 )
                 ax.axhline(case["params"]["target_accuracy"], color="grey", lw=0.8, ls=":")

@@ -40,6 +40,15 @@ BUILTIN_ADAPTER_MESSAGE = (
 )
 
 
+class ServingMethod(StrEnum):
+    """``hat``: the device drafts with its outer blocks and the adapter, the cloud verifies
+    the drafts in one pass (HAT); ``u-shape``: the same split without speculation, one round
+    trip to the cloud per token (the baseline that, like HAT, keeps tokens on the device)."""
+
+    HAT = "hat"
+    U_SHAPE = "u-shape"
+
+
 class AdapterKind(StrEnum):
     """``decoder``: decoder blocks of the model's own shape; ``mlp``: residual MLP blocks."""
 
@@ -182,7 +191,7 @@ class Cloud(SpecModel):
     )
     compute_factor: float = Field(
         default=1.0,
-        gt=0,
+        ge=0.001,
         le=1000,
         description="Cloud compute time relative to the machine running it; below 1 for a "
         "node faster than this one (a GPU).",
@@ -210,6 +219,7 @@ class Sessions(SpecModel):
 class HatInferenceServiceSpec(SpecModel):
     """Desired state of a HAT inference service."""
 
+    method: ServingMethod = Field(default=ServingMethod.HAT, description="hat or u-shape.")
     model: ModelSource = Field(description="The causal LM to serve (Llama, Mistral or Qwen2).")
     split: Split = Field(
         default_factory=Split, description="Blocks kept on the device on either side of the cut."

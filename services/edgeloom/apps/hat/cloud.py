@@ -39,6 +39,7 @@ from edgeloom.apps.hat.messages import (
 from edgeloom.apps.hat.metrics import CloudMetrics
 from edgeloom.runtime.bus import Bus, Message, NoResponders, RemoteError, Subscription
 from edgeloom.runtime.codec import CodecError
+from edgeloom.runtime.device import compute_timer
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,35 @@ class SessionLimits:
 
 
 @dataclass
+class CloudSchedule:
+    """A replica's emulated clock: it serves requests one at a time, each taking its measured
+    compute x ``compute_factor`` (below 1 for a node faster than this machine).
+
+    Requests come in the order they really arrive, each stamped with its emulated arrival;
+    devices' clocks run independently, so a request stamped earlier than one already served
+    waits behind it (the emulation's approximation of a first-come-first-served queue).
+    """
+
+    compute_factor: float = 1.0
+    busy_until: float = 0.0
+
+    def serve(self, arrive_at: float, measured_s: float) -> float:
+        """When a request arriving at ``arrive_at`` and computing ``measured_s`` here is done."""
+        self.busy_until = max(arrive_at, self.busy_until) + measured_s * self.compute_factor
+        return self.busy_until
+
+
+@dataclass(frozen=True)
+class Served:
+    """The middle states of one request, with its emulated cloud compute and finish time
+    (None when the request carried no arrival time)."""
+
+    states: torch.Tensor
+    compute_s: float
+    done_at: float | None
+
+
+@dataclass
 class _Session:
     middle: MiddleSession
     last_used: float
@@ -76,8 +106,10 @@ class CloudSessions:
         parts: HatParts,
         limits: SessionLimits = SessionLimits(),
         clock: Callable[[], float] = time.monotonic,
+        schedule: CloudSchedule | None = None,
     ) -> None:
         self.parts, self.limits, self.clock = parts, limits, clock
+        self.schedule = schedule or CloudSchedule()
         self.sessions: dict[str, _Session] = {}
         reference = next(parts.view.model.parameters())
         self.dtype = reference.dtype
@@ -101,6 +133,16 @@ class CloudSessions:
             return state.middle.forward(start, hidden)
         except ValueError as error:
             raise SessionError(f"session {session!r}: {error}") from None
+
+    def serve(
+        self, session: str, start: int, hidden: torch.Tensor, arrive_at: float | None = None
+    ) -> Served:
+        """:meth:`middle`, timed by this thread's CPU time and scheduled on the emulated
+        clock when ``arrive_at`` is given. Call it from one thread at a time."""
+        with compute_timer() as timer:
+            states = self.middle(session, start, hidden)
+        done_at = None if arrive_at is None else self.schedule.serve(arrive_at, timer.seconds)
+        return Served(states, timer.seconds * self.schedule.compute_factor, done_at)
 
     def open(self, session: str) -> None:
         """Start ``session`` with an empty cache (or keep it, opened twice)."""
@@ -193,15 +235,18 @@ async def serve_cloud(
                 raise SessionError(f"a middle request carries one tensor, {HIDDEN!r}")
             hidden = message.tensors[HIDDEN]
             observe(1)
-            began = time.perf_counter()
-            states = await asyncio.to_thread(
-                sessions.middle, request.session, request.start, hidden
+            served = await asyncio.to_thread(
+                sessions.serve, request.session, request.start, hidden, request.arrive_at
             )
             if metrics is not None:
-                metrics.compute.inc(time.perf_counter() - began)
+                metrics.compute.inc(served.compute_s)
                 metrics.positions.inc(hidden.shape[1])
-            reply = MiddleReply(cached=sessions.cached(request.session))
-            await bus.respond(message, reply, {HIDDEN: states})
+            reply = MiddleReply(
+                cached=sessions.cached(request.session),
+                compute_s=served.compute_s,
+                done_at=served.done_at,
+            )
+            await bus.respond(message, reply, {HIDDEN: served.states})
         except (SessionError, CodecError, ValueError) as error:
             await refuse(message, error)
         finally:
@@ -253,8 +298,18 @@ class RemoteMiddle:
     def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]:
         return asyncio.run_coroutine_threadsafe(self.request(start, hidden), self.loop)
 
+    def submit_at(self, start: int, hidden: torch.Tensor, arrive_at: float) -> Future[Served]:
+        """:meth:`submit` for an emulated device: the cloud schedules the request at
+        ``arrive_at`` on its emulated clock and says when it is done."""
+        return asyncio.run_coroutine_threadsafe(self.served(start, hidden, arrive_at), self.loop)
+
     async def request(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
-        envelope = MiddleRequest(session=self.session, start=start)
+        return (await self.served(start, hidden)).states
+
+    async def served(
+        self, start: int, hidden: torch.Tensor, arrive_at: float | None = None
+    ) -> Served:
+        envelope = MiddleRequest(session=self.session, start=start, arrive_at=arrive_at)
         states = hidden.detach().clone().contiguous()  # inference-mode tensors, shared memory
         try:
             reply = await self.bus.request(
@@ -264,14 +319,16 @@ class RemoteMiddle:
             raise ReplicaGone(
                 "the cloud replica that held this sequence is gone; send the request again"
             ) from None
-        reply.parse(MiddleReply)
+        answer = reply.parse(MiddleReply)
         result = reply.tensors.get(HIDDEN)
         if result is None or result.shape != hidden.shape or result.dtype != hidden.dtype:
             got = None if result is None else (tuple(result.shape), result.dtype)
             raise CodecError(f"the cloud's reply holds {got}, not {tuple(hidden.shape)}")
+        if (arrive_at is None) != (answer.done_at is None):
+            raise CodecError("the cloud's reply does not follow the request's emulation")
         self.bytes_sent += states.numel() * states.element_size()
         self.bytes_received += result.numel() * result.element_size()
-        return result
+        return Served(result, answer.compute_s, answer.done_at)
 
     async def close(self) -> int:
         reply = await self.bus.request(
@@ -280,10 +337,16 @@ class RemoteMiddle:
         return reply.parse(Closed).freed_bytes
 
 
+class EmulatedMiddle(Middle, Protocol):
+    """A :class:`Middle` that also takes requests stamped with an emulated arrival time."""
+
+    def submit_at(self, start: int, hidden: torch.Tensor, arrive_at: float) -> Future[Served]: ...
+
+
 class CloudLink(Protocol):
     """How a device reaches the cloud: a :class:`Middle` per sequence, and its release."""
 
-    def middle(self, session: str) -> Middle: ...
+    def middle(self, session: str) -> EmulatedMiddle: ...
 
     async def close(self, session: str) -> None: ...
 
@@ -323,7 +386,7 @@ class LocalCloud:
         self.sessions = sessions
         self._compute = threading.Lock()
 
-    def middle(self, session: str) -> Middle:
+    def middle(self, session: str) -> _LocalMiddle:
         return _LocalMiddle(self, session)
 
     async def close(self, session: str) -> None:
@@ -341,3 +404,12 @@ class _LocalMiddle:
                 return self.cloud.sessions.middle(self.session, start, hidden)
 
         return computed(run)
+
+    def submit_at(self, start: int, hidden: torch.Tensor, arrive_at: float) -> Future[Served]:
+        future: Future[Served] = Future()
+        try:
+            with self.cloud._compute:
+                future.set_result(self.cloud.sessions.serve(self.session, start, hidden, arrive_at))
+        except BaseException as error:  # handed to whoever waits on the future
+            future.set_exception(error)
+        return future

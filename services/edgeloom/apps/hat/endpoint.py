@@ -27,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
 from edgeloom.algos.hat.adapter import Adapter
-from edgeloom.algos.hat.speculative import DeviceSession, GammaPolicy, Generation, Sampling, decode
+from edgeloom.algos.hat.speculative import GammaPolicy, Generation, Sampling, decode
 from edgeloom.algos.hat.split import HatParts
-from edgeloom.apps.hat.cloud import CloudLink, RemoteMiddle
+from edgeloom.api.device import DeviceProfile
+from edgeloom.apps.hat.cloud import CloudLink
+from edgeloom.apps.hat.emulation import Emulated, TimedDeviceSession, TimedMiddle, Timeline
 from edgeloom.apps.hat.metrics import DeviceMetrics
 
 
@@ -45,6 +47,11 @@ class ServingSettings:
     adaptive_gamma: bool = True
     parallel_drafting: bool = True
     chunk_size: int | None = 128
+
+
+EMULATED_FIELD = "edgeloom"
+"""The field of a whole (not streamed) response with the request's emulated figures
+(:meth:`Emulated.figures`) and its token ids, beside OpenAI's own fields (clients ignore it)."""
 
 
 class ApiError(Exception):
@@ -89,7 +96,9 @@ class ChatRequest(_Request):
 
 class DeviceEngine:
     """The device's draft model and its link to the cloud, decoding one request at a time per
-    thread (each request is a sequence of its own)."""
+    thread (each request is a sequence of its own), on the emulated clock of ``profile``:
+    requests follow one another on it (concurrent requests to one device are each timed as
+    if the device were theirs alone)."""
 
     def __init__(
         self,
@@ -99,23 +108,40 @@ class DeviceEngine:
         cloud: CloudLink,
         settings: ServingSettings,
         metrics: DeviceMetrics | None = None,
+        profile: DeviceProfile | None = None,
     ) -> None:
         self.parts, self.adapter, self.tokenizer = parts, adapter, tokenizer
         self.cloud, self.settings, self.metrics = cloud, settings, metrics
+        self.profile = profile or DeviceProfile()
         self.context = int(parts.view.config.max_position_embeddings)
         self.stop_ids = [t for t in {tokenizer.eos_token_id} if t is not None]
+        self.clock = 0.0
+        """The emulated time the device's last request ended."""
 
     def tokens(
-        self, prompt: list[int], max_tokens: int, temperature: float, seed: int, session: str
+        self,
+        prompt: list[int],
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+        session: str,
+        emulated: Emulated | None = None,
     ) -> Iterator[int]:
-        device = DeviceSession(self.parts, self.adapter, Sampling(temperature), seed=seed)
+        """The request's new tokens as they are decided; ``emulated`` collects its emulated
+        times and costs."""
+        emulated = emulated or Emulated()
+        timeline = Timeline(self.profile, self.clock, self.clock, self.clock)
+        emulated.started = self.clock
+        device = TimedDeviceSession(
+            self.parts, self.adapter, Sampling(temperature), timeline, seed=seed
+        )
         s = self.settings
         gamma = GammaPolicy(s.gamma_min, s.gamma_max, s.gamma_initial, s.adaptive_gamma)
         result = Generation([])
-        middle = self.cloud.middle(session)
+        middle = TimedMiddle(self.cloud.middle(session), timeline)
         outcome = "failed"
         try:
-            yield from decode(
+            for token in decode(
                 device,
                 middle,
                 prompt,
@@ -125,16 +151,18 @@ class DeviceEngine:
                 s.chunk_size,
                 self.stop_ids,
                 parallel=s.parallel_drafting,
-            )
+            ):
+                emulated.emitted.append(timeline.now)
+                yield token
             outcome = "ok"
         finally:
+            self.clock = max(self.clock, timeline.now)
+            emulated.drafted, emulated.accepted = sum(result.drafted), sum(result.accepted)
+            emulated.uplink_bytes = timeline.uplink_bytes
+            emulated.downlink_bytes = timeline.downlink_bytes
+            emulated.cloud_compute_s = timeline.cloud_s
             if self.metrics is not None:
-                crossed = (
-                    (middle.bytes_sent, middle.bytes_received)
-                    if isinstance(middle, RemoteMiddle)
-                    else (0, 0)  # a cloud in this process: nothing crosses a network
-                )
-                self.metrics.finished(outcome, result, *crossed)
+                self.metrics.finished(outcome, result, emulated)
 
 
 def create_app(engine: DeviceEngine) -> FastAPI:
@@ -211,13 +239,16 @@ async def _answer(
     request_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     session = secrets.token_hex(16)
     seed = body.seed if body.seed is not None else secrets.randbits(31)
-    stream = _stream_tokens(engine, prompt, wanted, body.temperature, seed, session)
+    emulated = Emulated()
+    stream = _stream_tokens(engine, prompt, wanted, body.temperature, seed, session, emulated)
     shape = _Shape(request_id, settings.model_id, int(time.time()), chat, len(prompt))
     if body.stream:
         return StreamingResponse(shape.events(engine, stream), media_type="text/event-stream")
     tokens = [token async for token in stream]
     finish = _finish_reason(engine, tokens)
-    return JSONResponse(shape.whole(_text(engine, tokens), finish, len(tokens)))
+    whole = shape.whole(_text(engine, tokens), finish, len(tokens))
+    whole[EMULATED_FIELD] = emulated.figures() | {"token_ids": tokens}
+    return JSONResponse(whole)
 
 
 async def _stream_tokens(
@@ -227,6 +258,7 @@ async def _stream_tokens(
     temperature: float,
     seed: int,
     session: str,
+    emulated: Emulated,
 ) -> AsyncIterator[int]:
     """The decoder's tokens as they come, from its worker thread; the cloud session is
     released at the end, also when the client goes away."""
@@ -236,7 +268,7 @@ async def _stream_tokens(
 
     def produce() -> None:
         try:
-            for token in engine.tokens(prompt, wanted, temperature, seed, session):
+            for token in engine.tokens(prompt, wanted, temperature, seed, session, emulated):
                 loop.call_soon_threadsafe(queue.put_nowait, token)
                 if cancelled.is_set():
                     break

@@ -31,14 +31,34 @@ class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+MAX_VIRTUAL_S = 1e9
+"""Bound on an emulated time in a message (about 30 years)."""
+
+
 class MiddleRequest(_Msg):
     op: Literal["middle"] = "middle"
     session: str = Field(pattern=SESSION_PATTERN, description="The device's sequence.")
     start: int = Field(ge=0, description="Position of the first state in ``hidden``.")
+    arrive_at: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_VIRTUAL_S,
+        description="Emulated time the request reaches the cloud, when the device emulates one "
+        "(the cloud then schedules it on its own emulated clock).",
+    )
 
 
 class MiddleReply(_Msg):
     cached: int = Field(ge=0, description="Positions the cloud holds for the session now.")
+    compute_s: float = Field(
+        default=0.0, ge=0, le=MAX_VIRTUAL_S, description="Emulated cloud compute of the request."
+    )
+    done_at: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_VIRTUAL_S,
+        description="Emulated time the reply leaves the cloud (with ``arrive_at``).",
+    )
 
 
 class OpenSession(_Msg):

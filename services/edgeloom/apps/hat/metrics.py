@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgeloom.algos.hat.speculative import Generation
 from edgeloom.runtime.metrics import MetricFactory
+
+if TYPE_CHECKING:  # the cloud's module imports this one, and emulation imports the cloud's
+    from edgeloom.apps.hat.emulation import Emulated
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 OUTCOMES = ("ok", "refused", "failed")
@@ -19,6 +24,16 @@ class DeviceMetrics:
         )
         self.tbt = m.histogram(
             "tbt_seconds", "Time between a request's later tokens.", buckets=LATENCY_BUCKETS
+        )
+        self.emulated_ttft = m.histogram(
+            "emulated_ttft_seconds",
+            "Time to the first token in the device's emulated time (its profile).",
+            buckets=LATENCY_BUCKETS,
+        )
+        self.emulated_tbt = m.histogram(
+            "emulated_tbt_seconds",
+            "Mean time between a request's later tokens, emulated.",
+            buckets=LATENCY_BUCKETS,
         )
         self.drafted = m.counter("drafted_tokens_total", "Draft tokens sent for verification.")
         self.accepted = m.counter("accepted_tokens_total", "Draft tokens the cloud confirmed.")
@@ -39,16 +54,21 @@ class DeviceMetrics:
         """Count a request answered with a 4xx error before any decoding."""
         self._factory.child(self._requests, outcome="refused").inc()
 
-    def finished(self, outcome: str, result: Generation, sent: int, received: int) -> None:
-        """Count one request's end and its decoding statistics."""
+    def finished(self, outcome: str, result: Generation, emulated: Emulated) -> None:
+        """Count one request's end, its decoding statistics and its emulated latencies."""
         self._factory.child(self._requests, outcome=outcome).inc()
         self.drafted.inc(sum(result.drafted))
         self.accepted.inc(sum(result.accepted))
         self.generated.inc(len(result.tokens))
         if result.drafted:
             self.gamma.set(result.drafted[-1])
-        self._factory.child(self._bytes, channel="uplink").inc(sent)
-        self._factory.child(self._bytes, channel="downlink").inc(received)
+        self._factory.child(self._bytes, channel="uplink").inc(emulated.uplink_bytes)
+        self._factory.child(self._bytes, channel="downlink").inc(emulated.downlink_bytes)
+        figures = emulated.figures()
+        for histogram, name in ((self.emulated_ttft, "ttft_s"), (self.emulated_tbt, "tbt_s")):
+            value = figures[name]
+            if value is not None:
+                histogram.observe(value)
 
 
 class CloudMetrics:

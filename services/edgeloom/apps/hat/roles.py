@@ -25,8 +25,18 @@ from edgeloom.algos.hat.adapter import Adapter, AdapterSpec, load_adapter
 from edgeloom.algos.hat.distill import DistillSettings
 from edgeloom.algos.hat.split import HatParts, HatSplit
 from edgeloom.api import podenv
-from edgeloom.api.kinds.hatinferenceservice import ChunkingMode, HatInferenceServiceSpec
-from edgeloom.apps.hat.cloud import BusCloud, CloudSessions, SessionLimits, serve_cloud
+from edgeloom.api.kinds.hatinferenceservice import (
+    ChunkingMode,
+    HatInferenceServiceSpec,
+    ServingMethod,
+)
+from edgeloom.apps.hat.cloud import (
+    BusCloud,
+    CloudSchedule,
+    CloudSessions,
+    SessionLimits,
+    serve_cloud,
+)
 from edgeloom.apps.hat.endpoint import DeviceEngine, ServingSettings, create_app
 from edgeloom.apps.hat.metrics import CloudMetrics, DeviceMetrics
 from edgeloom.apps.hat.prepare import prepare_adapter
@@ -80,7 +90,8 @@ async def cloud(ctx: RoleContext[HatInferenceServiceSpec]) -> None:
         bounds.max_tokens_per_request,
         bounds.idle_timeout_seconds,
     )
-    sessions = CloudSessions(HatParts(model, split_of(spec)), limits)
+    schedule = CloudSchedule(compute_factor=spec.cloud.compute_factor)
+    sessions = CloudSessions(HatParts(model, split_of(spec)), limits, schedule=schedule)
     log.info("%s: serving the middle blocks on %s", ctx.identity, ctx.subject(MIDDLE))
     metrics = CloudMetrics(ctx.metrics)
     await serve_cloud(ctx.bus, ctx.subject(MIDDLE), sessions, ctx.stop, metrics=metrics)
@@ -93,12 +104,15 @@ async def device_adapter(
     the prepare step's cached result."""
     spec = ctx.spec
     wanted = spec.adapter
+    shape = AdapterSpec(wanted.kind.value, wanted.depth, wanted.width)
+    if spec.method == ServingMethod.U_SHAPE:  # never drafts: the adapter is not trained
+        parts = HatParts(model, split_of(spec))
+        return parts, Adapter(parts, shape).eval()
     if wanted.source is not None:
         adapter_folder = await fetch_model_folder(
             ctx.bus, wanted.source, scratch / "adapter", builtin_model_folder
         )
     else:
-        shape = AdapterSpec(wanted.kind.value, wanted.depth, wanted.width)
         t = wanted.training
         settings = DistillSettings(
             steps=t.steps, batch_size=t.batch_size, learning_rate=t.learning_rate, seed=t.seed
@@ -122,6 +136,8 @@ async def device_adapter(
 def serving_settings(ctx: RoleContext[HatInferenceServiceSpec]) -> ServingSettings:
     spec = ctx.spec
     s, chunking = spec.speculation, spec.chunking
+    if spec.method == ServingMethod.U_SHAPE:
+        s = s.model_copy(update={"gamma_min": 0, "gamma_initial": 0, "gamma_max": 0})
     return ServingSettings(
         model_id=ctx.name,
         max_tokens=s.max_tokens,
@@ -157,7 +173,13 @@ async def device(ctx: RoleContext[HatInferenceServiceSpec]) -> None:
         parts, adapter = await device_adapter(ctx, model, folder, Path(scratch))
     link = BusCloud(ctx.bus, ctx.subject(MIDDLE), asyncio.get_running_loop())
     engine = DeviceEngine(
-        parts, adapter, tokenizer, link, serving_settings(ctx), DeviceMetrics(ctx.metrics)
+        parts,
+        adapter,
+        tokenizer,
+        link,
+        serving_settings(ctx),
+        DeviceMetrics(ctx.metrics),
+        ctx.spec.group_of(ctx.index).profile,
     )
     addr = os.environ.get(podenv.HTTP_ADDR, "0.0.0.0")
     port = listen_port(ctx)
