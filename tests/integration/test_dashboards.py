@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from edgeloom.api.status import Status
 from edgeloom.apps.comp.metrics import PrunerMetrics
+from edgeloom.apps.hat.metrics import CloudMetrics, DeviceMetrics
 from edgeloom.apps.mergesfl.metrics import ServerMetrics, WorkerMetrics
 from edgeloom.runtime.metrics import MetricFactory
 from edgeloom.runtime.reporter import JobReporter
@@ -40,7 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GRAFANA_BUILTINS = {"__rate_interval"}
-JOB_DASHBOARDS = ("splittrainingjob.json", "prunejob.json")
+KIND_DASHBOARDS = ("splittrainingjob.json", "prunejob.json", "hatinferenceservice.json")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,14 @@ def job_reporter_metrics(m: MetricFactory) -> None:
 def exported_metric_names() -> set[str]:
     """Names of every series the job roles and the operator export, from their declarations."""
     names = {"up"}
-    declarations = (ServerMetrics, WorkerMetrics, PrunerMetrics, OperatorMetrics)
+    declarations = (
+        ServerMetrics,
+        WorkerMetrics,
+        PrunerMetrics,
+        DeviceMetrics,
+        CloudMetrics,
+        OperatorMetrics,
+    )
     for declare in (*declarations, job_reporter_metrics):
         registry = CollectorRegistry()
         declare(MetricFactory(registry))
@@ -96,7 +104,7 @@ def test_dashboard_has_the_structure_grafana_needs(file_name: str) -> None:
         if name != "datasource":
             assert variable["type"] == "query", name
             assert variable["datasource"] == DATASOURCE, name
-    if file_name in JOB_DASHBOARDS:
+    if file_name in KIND_DASHBOARDS:
         assert list(variables) == ["datasource", "namespace", "resource", "run"]
         for name in ("namespace", "resource", "run"):
             assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*", name
@@ -129,14 +137,14 @@ def test_dashboard_has_the_structure_grafana_needs(file_name: str) -> None:
 
 def test_every_dashboard_lists_its_resources_with_their_phase() -> None:
     boards = dashboards()
-    for file_name in JOB_DASHBOARDS:
+    for file_name in KIND_DASHBOARDS:
         kind = boards[file_name]["title"].removeprefix("edgeloom / ")
         (table,) = [p for p in panels(boards[file_name]) if p["type"] == "table"]
         (target,) = table["targets"]
         assert target["expr"].startswith(f'edgeloom_operator_resource_phase{{kind="{kind}"')
         assert target["instant"] and target["format"] == "table"
     operator_tables = [p for p in panels(boards["operator.json"]) if p["type"] == "table"]
-    assert len(operator_tables) == len(JOB_DASHBOARDS)
+    assert len(operator_tables) == len(KIND_DASHBOARDS)
     for table in operator_tables:
         (link,) = [
             prop["value"][0]
@@ -161,6 +169,7 @@ def test_dashboard_uids_and_titles_are_unique() -> None:
     assert {b["uid"] for b in boards} == {
         "edgeloom-splittrainingjob",
         "edgeloom-prunejob",
+        "edgeloom-hatinferenceservice",
         "edgeloom-operator",
     }
     assert len({b["title"] for b in boards}) == len(boards)
