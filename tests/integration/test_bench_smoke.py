@@ -40,6 +40,12 @@ SMOKE = [  # name, methods of its --quick run, metrics every method has
         | {"accuracy_at_budget_mean", "virtual_time_s_mean", "bytes_total_mean"},
     ),
     pytest.param("prunejob", {"comp", "llm-pruner"}, {"params", "wall_s", "peak_rss_bytes"}),
+    pytest.param(
+        "hat",
+        {"hat", "u-shape"},
+        {"ttft_p50_s", "ttft_p95_s", "tbt_p50_s", "tbt_p95_s", "acceptance_rate"}
+        | {"bytes_per_token", "cloud_compute_s_per_token", "greedy_matches_full"},
+    ),
     pytest.param(  # starts a real control plane: e2e tier
         "operator",
         {"edgeloom-operator"},
@@ -95,3 +101,9 @@ def test_quick_benchmark_writes_json_and_png(
             figures = case["results"]["edgeloom-operator"]
             assert figures["errors"] == 0
             assert len(figures["children_latencies_s"]) == case["params"]["resources"]
+    if name == "hat":
+        (case,) = data["cases"]
+        hat, u_shape = case["results"]["hat"], case["results"]["u-shape"]
+        assert hat["greedy_matches_full"] == u_shape["greedy_matches_full"] == 1
+        assert u_shape["acceptance_rate"] is None and 0 < hat["acceptance_rate"] <= 1
+        assert hat["ttft_p50_s"] > 0 and u_shape["tbt_p50_s"] > 0

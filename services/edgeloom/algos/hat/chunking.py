@@ -38,6 +38,10 @@ class LinearCost:
     def __call__(self, tokens: int) -> float:
         return self.fixed + self.per_token * tokens
 
+    def __add__(self, other: LinearCost) -> LinearCost:
+        """The cost of doing both."""
+        return LinearCost(self.fixed + other.fixed, self.per_token + other.per_token)
+
     @classmethod
     def fit(cls, tokens: Sequence[int], seconds: Sequence[float]) -> LinearCost:
         """The least-squares line through measured ``(tokens, seconds)`` pairs, with both

@@ -47,6 +47,10 @@ class Timeline:
     """Emulated cloud compute of this device's requests."""
     uplink_bytes: int = 0
     downlink_bytes: int = 0
+    device_costs: list[tuple[str, int, float]] = field(default_factory=list)
+    """``(step, positions, emulated seconds)`` of each ``encode``, ``absorb`` and ``verify``."""
+    cloud_costs: list[tuple[int, float, float]] = field(default_factory=list)
+    """``(positions, emulated compute, emulated wait in the cloud's queue)`` per request."""
 
     def compute(self, measured_s: float, ready: float = 0.0) -> None:
         """A device step that took ``measured_s`` here and can start at ``ready``."""
@@ -76,6 +80,8 @@ class Emulated:
 
     started: float = 0.0
     emitted: list[float] = field(default_factory=list)
+    chunk_size: int = 0
+    """Tokens per prefill chunk the request used."""
     drafted: int = 0
     accepted: int = 0
     uplink_bytes: int = 0
@@ -95,6 +101,7 @@ class Emulated:
             "uplink_bytes": self.uplink_bytes,
             "downlink_bytes": self.downlink_bytes,
             "cloud_compute_s": self.cloud_compute_s,
+            "chunk_size": self.chunk_size,
         }
 
 
@@ -118,6 +125,8 @@ class TimedMiddle:
             assert served.done_at is not None  # the request carried its arrival
             self.timeline.cloud_s += served.compute_s
             states = served.states
+            wait = max(0.0, served.done_at - served.compute_s - arrive_at)
+            self.timeline.cloud_costs.append((states.shape[1], served.compute_s, wait))
             back = states.numel() * states.element_size()
             self.timeline.arrivals[id(states)] = self.timeline.receive(served.done_at, back)
             out.set_result(states)
@@ -141,7 +150,9 @@ class TimedDeviceSession(DeviceSession):
         self.timeline = timeline
         self._depth = 0  # steps call one another: only the outermost is charged
 
-    def _timed(self, step: Callable[[], T], ready: float = 0.0) -> T:
+    def _timed(
+        self, step: Callable[[], T], ready: float = 0.0, cost: tuple[str, int] | None = None
+    ) -> T:
         if self._depth:
             return step()
         self._depth += 1
@@ -151,6 +162,10 @@ class TimedDeviceSession(DeviceSession):
         finally:
             self._depth -= 1
         self.timeline.compute(timer.seconds, ready)
+        if cost is not None:
+            name, positions = cost
+            seconds = timer.seconds * self.timeline.profile.compute_slowdown
+            self.timeline.device_costs.append((name, positions, seconds))
         return out
 
     def _arrival(self, middle: torch.Tensor) -> float:
@@ -158,11 +173,12 @@ class TimedDeviceSession(DeviceSession):
 
     def encode(self, token_ids: Sequence[int]) -> torch.Tensor:
         parent = super().encode
-        return self._timed(lambda: parent(token_ids))
+        return self._timed(lambda: parent(token_ids), cost=("encode", len(token_ids)))
 
     def absorb(self, middle: torch.Tensor) -> torch.Tensor:
         parent = super().absorb
-        return self._timed(lambda: parent(middle), self._arrival(middle))
+        cost = ("absorb", middle.shape[1])
+        return self._timed(lambda: parent(middle), self._arrival(middle), cost)
 
     def draft(self, last: int, gamma: int, stop_below: float = 0.0) -> Draft:
         parent = super().draft
@@ -180,4 +196,5 @@ class TimedDeviceSession(DeviceSession):
         self, draft: Draft, middle: torch.Tensor, ahead: Draft | None = None
     ) -> tuple[list[int], Draft | None]:
         parent = super().verify
-        return self._timed(lambda: parent(draft, middle, ahead), self._arrival(middle))
+        cost = ("absorb", middle.shape[1])  # verifying is mostly the output blocks on them
+        return self._timed(lambda: parent(draft, middle, ahead), self._arrival(middle), cost)

@@ -30,6 +30,7 @@ from edgeloom.algos.hat.adapter import Adapter
 from edgeloom.algos.hat.speculative import GammaPolicy, Generation, Sampling, decode
 from edgeloom.algos.hat.split import HatParts
 from edgeloom.api.device import DeviceProfile
+from edgeloom.apps.hat.chunks import ChunkPlanner
 from edgeloom.apps.hat.cloud import CloudLink
 from edgeloom.apps.hat.emulation import Emulated, TimedDeviceSession, TimedMiddle, Timeline
 from edgeloom.apps.hat.metrics import DeviceMetrics
@@ -47,6 +48,9 @@ class ServingSettings:
     adaptive_gamma: bool = True
     parallel_drafting: bool = True
     chunk_size: int | None = 128
+    """Tokens per prefill chunk (None: the whole prompt at once); with ``adaptive_chunking``
+    the first guess before the device has measured its costs."""
+    adaptive_chunking: bool = False
 
 
 EMULATED_FIELD = "edgeloom"
@@ -117,6 +121,8 @@ class DeviceEngine:
         self.stop_ids = [t for t in {tokenizer.eos_token_id} if t is not None]
         self.clock = 0.0
         """The emulated time the device's last request ended."""
+        width = parts.hidden_size * next(parts.view.model.parameters()).element_size()
+        self.planner = ChunkPlanner(self.profile, width, settings.chunk_size or 128)
 
     def tokens(
         self,
@@ -139,6 +145,8 @@ class DeviceEngine:
         gamma = GammaPolicy(s.gamma_min, s.gamma_max, s.gamma_initial, s.adaptive_gamma)
         result = Generation([])
         middle = TimedMiddle(self.cloud.middle(session), timeline)
+        chunk = self.planner.chunk(len(prompt)) if s.adaptive_chunking else s.chunk_size
+        emulated.chunk_size = min(chunk or len(prompt), len(prompt))
         outcome = "failed"
         try:
             for token in decode(
@@ -148,7 +156,7 @@ class DeviceEngine:
                 max_tokens,
                 gamma,
                 result,
-                s.chunk_size,
+                chunk,
                 self.stop_ids,
                 parallel=s.parallel_drafting,
             ):
@@ -157,6 +165,7 @@ class DeviceEngine:
             outcome = "ok"
         finally:
             self.clock = max(self.clock, timeline.now)
+            self.planner.observe(timeline)
             emulated.drafted, emulated.accepted = sum(result.drafted), sum(result.accepted)
             emulated.uplink_bytes = timeline.uplink_bytes
             emulated.downlink_bytes = timeline.downlink_bytes
@@ -280,7 +289,6 @@ async def _stream_tokens(
     metrics = engine.metrics
     if metrics is not None:
         metrics.active.inc()
-        metrics.chunk.set(min(engine.settings.chunk_size or len(prompt), len(prompt)))
     last, first = time.perf_counter(), True
     try:
         while (item := await queue.get()) is not None:

@@ -64,6 +64,7 @@ class DeviceMetrics:
             self.gamma.set(result.drafted[-1])
         self._factory.child(self._bytes, channel="uplink").inc(emulated.uplink_bytes)
         self._factory.child(self._bytes, channel="downlink").inc(emulated.downlink_bytes)
+        self.chunk.set(emulated.chunk_size)
         figures = emulated.figures()
         for histogram, name in ((self.emulated_ttft, "ttft_s"), (self.emulated_tbt, "tbt_s")):
             value = figures[name]

@@ -148,6 +148,7 @@ def serving_settings(ctx: RoleContext[HatInferenceServiceSpec]) -> ServingSettin
         adaptive_gamma=s.adaptive_gamma,
         parallel_drafting=s.parallel_drafting,
         chunk_size=None if chunking.mode == ChunkingMode.OFF else chunking.chunk_size,
+        adaptive_chunking=chunking.mode == ChunkingMode.ADAPTIVE,
     )
 
 
