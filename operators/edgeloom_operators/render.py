@@ -292,6 +292,11 @@ def role_pod_template(
         {"name": podenv.METRICS_PORT, "value": str(METRICS_PORT)},
         {"name": podenv.METRICS_ADDR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": podenv.METRICS_LINGER_SECONDS, "value": f"{config.job_metrics_linger_s:g}"},
+        *(
+            [{"name": podenv.HTTP_ADDR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+            if ports
+            else []
+        ),
         *(extra_env or []),
     ]
     resources: dict[str, Any] = {"requests": dict(requests)}

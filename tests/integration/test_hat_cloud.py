@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeloom.algos.hat.adapter import Adapter, AdapterSpec
 from edgeloom.algos.hat.speculative import DeviceSession, GammaPolicy, Sampling, generate
@@ -160,3 +162,52 @@ async def test_no_replica_at_all_is_a_clear_error(nats_server: NatsServer) -> No
             await open_session(bus, "default.hatinferenceservice.gone.middle", "s1")
     finally:
         await bus.drain()
+
+
+ENVELOPES = st.fixed_dictionaries(
+    {
+        "op": st.sampled_from(["middle", "middle", "close", "open", "other"]),
+        "session": st.sampled_from(["s1", "s2", "s1", "", "a.b", "x" * 65, "bad session!"]),
+        "start": st.sampled_from([0, 0, 1, 3, -1, 70]),
+    },
+    optional={
+        "arrive_at": st.sampled_from([0.5, 1e12, -1.0, "soon"]) | st.floats(),
+        "extra": st.integers(),
+    },
+)
+STATES = st.builds(
+    lambda n, width, dtype, scale: torch.randn(1, n, width, dtype=dtype) * scale,
+    st.sampled_from([1, 2, 5, 65]),
+    st.sampled_from([64, 64, 63]),
+    st.sampled_from([torch.float32, torch.float32, torch.float64, torch.float16]),
+    st.sampled_from([1.0, 1.0, float("inf")]),
+)
+
+
+async def test_schema_valid_or_not_no_request_stops_the_cloud(cloud: Setup) -> None:
+    """Random envelopes and tensors at the replica: each gets a reply or a refusal, never a
+    crash, and the cloud still decodes as the full model afterwards."""
+    answered = 0
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None)
+    @given(envelope=ENVELOPES, states=STATES)
+    def attack(envelope: dict, states: torch.Tensor) -> None:
+        nonlocal answered
+        future = asyncio.run_coroutine_threadsafe(
+            cloud.bus.request(
+                f"{SUBJECT}.{REPLICA}", json.dumps(envelope), {HIDDEN: states}, timeout=5
+            ),
+            loop,
+        )
+        try:
+            future.result(10)
+            answered += 1
+        except RemoteError:
+            pass  # refused, and said why
+
+    loop = asyncio.get_running_loop()
+    await asyncio.to_thread(attack)
+    cloud.sessions.sessions.clear()  # what the fuzz left open
+    prompt = token_batch(batch=1, length=6)["input_ids"][0].tolist()
+    assert await decode(cloud, "after-fuzz", prompt, 8) == greedy_tokens(cloud.model, prompt, 8)
+    assert answered > 0  # some were valid: the fuzz reached the middle blocks
