@@ -10,14 +10,17 @@ cloud's own clock); ``greedy_matches_full`` checks every answer against the full
 greedy decoding (transformers' ``generate``).
 
 Methods: ``u-shape`` (the same split, no speculation, the whole prompt at once: one round trip
-per token), ``hat`` (speculation, adaptive draft length, parallel drafting, chunked prefill),
+per token), ``hat`` (speculation, adaptive draft length, parallel drafting, adaptive chunked
+prefill starting from ``chunk_size``),
 and ``hat`` without chunking, without parallel drafting, and with a fixed draft length. The
 issue's ``cloud-only`` and ``sd-tokens`` baselines (tokens cross the network) are not built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import statistics
 import sys
 import tempfile
@@ -61,7 +64,27 @@ ADAPTER_STEPS = {"tiny-llama": 300, "smollm2-135m": 300}
 ROLE_ENV = {"TQDM_DISABLE": "1"}
 
 
-def service(name: str, model: Path, case: Case, method: str) -> dict[str, Any]:
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1 now (devices listen on
+    ``port + i`` locally)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65_535:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def service(name: str, model: Path, case: Case, method: str, port: int) -> dict[str, Any]:
     """The HatInferenceService of one method, as a user would write it."""
     p = case.params
     inputs, outputs = SPLIT[p["model"]]
@@ -83,11 +106,11 @@ def service(name: str, model: Path, case: Case, method: str) -> dict[str, Any]:
                 "defaultMaxTokens": p["new_tokens"],
             },
             "chunking": {
-                "mode": "off" if method in ("u-shape", "hat-no-chunking") else "fixed",
+                "mode": "off" if method in ("u-shape", "hat-no-chunking") else "adaptive",
                 "chunkSize": p["chunk_size"],
             },
             "devices": [
-                {"name": "phones", "count": p["concurrency"], "port": p["port"], "profile": DEVICE}
+                {"name": "phones", "count": p["concurrency"], "port": port, "profile": DEVICE}
             ],
             "cloud": {"computeFactor": CLOUD_FACTOR},
         },
@@ -225,7 +248,6 @@ class HatBenchmark(Benchmark[Session]):
                 "adapter_steps": 20 if self.quick else ADAPTER_STEPS[model],
                 "device_profile": DEVICE,
                 "cloud_compute_factor": CLOUD_FACTOR,
-                "port": 18400,
             },
         )
 
@@ -250,7 +272,7 @@ class HatBenchmark(Benchmark[Session]):
         devices = p["concurrency"]
         for method in methods:
             name = f"bench-{method}"
-            resource = service(name, folder, case, method)
+            resource = service(name, folder, case, method, free_ports(devices))
             with serve(resource, devices, session.runs / case.name) as urls:
                 # device i answers prompts i, i + devices, ...: each its own, one at a time
                 work = [(urls[f"device-{i}"], name, texts[i::devices]) for i in range(devices)]

@@ -59,7 +59,7 @@ def announce_endpoints(run_dir: Path | None, shown: set[str]) -> None:
     folder = run_dir / podenv.ENDPOINTS_DIR if run_dir is not None else None
     if folder is None or not folder.is_dir():
         return
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.glob("[!.]*")):  # a replica writes .<name> first, then renames
         if path.name not in shown:
             shown.add(path.name)
             print(f"{path.name} serving at {path.read_text().strip()}", flush=True)

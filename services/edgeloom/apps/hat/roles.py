@@ -198,7 +198,9 @@ async def device(ctx: RoleContext[HatInferenceServiceSpec]) -> None:
     if ctx.run_dir is not None:
         announce = ctx.run_dir / podenv.ENDPOINTS_DIR / ctx.identity
         announce.parent.mkdir(parents=True, exist_ok=True)
-        announce.write_text(url + "\n")
+        partial = announce.with_name(f".{ctx.identity}")
+        partial.write_text(url + "\n")
+        partial.replace(announce)  # whole or not there: the runner may read it any moment
     try:
         await ctx.stop.wait()
     finally:
