@@ -173,6 +173,32 @@ def test_hat_runs_the_cloud_in_the_cloud_and_each_device_group_behind_its_servic
     assert selector.items() <= template_labels["labels"].items()
 
 
+def test_hat_reports_its_cloud_replicas_and_the_device_groups_endpoints() -> None:
+    body = body_of("hatinferenceservice-tiny-llama.yaml")
+    body["spec"]["cloud"] |= {"replicas": 2, "maxReplicas": 2}
+    body["spec"]["devices"].append({"name": "phones", "count": 2, "port": 9000})
+    deployments = [k for k in render(hat, body) if k["kind"] == "Deployment"]
+    for d in deployments:  # as the API server reports them once rolled out
+        n = d["spec"]["replicas"]
+        d["metadata"]["generation"] = 1
+        d["status"] = {
+            "observedGeneration": 1,
+            "replicas": n,
+            "readyReplicas": n,
+            "availableReplicas": n,
+            "updatedReplicas": n,
+            "conditions": [{"type": "Progressing", "reason": "NewReplicaSetAvailable"}],
+        }
+    outcome = hat.outcome({"Deployment": deployments})
+    assert outcome.available and outcome.fields["availableReplicas"] == 5
+    assert outcome.fields["cloudReplicas"] == 2
+    assert outcome.fields["endpoints"] == [
+        "http://tiny-llama-hat-device-laptop.research.svc:8000/v1",
+        "http://tiny-llama-hat-device-phones.research.svc:9000/v1",
+    ]
+    assert hat.info.status_model.model_validate(outcome.fields).cloud_replicas == 2
+
+
 LOCKED_DOWN = [
     (splittraining, body_of("splittraining-mnist1d.yaml", uid="abc"), "Job"),
     (echoservice, echo_body(uid="abc"), "Deployment"),
