@@ -7,7 +7,9 @@ logs, metrics and a plot under ``runs/<name>/``. The first role of a kind is its
 when it exits 0 the job is done; when any role exits non-zero the runner stops the rest and
 fails, naming the role, and ``result.json`` says Failed, with the progress the job reached.
 Roles a kind marks non-essential (SplitTrainingJob workers) may die without failing the run:
-the job's own participation policy decides, as it does in a cluster.
+the job's own participation policy decides, as it does in a cluster. A service kind
+(HatInferenceService) has no end: its roles serve until Ctrl-C, a role that exits fails the
+run, and the runner prints each replica's endpoint (``device-0 serving at URL``) as it starts.
 
 The embedded nats-server trusts a fresh authority per run, and every role connects as a user
 with the permissions its pod would get (:mod:`edgeloom.runtime.natsauth`), so only the
