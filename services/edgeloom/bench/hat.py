@@ -60,7 +60,7 @@ DEVICE = {
 CLOUD_FACTOR = 0.25
 """The cloud replica computes 4x faster than this machine (a GPU node)."""
 SPLIT = {"tiny-llama": (1, 1), "smollm2-135m": (2, 2)}
-ADAPTER_STEPS = {"tiny-llama": 300, "smollm2-135m": 300}
+ADAPTER_STEPS = {"tiny-llama": 300, "smollm2-135m": 150}
 ROLE_ENV = {"TQDM_DISABLE": "1"}
 
 
