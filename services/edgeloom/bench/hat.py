@@ -61,6 +61,8 @@ CLOUD_FACTOR = 0.25
 """The cloud replica computes 4x faster than this machine (a GPU node)."""
 SPLIT = {"tiny-llama": (1, 1), "smollm2-135m": (2, 2)}
 ADAPTER_STEPS = {"tiny-llama": 300, "smollm2-135m": 150}
+ADAPTER_BATCH = {"tiny-llama": 8, "smollm2-135m": 4}
+"""The prepare step's recipe per model (SmolLM2's as measured in docs/systems/hat.md)."""
 ROLE_ENV = {"TQDM_DISABLE": "1"}
 
 
@@ -97,7 +99,10 @@ def service(name: str, model: Path, case: Case, method: str, port: int) -> dict[
             "method": base,
             "model": {"path": str(model)},
             "split": {"inputLayers": inputs, "outputLayers": outputs},
-            "adapter": {"kind": "decoder", "training": {"steps": p["adapter_steps"]}},
+            "adapter": {
+                "kind": "decoder",
+                "training": {"steps": p["adapter_steps"], "batchSize": ADAPTER_BATCH[p["model"]]},
+            },
             "speculation": {
                 "gammaMax": 8,
                 "adaptiveGamma": method != "hat-fixed-gamma",
