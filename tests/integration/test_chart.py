@@ -803,7 +803,7 @@ def test_prometheus_rule_is_a_rule_file_with_labelled_alerts(helm: Helm) -> None
 
 def test_dashboards_are_config_maps_for_the_grafana_sidecar(default_docs: list[dict]) -> None:
     files = sorted(DASHBOARDS.glob("*.json"))
-    assert len(files) == 3
+    assert len(files) == 4  # one per kind, and the operator's
     for path in files:
         config_map = find(default_docs, "ConfigMap", f"{FULLNAME}-dashboard-{path.stem}")
         assert config_map["metadata"]["namespace"] == NAMESPACE

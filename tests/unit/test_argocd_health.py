@@ -30,7 +30,8 @@ from edgeloom_testkit.kinds.echoservice import EchoServicePlugin
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-JOBS = default_plugins()
+JOBS = [p for p in default_plugins() if p.info.shape == "job"]
+SERVICES = [p for p in default_plugins() if p.info.shape == "service"]
 ECHO = EchoServicePlugin()
 
 RUNNING = Outcome(Phase.RUNNING, "Running", "pods are running")
@@ -113,7 +114,9 @@ def test_a_failed_job_is_degraded_with_its_reason(plugin: KindPlugin) -> None:
     assert health(plugin, reported).startswith("Degraded: Failed")
 
 
-@pytest.mark.parametrize("plugin", [*JOBS, ECHO], ids=[p.info.kind for p in [*JOBS, ECHO]])
+@pytest.mark.parametrize(
+    "plugin", [*JOBS, *SERVICES, ECHO], ids=[p.info.kind for p in [*JOBS, *SERVICES, ECHO]]
+)
 def test_an_invalid_spec_is_degraded(plugin: KindPlugin) -> None:
     """The status the operator writes for a spec it cannot parse (handlers.Operator)."""
     conditions = set_summary_conditions([], Phase.FAILED, False, INVALID_SPEC, "spec.ratio", 1)
@@ -135,17 +138,20 @@ def serving(phase: Phase, reason: str, message: str) -> Outcome:
     return Outcome(phase, reason, message, True, up, {AVAILABLE: verdict})
 
 
-def test_a_service_is_healthy_while_available_and_degraded_once_its_rollout_failed() -> None:
-    rolling = derive_status(ECHO, 1, None, serving(Phase.PENDING, "Progressing", "0/1"), now=T0)
-    assert health(ECHO, rolling).startswith("Progressing: Pending")
-    up = derive_status(ECHO, 1, rolling, serving(Phase.RUNNING, AVAILABLE, "1/1 available"))
-    assert health(ECHO, up) == "Healthy: Running (Available): 1/1 available"
+@pytest.mark.parametrize("plugin", [*SERVICES, ECHO], ids=[p.info.kind for p in [*SERVICES, ECHO]])
+def test_a_service_is_healthy_while_available_and_degraded_once_its_rollout_failed(
+    plugin: KindPlugin,
+) -> None:
+    rolling = derive_status(plugin, 1, None, serving(Phase.PENDING, "Progressing", "0/1"), now=T0)
+    assert health(plugin, rolling).startswith("Progressing: Pending")
+    up = derive_status(plugin, 1, rolling, serving(Phase.RUNNING, AVAILABLE, "1/1 available"))
+    assert health(plugin, up) == "Healthy: Running (Available): 1/1 available"
     # a lost pod: Progressing, as Argo CD reads a Deployment short of replicas
-    lost = derive_status(ECHO, 1, up, serving(Phase.DEGRADED, "ReplicasUnavailable", "0/1"))
-    assert health(ECHO, lost) == "Progressing: Degraded (ReplicasUnavailable): 0/1"
+    lost = derive_status(plugin, 1, up, serving(Phase.DEGRADED, "ReplicasUnavailable", "0/1"))
+    assert health(plugin, lost) == "Progressing: Degraded (ReplicasUnavailable): 0/1"
     stuck = serving(Phase.FAILED, "ProgressDeadlineExceeded", "x-echo: deadline exceeded")
-    failed = derive_status(ECHO, 1, lost, stuck)
-    assert health(ECHO, failed) == (
+    failed = derive_status(plugin, 1, lost, stuck)
+    assert health(plugin, failed) == (
         "Degraded: Failed (ProgressDeadlineExceeded): x-echo: deadline exceeded"
     )
 

@@ -233,6 +233,7 @@ def test_bench_help_lists_every_benchmark(capsys: pytest.CaptureFixture[str]) ->
         "transport",
         "splittraining",
         "prunejob",
+        "hat",
         "operator",
     ]
 

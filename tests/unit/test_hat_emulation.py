@@ -8,7 +8,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import torch
 
 from edgeloom.algos.hat.adapter import Adapter, AdapterSpec
 from edgeloom.algos.hat.chunking import LinearCost, PrefillModel
@@ -47,7 +46,6 @@ def test_the_cloud_serves_one_request_at_a_time_at_its_own_speed() -> None:
 
 @pytest.fixture(scope="module")
 def parts() -> tuple[Any, HatParts, Adapter]:
-    torch.set_grad_enabled(False)
     model = tiny_llama(layers=5)
     parts = HatParts(model, HatSplit(1, 1))
     return model, parts, Adapter(parts, AdapterSpec("decoder")).eval()

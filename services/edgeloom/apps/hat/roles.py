@@ -17,7 +17,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 import uvicorn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -79,7 +78,6 @@ async def load_split_model(
 
 async def cloud(ctx: RoleContext[HatInferenceServiceSpec]) -> None:
     """One cloud replica: the middle blocks for the sequences it opens, until stopped."""
-    torch.set_grad_enabled(False)
     spec = ctx.spec
     with tempfile.TemporaryDirectory(prefix="edgeloom-hat-") as scratch:
         model, _, _ = await load_split_model(ctx, Path(scratch))
@@ -168,7 +166,6 @@ def listen_port(ctx: RoleContext[HatInferenceServiceSpec]) -> int:
 
 async def device(ctx: RoleContext[HatInferenceServiceSpec]) -> None:
     """One device: prepare the adapter, then serve the endpoint until stopped."""
-    torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory(prefix="edgeloom-hat-") as scratch:
         model, tokenizer, folder = await load_split_model(ctx, Path(scratch))
         parts, adapter = await device_adapter(ctx, model, folder, Path(scratch))
