@@ -136,7 +136,7 @@ class ServicePlugin(KindPlugin):
 
     semantics = SERVICE
     observes = (DEPLOYMENTS,)
-    owned_conditions = (AVAILABLE,)
+    owned_conditions: tuple[str, ...] = (AVAILABLE,)
 
     def outcome(self, children: Children) -> Outcome:
         return deployment_outcome(children.get(DEPLOYMENTS.kind, ()))

@@ -53,7 +53,7 @@ def test_register_wires_each_plugins_hooks_on_the_given_registry_only() -> None:
             "worker-health",  # its loop
         },
         "prunejobs": every_kind,
-        "hatinferenceservices": every_kind,
+        "hatinferenceservices": every_kind | {"cloud-autoscaling"},  # its loop
         "echoservices": every_kind,
         "jobs": {"jobs-changed"},  # the child types the plugins observe
         "deployments": {"deployments-changed"},

@@ -9,20 +9,32 @@ is ready once its endpoint answers ``/healthz``: after its adapter is prepared.
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgeloom.api.kinds.hatinferenceservice import KIND, HatInferenceServiceSpec
 from edgeloom_operators.render import Placement, RoleDeployment, ServicePort
 
 HTTP_PORT_NAME = "http"
 
 
-def role_deployments(spec: HatInferenceServiceSpec) -> list[RoleDeployment]:
-    """The cloud's Deployment and one Deployment per device group."""
+def cloud_replicas(body: dict[str, Any], spec: HatInferenceServiceSpec) -> int:
+    """The cloud replicas to run: ``cloud.replicas``, or with autoscaling what the loop chose
+    last (``status.cloudReplicas``, kept between ``minReplicas`` and ``maxReplicas``)."""
+    scaled = (body.get("status") or {}).get("cloudReplicas")
+    if not spec.autoscaling.enabled or not isinstance(scaled, int):
+        return spec.cloud.replicas
+    return max(spec.cloud.min_replicas, min(spec.cloud.max_replicas, scaled))
+
+
+def role_deployments(spec: HatInferenceServiceSpec, cloud_count: int) -> list[RoleDeployment]:
+    """The cloud's Deployment of ``cloud_count`` replicas and one Deployment per device
+    group."""
     cloud, device = KIND.role("cloud"), KIND.role("device")
     roles = [
         RoleDeployment(
             cloud.name,
             Placement(cloud.tier, gpus=1 if spec.cloud.gpu else 0),
-            replicas=spec.cloud.replicas,
+            replicas=cloud_count,
             requests={"cpu": "1", "memory": "2Gi"},
         )
     ]

@@ -199,6 +199,45 @@ class Cloud(SpecModel):
     gpu: bool = Field(default=False, description="Request a GPU for each cloud replica.")
 
 
+class ScalingMetric(StrEnum):
+    """What the cloud replicas are scaled on: ``queue-length``, the middle requests waiting per
+    replica; ``ttft-p95``, the devices' 95th-percentile time to the first token (seconds)."""
+
+    QUEUE_LENGTH = "queue-length"
+    TTFT_P95 = "ttft-p95"
+
+
+class Autoscaling(SpecModel):
+    """The operator's loop that scales the cloud replicas between ``cloud.minReplicas`` and
+    ``cloud.maxReplicas`` on Prometheus data, as a HorizontalPodAutoscaler does."""
+
+    enabled: bool = Field(default=False, description="Scale the cloud replicas.")
+    metric: ScalingMetric = Field(
+        default=ScalingMetric.QUEUE_LENGTH, description="queue-length or ttft-p95."
+    )
+    target: float = Field(
+        default=2.0,
+        gt=0,
+        le=10_000,
+        description="The metric's target: requests per replica, or seconds of p95 TTFT.",
+    )
+    tolerance: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="No change while the metric is within this fraction of its target.",
+    )
+    window_seconds: float = Field(
+        default=60.0, ge=5, le=3600, description="Window the metric is averaged over."
+    )
+    scale_down_stabilization_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        le=86_400,
+        description="Scale down only to the most replicas recommended over this long.",
+    )
+
+
 class Sessions(SpecModel):
     """Bounds on what one cloud replica holds."""
 
@@ -234,6 +273,9 @@ class HatInferenceServiceSpec(SpecModel):
     )
     cloud: Cloud = Field(default_factory=Cloud, description="The middle blocks' replicas.")
     sessions: Sessions = Field(default_factory=Sessions, description="Cloud session bounds.")
+    autoscaling: Autoscaling = Field(
+        default_factory=Autoscaling, description="Scaling the cloud replicas on Prometheus data."
+    )
 
     @property
     def device_count(self) -> int:
