@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from edgeloom.api.registry import kinds
 from edgeloom.bench import Benchmark, BenchResult, Case, CaseResult, benchmark
 from edgeloom.bench.plot import method_lines, panels
 from edgeloom.local.nats_server import NatsServer
@@ -290,8 +291,8 @@ class OperatorBenchmark(Benchmark[Session]):
             register_nodes(plane)
             plane.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
             plane.kubectl("wait", "--for=condition=Established", "crd", "--all", timeout=120)
-            for plural in PLURALS.values():  # served, not just established
-                wait_for(functools.partial(_served, plane, plural), 60, plural)
+            for info in kinds().values():  # served, not just established: the operator
+                wait_for(functools.partial(_served, plane, info.plural), 60, info.plural)
             for kind in EXAMPLES:
                 plane.kubectl("create", "namespace", namespace_of(kind))
             log_path = work / "operator.log"
