@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
@@ -27,6 +28,18 @@ MAX_BYTES_PER_SECOND = 1e12
 """1 TB/s (8 Tbit/s): above any link an edge device has; bounds the emulated transfer times."""
 MAX_MEMORY_BYTES = 2**50
 """1 PiB, far above any device's memory, and an exact integer in JSON (below 2**53)."""
+
+
+DeviceProfileLabel = Annotated[
+    str | None,
+    Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="Value of the edgeloom.io/device-profile node label to schedule onto.",
+    ),
+]
+"""A group's node placement: a Kubernetes label value (every kind with device groups)."""
 
 
 class DeviceProfile(SpecModel):

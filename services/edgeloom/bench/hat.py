@@ -144,11 +144,10 @@ def prompts(model: str, kind: str, count: int, tokenizer: Any) -> list[str]:
     raise RuntimeError(f"the held-out corpus has fewer than {count} {kind} prompts")
 
 
-def reference(folder: Path, texts: Sequence[str], new_tokens: int) -> list[list[int]]:
+def reference(model: Any, tokenizer: Any, texts: Sequence[str], new_tokens: int) -> list[list[int]]:
     """The full model's own greedy continuation of each prompt (transformers' generate)."""
     import torch
 
-    model, tokenizer = load_model(folder)
     out = []
     with torch.inference_mode():
         for text in texts:
@@ -268,10 +267,11 @@ class HatBenchmark(Benchmark[Session]):
     def run_case(self, case: Case, methods: Sequence[str], session: Session) -> CaseResult:
         p = case.params
         folder = session.folder(p["model"])
-        _, tokenizer = load_model(folder)
+        model, tokenizer = load_model(folder)
         count = p["concurrency"] * p["prompts_per_device"]
         texts = prompts(p["model"], p["prompt_kind"], count, tokenizer)
-        expected = reference(folder, texts, p["new_tokens"])
+        expected = reference(model, tokenizer, texts, p["new_tokens"])
+        del model  # the roles load their own
         lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
         results: dict[str, Figures] = {}
         devices = p["concurrency"]

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from edgeloom.api.artifacts import ModelSource
 from edgeloom.api.base import MAX_SEED, SpecModel
-from edgeloom.api.device import DeviceProfile
+from edgeloom.api.device import DeviceProfile, DeviceProfileLabel
 from edgeloom.api.registry import KindInfo, PrinterColumn, RoleInfo, register_kind
 from edgeloom.api.service import ServiceStatus
 
@@ -162,12 +162,7 @@ class DeviceGroup(SpecModel):
     profile: DeviceProfile = Field(
         default_factory=DeviceProfile, description="Emulated device profile of each device."
     )
-    device_profile_label: str | None = Field(
-        default=None,
-        max_length=63,
-        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
-        description="Value of the edgeloom.io/device-profile node label to schedule onto.",
-    )
+    device_profile_label: DeviceProfileLabel = None
     port: int = Field(
         default=8000, ge=1024, le=65_535, description="HTTP port of the endpoint (and Service)."
     )

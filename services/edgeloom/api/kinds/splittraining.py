@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from edgeloom.api.base import MAX_SEED, SpecModel
-from edgeloom.api.device import DeviceProfile, EmulationMode
+from edgeloom.api.device import DeviceProfile, DeviceProfileLabel, EmulationMode
 from edgeloom.api.registry import HeadlineMetric, KindInfo, RoleInfo, register_kind
 from edgeloom.api.status import Status
 
@@ -172,12 +172,7 @@ class WorkerGroup(SpecModel):
     profile: DeviceProfile = Field(
         default_factory=DeviceProfile, description="Emulated device profile of each worker."
     )
-    device_profile_label: str | None = Field(
-        default=None,
-        max_length=63,
-        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
-        description="Value of the edgeloom.io/device-profile node label to schedule onto.",
-    )
+    device_profile_label: DeviceProfileLabel = None
 
 
 class Training(SpecModel):
