@@ -42,7 +42,7 @@ SMOKE = [  # name, methods of its --quick run, metrics every method has
     pytest.param("prunejob", {"comp", "llm-pruner"}, {"params", "wall_s", "peak_rss_bytes"}),
     pytest.param(
         "hat",
-        {"hat", "u-shape"},
+        {"cloud-only", "u-shape", "sd-tokens", "hat"},
         {"ttft_p50_s", "ttft_p95_s", "tbt_p50_s", "tbt_p95_s", "acceptance_rate"}
         | {"bytes_per_token", "cloud_compute_s_per_token", "greedy_matches_full"},
     ),
@@ -103,7 +103,12 @@ def test_quick_benchmark_writes_json_and_png(
             assert len(figures["children_latencies_s"]) == case["params"]["resources"]
     if name == "hat":
         (case,) = data["cases"]
-        hat, u_shape = case["results"]["hat"], case["results"]["u-shape"]
-        assert hat["greedy_matches_full"] == u_shape["greedy_matches_full"] == 1
+        results = case["results"]
+        assert {m: f["greedy_matches_full"] for m, f in results.items()} == dict.fromkeys(
+            results, 1
+        )
+        hat, u_shape, sd = results["hat"], results["u-shape"], results["sd-tokens"]
         assert u_shape["acceptance_rate"] is None and 0 < hat["acceptance_rate"] <= 1
+        assert results["cloud-only"]["acceptance_rate"] is None and sd["acceptance_rate"] > 0
         assert hat["ttft_p50_s"] > 0 and u_shape["tbt_p50_s"] > 0
+        assert sd["bytes_per_token"] < hat["bytes_per_token"]  # ids, not hidden states

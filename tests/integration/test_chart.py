@@ -352,7 +352,10 @@ def test_user_roles_aggregate_into_edit_admin_and_view(default_docs: list[dict])
     assert labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     assert "rbac.authorization.k8s.io/aggregate-to-view" not in labels
     verbs = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
-    assert flat_rules(edit["rules"]) == {("edgeloom.io", p, v) for p in plurals for v in verbs}
+    scale = {("edgeloom.io", f"{p}/scale", v) for p in plurals for v in ("get", "patch", "update")}
+    assert (
+        flat_rules(edit["rules"]) == {("edgeloom.io", p, v) for p in plurals for v in verbs} | scale
+    )
 
     view = find(default_docs, "ClusterRole", f"{FULLNAME}-view")
     labels = view["metadata"]["labels"]
@@ -361,7 +364,7 @@ def test_user_roles_aggregate_into_edit_admin_and_view(default_docs: list[dict])
     assert flat_rules(view["rules"]) == {
         ("edgeloom.io", r, v)
         for p in plurals
-        for r in (p, f"{p}/status")
+        for r in (p, f"{p}/status", f"{p}/scale")
         for v in ("get", "list", "watch")
     }
 

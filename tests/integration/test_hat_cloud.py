@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeloom.algos.hat.adapter import Adapter, AdapterSpec
-from edgeloom.algos.hat.speculative import DeviceSession, GammaPolicy, Sampling, generate
+from edgeloom.algos.hat.speculative import Crossing, DeviceSession, GammaPolicy, Sampling, generate
 from edgeloom.algos.hat.split import HatParts, HatSplit
 from edgeloom.apps.hat.cloud import (
     BusCloud,
@@ -25,7 +25,7 @@ from edgeloom.apps.hat.cloud import (
     open_session,
     serve_cloud,
 )
-from edgeloom.apps.hat.messages import HIDDEN
+from edgeloom.apps.hat.messages import HIDDEN, TOKENS
 from edgeloom.local.nats_server import NatsServer
 from edgeloom.runtime.bus import Bus, RemoteError
 from edgeloom_testkit.tiny_llms import greedy_tokens, tiny_llama, token_batch
@@ -153,6 +153,43 @@ async def test_a_lost_replica_fails_its_sequences_clearly_and_new_ones_go_elsewh
     assert "could not close session lost" in caplog.text
     prompt = token_batch(batch=1, length=6)["input_ids"][0].tolist()
     assert await decode(cloud, "new", prompt, 8) == greedy_tokens(cloud.model, prompt, 8)
+
+
+async def test_a_whole_model_replica_serves_the_baselines_where_tokens_cross(
+    nats_server: NatsServer,
+) -> None:
+    model = tiny_llama(layers=5)
+    parts = HatParts(model, HatSplit(1, 1))
+    sessions = CloudSessions(parts, whole=True)
+    stop = asyncio.Event()
+    subject = f"{SUBJECT}-tokens"
+    cloud_bus = await Bus.connect(nats_server.url, "cloud")
+    task = asyncio.create_task(serve_cloud(cloud_bus, subject, sessions, stop, replica=REPLICA))
+    bus = await Bus.connect(nats_server.url, "device")
+    loop = asyncio.get_running_loop()
+    prompt = token_batch(batch=1, length=9, seed=4)["input_ids"][0].tolist()
+    try:
+        await asyncio.sleep(0.2)
+        route = await open_session(bus, subject, "sd")
+        remote = RemoteMiddle(bus, route, "sd", loop, carries=TOKENS)
+        adapter = Adapter(parts, AdapterSpec("decoder")).eval()
+        device = DeviceSession(parts, adapter, Sampling(), crossing=Crossing.TOKENS)
+        result = await asyncio.to_thread(generate, device, remote, prompt, 16, GammaPolicy())
+        assert result.tokens == greedy_tokens(model, prompt, 16)
+        assert remote.bytes_sent == remote.bytes_received  # 8 bytes an id, both ways
+        with pytest.raises(RemoteError, match="carries one tensor, 'tokens'"):
+            await RemoteMiddle(bus, route, "sd", loop).request(0, torch.randn(1, 2, 64))
+        await remote.close()
+        route = await open_session(bus, subject, "alone")  # as the device opens every sequence
+        alone = RemoteMiddle(bus, route, "alone", loop, carries=TOKENS)
+        answer = await alone.answered(torch.tensor([prompt]), 16, [])
+        assert answer.tokens[0].tolist() == greedy_tokens(model, prompt, 16)
+        assert answer.emitted_at is None and sessions.sessions == {}
+    finally:
+        stop.set()
+        await task
+        await bus.drain()
+        await cloud_bus.drain()
 
 
 async def test_no_replica_at_all_is_a_clear_error(nats_server: NatsServer) -> None:

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from edgeloom.algos.hat.adapter import Adapter, AdapterSpec
 from edgeloom.algos.hat.split import HatParts, HatSplit
+from edgeloom.api.kinds.hatinferenceservice import ServingMethod
 from edgeloom.apps.hat.cloud import (
     BusCloud,
     CloudLink,
@@ -47,9 +48,10 @@ def smol(smollm2: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, HatPa
 async def serving(
     smol: tuple[PreTrainedModel, PreTrainedTokenizerBase, HatParts, Adapter],
     cloud: Callable[[HatParts], CloudLink],
+    method: ServingMethod = ServingMethod.HAT,
 ) -> AsyncIterator[str]:
     _, tokenizer, parts, adapter = smol
-    settings = ServingSettings(model_id=MODEL, max_tokens=64, chunk_size=8)
+    settings = ServingSettings(model_id=MODEL, max_tokens=64, chunk_size=8, method=method)
     app = create_app(DeviceEngine(parts, adapter, tokenizer, cloud(parts), settings))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -167,6 +169,26 @@ async def test_bad_requests_get_openai_errors_and_serving_goes_on(
             assert (await raw.get("/healthz")).json() == {"status": "ok"}
         after = await client.completions.create(model=MODEL, prompt="Hello", max_tokens=3)
         assert after.usage is not None and after.usage.completion_tokens == 3
+
+
+async def test_a_baseline_where_tokens_cross_answers_greedily_and_refuses_sampling(
+    smol: tuple[PreTrainedModel, PreTrainedTokenizerBase, HatParts, Adapter],
+) -> None:
+    def whole(parts: HatParts) -> CloudLink:
+        return LocalCloud(CloudSessions(parts, whole=True))
+
+    async with serving(smol, whole, ServingMethod.SD_TOKENS) as url:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="decodes greedily") as sampled:
+            await client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)  # type: ignore[arg-type]
+        assert sampled.value.param == "temperature"
+        greedy = await client.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            max_tokens=12,
+            temperature=0,  # type: ignore[arg-type]
+        )
+        assert greedy.choices[0].message.content == full_greedy_answer(smol, 12)
 
 
 async def test_the_endpoint_reaches_the_cloud_over_nats(

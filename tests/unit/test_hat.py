@@ -190,8 +190,9 @@ def speculate(
         {"gamma": GammaPolicy(initial=1, adaptive=False)},
         {"gamma": GammaPolicy(minimum=6, initial=6, maximum=6)},
         {"stop_below": 0.5},
+        {"gamma": GammaPolicy(minimum=0, cost_ratio=5.0, probe_every=3)},
     ],
-    ids=["adaptive", "sequential", "chunked", "gamma-1", "gamma-6", "early-exit"],
+    ids=["adaptive", "sequential", "chunked", "gamma-1", "gamma-6", "early-exit", "gamma-0"],
 )
 def test_greedy_speculation_gives_the_full_models_greedy_tokens(
     model_type: str, kind: str, options: dict[str, object]
@@ -334,6 +335,38 @@ def test_gamma_follows_the_acceptance_rate() -> None:
     fixed = GammaPolicy(initial=3, adaptive=False)
     fixed.observe(drafted=3, accepted=0)
     assert fixed.gamma == 3
+
+
+def test_gamma_falls_to_zero_when_drafting_does_not_pay_and_probes_now_and_then() -> None:
+    policy = GammaPolicy(minimum=0, maximum=8, initial=4, probe_every=5)
+    for _ in range(6):
+        policy.observe(drafted=policy.gamma, accepted=0, cost_ratio=0.5)
+    assert policy.gamma == 0
+    before = policy.acceptance
+    chosen = []
+    for _ in range(12):  # rounds without drafts say nothing of the acceptance rate
+        policy.observe(drafted=policy.gamma, accepted=0)
+        chosen.append(policy.gamma)
+    first = chosen.index(1)
+    assert first < 5 and chosen[first:] == [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0][: 12 - first]
+    assert policy.acceptance == before
+    for _ in range(10):  # the probes find the drafts accepted again
+        policy.observe(drafted=max(policy.gamma, 1), accepted=max(policy.gamma, 1))
+    assert policy.gamma > 1
+    never = GammaPolicy(minimum=0, maximum=0, initial=0)
+    for _ in range(40):
+        never.observe(drafted=0, accepted=0)
+        assert never.gamma == 0
+
+
+def test_a_decoder_with_a_clock_measures_what_a_draft_step_costs() -> None:
+    parts = HatParts(tiny_llama(layers=4), HatSplit(1, 1))
+    adapter = Adapter(parts, AdapterSpec("decoder")).eval()
+    prompt = token_batch(batch=1, length=6)["input_ids"][0].tolist()
+    ticks = iter(range(10_000))  # every reading one tick later: each round's draft costs 1 tick
+    gamma = GammaPolicy(initial=4, adaptive=False)
+    speculate(parts, adapter, prompt, 12, gamma, clock=lambda: float(next(ticks)))
+    assert gamma.cost_ratio == pytest.approx(0.25, rel=0.5)  # 1 tick / 4 drafts / 1 tick
 
 
 def test_a_bad_gamma_range_is_refused() -> None:

@@ -1,6 +1,7 @@
 """HAT's emulated time: the device's links and the cloud's queue by the numbers, decoding on the
-emulated clock still giving the full model's greedy output, a token per round trip without
-speculation, and the adaptive chunk size following the prefill model of what was measured."""
+emulated clock still giving the full model's greedy output (HAT and the baselines where tokens
+cross), a token per round trip without speculation, and the adaptive chunk size following the
+prefill model of what was measured."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from edgeloom.algos.hat.adapter import Adapter, AdapterSpec
 from edgeloom.algos.hat.chunking import LinearCost, PrefillModel
 from edgeloom.algos.hat.split import HatParts, HatSplit
 from edgeloom.api.device import DeviceProfile
+from edgeloom.api.kinds.hatinferenceservice import ServingMethod
 from edgeloom.apps.hat.chunks import ChunkPlanner
-from edgeloom.apps.hat.cloud import CloudSchedule, CloudSessions, LocalCloud
+from edgeloom.apps.hat.cloud import CloudSchedule, CloudSessions, LocalCloud, SessionError
 from edgeloom.apps.hat.emulation import Emulated, Timeline
 from edgeloom.apps.hat.endpoint import DeviceEngine, ServingSettings
 from edgeloom_testkit.tiny_llms import greedy_tokens, tiny_llama, token_batch
@@ -53,7 +55,8 @@ def parts() -> tuple[Any, HatParts, Adapter]:
 
 def engine(parts: tuple[Any, HatParts, Adapter], **settings: Any) -> DeviceEngine:
     _, split, adapter = parts
-    cloud = LocalCloud(CloudSessions(split, schedule=CloudSchedule(0.5)))
+    whole = settings.get("method") in (ServingMethod.SD_TOKENS, ServingMethod.CLOUD_ONLY)
+    cloud = LocalCloud(CloudSessions(split, schedule=CloudSchedule(0.5), whole=whole))
     tokenizer: Any = SimpleNamespace(eos_token_id=None)
     serving = ServingSettings("m", **settings)
     return DeviceEngine(split, adapter, tokenizer, cloud, serving, profile=LINK)
@@ -115,3 +118,45 @@ def test_the_adaptive_chunk_size_is_the_prefill_models_choice_once_costs_are_kno
     assert 0 < (planner.queue.value or 0) <= 1
     for prompt in (40, 300, 1000):
         assert planner.chunk(prompt) == expected.best_chunk(prompt)
+
+
+@pytest.mark.parametrize("method", [ServingMethod.SD_TOKENS, ServingMethod.CLOUD_ONLY])
+def test_the_baselines_where_tokens_cross_decode_the_full_models_greedy_output(
+    parts: tuple[Any, HatParts, Adapter], method: ServingMethod
+) -> None:
+    device = engine(parts, method=method, chunk_size=None)
+    prompt = token_batch(batch=1, length=9, seed=3)["input_ids"][0].tolist()
+    emulated = Emulated()
+    tokens = list(device.tokens(prompt, 10, 0.0, 0, "t", emulated))
+    assert tokens == greedy_tokens(parts[0], prompt, 10)
+    assert emulated.emitted == sorted(emulated.emitted) and len(emulated.emitted) == 10
+    assert emulated.emitted[0] - emulated.started >= LINK.rtt_seconds
+    figures = emulated.figures()
+    if method == ServingMethod.CLOUD_ONLY:  # the prompt's ids up, the new ones down
+        assert (figures["uplink_bytes"], figures["downlink_bytes"]) == (9 * 8, 10 * 8)
+        assert emulated.drafted == 0
+    else:  # ids both ways, one per position sent
+        assert figures["uplink_bytes"] == figures["downlink_bytes"] > 0
+        assert figures["uplink_bytes"] % 8 == 0 and emulated.drafted > 0
+    assert emulated.cloud_compute_s > 0
+    assert not device.cloud.sessions.sessions or method == ServingMethod.SD_TOKENS
+
+
+def test_a_whole_model_cloud_refuses_what_is_not_token_ids(
+    parts: tuple[Any, HatParts, Adapter],
+) -> None:
+    import torch
+
+    sessions = CloudSessions(parts[1], whole=True)
+    vocab = parts[1].view.config.vocab_size
+    with pytest.raises(SessionError, match=r"must be torch\.int64"):
+        sessions.middle("a", 0, torch.zeros(1, 2, parts[1].hidden_size))
+    with pytest.raises(SessionError, match=r"token ids must lie in \[0"):
+        sessions.middle("a", 0, torch.tensor([[1, vocab]]))
+    with pytest.raises(SessionError, match="must be \\(1, n\\)"):
+        sessions.middle("a", 0, torch.tensor([1, 2]))
+    with pytest.raises(SessionError, match="over its bound"):
+        sessions.answer("b", torch.tensor([[1, 2]]), sessions.limits.max_positions)
+    with pytest.raises(SessionError, match="cannot answer alone"):
+        CloudSessions(parts[1]).answer("c", torch.tensor([[1]]), 1)
+    assert sessions.middle("a", 0, torch.tensor([[1, 2, 3]])).shape == (1, 3)

@@ -197,6 +197,9 @@ def test_hat_reports_its_cloud_replicas_and_the_device_groups_endpoints() -> Non
         "http://tiny-llama-hat-device-phones.research.svc:9000/v1",
     ]
     assert hat.info.status_model.model_validate(outcome.fields).cloud_replicas == 2
+    (cloud,) = [d for d in deployments if d["metadata"]["name"].endswith("-cloud")]
+    selected = dict(kv.split("=") for kv in outcome.fields["cloudSelector"].split(","))
+    assert selected == cloud["spec"]["selector"]["matchLabels"]  # what the scale reports
 
 
 LOCKED_DOWN = [

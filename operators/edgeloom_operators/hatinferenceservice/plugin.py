@@ -57,8 +57,8 @@ class HatInferenceServicePlugin(ServicePlugin):
         return service_children(body, KIND, roles, config)
 
     def outcome(self, children: Children) -> Outcome:
-        """The Deployments' verdict, with the cloud replicas asked for and every device
-        group's in-cluster endpoint."""
+        """The Deployments' verdict, with the cloud replicas asked for, their pod selector
+        (the scale subresource's) and every device group's in-cluster endpoint."""
         outcome = super().outcome(children)
         fields = dict(outcome.fields)
         endpoints = []
@@ -67,6 +67,8 @@ class HatInferenceServicePlugin(ServicePlugin):
             role = meta.get("labels", {}).get("edgeloom.io/role")
             if role == "cloud":
                 fields["cloudReplicas"] = int(spec.get("replicas", 1))
+                labels = spec["selector"]["matchLabels"]
+                fields["cloudSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
             (container,) = spec["template"]["spec"]["containers"]
             for port in container.get("ports", []):
                 if role == "device" and port["name"] == HTTP_PORT_NAME:

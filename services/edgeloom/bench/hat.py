@@ -1,4 +1,5 @@
-"""``edgeloom bench hat``: HAT against U-shaped split inference, and HAT's ablations.
+"""``edgeloom bench hat``: HAT against cloud-only serving, U-shaped split inference and
+standard device-cloud speculative decoding, and HAT's ablations.
 
 Every method is a HatInferenceService run by ``edgeloom run`` (:func:`edgeloom.bench.jobs.serve`):
 one cloud replica and ``concurrency`` devices, each device a process with the same profile, all
@@ -9,11 +10,18 @@ measured compute x its slowdown, bytes over its links, the cloud's compute x its
 cloud's own clock); ``greedy_matches_full`` checks every answer against the full model's own
 greedy decoding (transformers' ``generate``).
 
-Methods: ``u-shape`` (the same split, no speculation, the whole prompt at once: one round trip
-per token), ``hat`` (speculation, adaptive draft length, parallel drafting, adaptive chunked
-prefill starting from ``chunk_size``),
-and ``hat`` without chunking, without parallel drafting, and with a fixed draft length. The
-issue's ``cloud-only`` and ``sd-tokens`` baselines (tokens cross the network) are not built.
+Methods:
+
+- ``cloud-only``: the device sends the prompt's token ids and the cloud decodes alone with the
+  whole model, each token sent down as it is decided (today's serving);
+- ``u-shape``: HAT's split, no speculation, the whole prompt at once: one round trip per token;
+- ``sd-tokens``: standard device-cloud speculative decoding: the device drafts with the same
+  small model as HAT's (its outer blocks and the adapter, so the draft quality is equal) and
+  sends token ids, the cloud verifies with the whole model and answers its greedy choices;
+  adaptive draft length, no parallel drafting, the whole prompt at once;
+- ``hat``: speculation, adaptive draft length, parallel drafting, adaptive chunked prefill
+  starting from ``chunk_size``; and ``hat`` without chunking, without parallel drafting, and
+  with a fixed draft length.
 """
 
 from __future__ import annotations
@@ -44,7 +52,18 @@ from edgeloom.models.llm import load_model
 from edgeloom.models.smollm2 import build_smollm2
 from edgeloom.models.tiny_llama import build_tiny_llama
 
-METHODS = ("hat", "u-shape", "hat-no-chunking", "hat-no-parallel-drafting", "hat-fixed-gamma")
+METHODS = (
+    "cloud-only",
+    "u-shape",
+    "sd-tokens",
+    "hat",
+    "hat-no-chunking",
+    "hat-no-parallel-drafting",
+    "hat-fixed-gamma",
+)
+BASELINES = {"cloud-only", "u-shape", "sd-tokens"}
+"""Methods that are spec methods of their own; the rest are ``hat`` with settings."""
+WHOLE_PROMPT = {"cloud-only", "u-shape", "sd-tokens", "hat-no-chunking"}
 MODELS = ("tiny-llama", "smollm2-135m")
 PROMPT_KINDS = {"tiny-llama": ("chat",), "smollm2-135m": ("chat", "long")}
 """The tiny Llama's context is 128 positions: no long prompts."""
@@ -90,7 +109,7 @@ def service(name: str, model: Path, case: Case, method: str, port: int) -> dict[
     """The HatInferenceService of one method, as a user would write it."""
     p = case.params
     inputs, outputs = SPLIT[p["model"]]
-    base = "u-shape" if method == "u-shape" else "hat"
+    base = method if method in BASELINES else "hat"
     return {
         "apiVersion": API_VERSION,
         "kind": "HatInferenceService",
@@ -106,12 +125,12 @@ def service(name: str, model: Path, case: Case, method: str, port: int) -> dict[
             "speculation": {
                 "gammaMax": 8,
                 "adaptiveGamma": method != "hat-fixed-gamma",
-                "parallelDrafting": method != "hat-no-parallel-drafting",
+                "parallelDrafting": method not in ("hat-no-parallel-drafting", "sd-tokens"),
                 "maxTokens": p["new_tokens"],
                 "defaultMaxTokens": p["new_tokens"],
             },
             "chunking": {
-                "mode": "off" if method in ("u-shape", "hat-no-chunking") else "adaptive",
+                "mode": "off" if method in WHOLE_PROMPT else "adaptive",
                 "chunkSize": p["chunk_size"],
             },
             "devices": [
@@ -225,7 +244,8 @@ class Session:
 
 @benchmark("hat")
 class HatBenchmark(Benchmark[Session]):
-    """HAT against U-shaped split inference and its ablations: TTFT, TBT, bytes per token."""
+    """HAT against cloud-only, U-shaped and token speculative decoding, and its ablations:
+    TTFT, TBT, acceptance, bytes per token, cloud compute per token."""
 
     kinds = ("HatInferenceService",)
 
@@ -256,7 +276,7 @@ class HatBenchmark(Benchmark[Session]):
         )
 
     def methods(self) -> list[str]:
-        return ["hat", "u-shape"] if self.quick else list(METHODS)
+        return ["cloud-only", "u-shape", "sd-tokens", "hat"] if self.quick else list(METHODS)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

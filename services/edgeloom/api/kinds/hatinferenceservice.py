@@ -15,7 +15,13 @@ from pydantic import Field, model_validator
 from edgeloom.api.artifacts import ModelSource
 from edgeloom.api.base import MAX_SEED, SpecModel
 from edgeloom.api.device import DeviceProfile, DeviceProfileLabel
-from edgeloom.api.registry import KindInfo, PrinterColumn, RoleInfo, register_kind
+from edgeloom.api.registry import (
+    KindInfo,
+    PrinterColumn,
+    RoleInfo,
+    ScaleSubresource,
+    register_kind,
+)
 from edgeloom.api.service import ServiceStatus
 
 MAX_DEVICES = 256
@@ -43,10 +49,17 @@ BUILTIN_ADAPTER_MESSAGE = (
 class ServingMethod(StrEnum):
     """``hat``: the device drafts with its outer blocks and the adapter, the cloud verifies
     the drafts in one pass (HAT); ``u-shape``: the same split without speculation, one round
-    trip to the cloud per token (the baseline that, like HAT, keeps tokens on the device)."""
+    trip to the cloud per token (the baseline that, like HAT, keeps tokens on the device).
+
+    The benchmark's baselines where tokens cross the network (greedy decoding only):
+    ``sd-tokens``, standard device-cloud speculative decoding, the device drafting with the same
+    small model as HAT's and the cloud verifying with the whole model; ``cloud-only``, the
+    cloud decoding alone and the device only forwarding (today's serving)."""
 
     HAT = "hat"
     U_SHAPE = "u-shape"
+    SD_TOKENS = "sd-tokens"
+    CLOUD_ONLY = "cloud-only"
 
 
 class AdapterKind(StrEnum):
@@ -117,7 +130,13 @@ class Adapter(SpecModel):
 class Speculation(SpecModel):
     """Draft lengths and sampling defaults."""
 
-    gamma_min: int = Field(default=1, ge=1, le=32, description="Shortest draft.")
+    gamma_min: int = Field(
+        default=0,
+        ge=0,
+        le=32,
+        description="Shortest draft; 0 lets the device stop drafting (one round trip per "
+        "token, probing now and then) while drafting does not pay.",
+    )
     gamma_max: int = Field(default=8, ge=1, le=32, description="Longest draft.")
     gamma_initial: int = Field(default=4, ge=1, le=32, description="Draft length to start with.")
     adaptive_gamma: bool = Field(
@@ -253,7 +272,10 @@ class Sessions(SpecModel):
 class HatInferenceServiceSpec(SpecModel):
     """Desired state of a HAT inference service."""
 
-    method: ServingMethod = Field(default=ServingMethod.HAT, description="hat or u-shape.")
+    method: ServingMethod = Field(
+        default=ServingMethod.HAT,
+        description="hat, u-shape, or a baseline where tokens cross: sd-tokens, cloud-only.",
+    )
     model: ModelSource = Field(description="The causal LM to serve (Llama, Mistral or Qwen2).")
     split: Split = Field(
         default_factory=Split, description="Blocks kept on the device on either side of the cut."
@@ -311,6 +333,19 @@ class HatInferenceServiceStatus(ServiceStatus):
     endpoints: list[str] = Field(
         default_factory=list, description="In-cluster URLs of the device groups' endpoints."
     )
+    cloud_selector: str | None = Field(
+        default=None,
+        description="Label selector of the cloud pods (what the scale subresource reports).",
+    )
+
+
+CLOUD_SCALE = ScaleSubresource(
+    spec_replicas_path=".spec.cloud.replicas",
+    status_replicas_path=".status.cloudReplicas",
+    label_selector_path=".status.cloudSelector",
+)
+"""``kubectl scale`` and a HorizontalPodAutoscaler or KEDA scale the cloud part (with
+``autoscaling.enabled`` the operator's own loop decides instead)."""
 
 
 _DEVICE_COUNT = "self.devices.map(g, g.count).sum()"
@@ -393,5 +428,6 @@ KIND = register_kind(
             ),
         ),
         cel_rules=_CEL_RULES,
+        scale=CLOUD_SCALE,
     )
 )

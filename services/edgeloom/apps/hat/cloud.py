@@ -1,7 +1,8 @@
 """HAT's cloud side: the middle blocks for many device sequences at once, over the bus.
 
 :class:`CloudSessions` keeps one :class:`~edgeloom.algos.hat.speculative.MiddleSession` (a KV
-cache) per device sequence, within bounds: at most ``max_sessions`` sequences, at most
+cache) per device sequence (a :class:`~edgeloom.algos.hat.speculative.WholeSession` for the
+baselines where tokens cross), within bounds: at most ``max_sessions`` sequences, at most
 ``max_positions`` positions each, at most ``max_tokens_per_request`` states per request. A
 sequence idle for ``idle_timeout_s`` is dropped and its memory freed; a request over a bound is
 refused with an error that says which bound, and the cloud keeps serving. :func:`serve_cloud`
@@ -17,20 +18,23 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from pydantic import TypeAdapter
 
-from edgeloom.algos.hat.speculative import Middle, MiddleSession, computed
+from edgeloom.algos.hat.speculative import Middle, MiddleSession, WholeSession, computed
 from edgeloom.algos.hat.split import HatParts
 from edgeloom.apps.hat.messages import (
     HIDDEN,
+    TOKENS,
     Closed,
     CloseSession,
+    Generated,
+    GenerateRequest,
     MiddleReply,
     MiddleRequest,
     Opened,
@@ -42,8 +46,11 @@ from edgeloom.runtime.codec import CodecError
 from edgeloom.runtime.device import compute_timer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-_REQUESTS: TypeAdapter[MiddleRequest | CloseSession] = TypeAdapter(MiddleRequest | CloseSession)
+_REQUESTS: TypeAdapter[MiddleRequest | GenerateRequest | CloseSession] = TypeAdapter(
+    MiddleRequest | GenerateRequest | CloseSession
+)
 
 
 class ReplicaGone(RemoteError):
@@ -92,6 +99,16 @@ class Served:
     done_at: float | None
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A whole-model cloud's own answer (``cloud-only``): the tokens ``(1, k)``, the emulated
+    compute, and when each token was done (None without an arrival time)."""
+
+    tokens: torch.Tensor
+    compute_s: float
+    emitted_at: list[float] | None
+
+
 @dataclass
 class _Session:
     middle: MiddleSession
@@ -99,7 +116,8 @@ class _Session:
 
 
 class CloudSessions:
-    """The middle blocks of ``parts`` for many sequences, each with its own cache."""
+    """The middle blocks of ``parts`` for many sequences, each with its own cache; with
+    ``whole``, every block on token ids (the baselines where tokens cross)."""
 
     def __init__(
         self,
@@ -107,12 +125,15 @@ class CloudSessions:
         limits: SessionLimits = SessionLimits(),
         clock: Callable[[], float] = time.monotonic,
         schedule: CloudSchedule | None = None,
+        whole: bool = False,
     ) -> None:
         self.parts, self.limits, self.clock = parts, limits, clock
         self.schedule = schedule or CloudSchedule()
         self.sessions: dict[str, _Session] = {}
-        reference = next(parts.view.model.parameters())
-        self.dtype = reference.dtype
+        self.whole = whole
+        self.carries = TOKENS if whole else HIDDEN
+        """The name of the tensor its requests and replies carry."""
+        self.dtype = torch.long if whole else next(parts.view.model.parameters()).dtype
 
     def middle(self, session: str, start: int, hidden: torch.Tensor) -> torch.Tensor:
         """The middle states for ``hidden`` (positions ``start, ...`` of ``session``)."""
@@ -134,6 +155,51 @@ class CloudSessions:
         except ValueError as error:
             raise SessionError(f"session {session!r}: {error}") from None
 
+    def answer(
+        self,
+        session: str,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_ids: Sequence[int] = (),
+        arrive_at: float | None = None,
+    ) -> Answer:
+        """Greedy decoding of a new sequence in the cloud alone (``cloud-only``), each token
+        timed by this thread's CPU time and, with ``arrive_at``, scheduled one after another on
+        the emulated clock. Call it from one thread at a time."""
+        if not self.whole:
+            raise SessionError("this cloud runs the middle blocks: it cannot answer alone")
+        self._check_states(prompt)
+        if self.cached(session):
+            raise SessionError(f"session {session!r} holds positions: an answer starts afresh")
+        if prompt.shape[1] + max_new_tokens > self.limits.max_positions:
+            raise SessionError(
+                f"session {session!r} would hold {prompt.shape[1] + max_new_tokens} positions, "
+                f"over its bound of {self.limits.max_positions}"
+            )
+        self.open(session)
+        whole = self.sessions[session].middle
+        assert isinstance(whole, WholeSession)
+        tokens: list[int] = []
+        times: list[float] = []
+        measured = 0.0
+        decoding = whole.generate(prompt, max_new_tokens, eos_token_ids)
+        try:
+            while True:
+                with compute_timer() as timer:
+                    token = next(decoding, None)
+                if token is None:
+                    break
+                tokens.append(token)
+                measured += timer.seconds
+                if arrive_at is not None:
+                    times.append(
+                        self.schedule.serve(times[-1] if times else arrive_at, timer.seconds)
+                    )
+        finally:
+            self.close(session)
+        emitted = None if arrive_at is None else times
+        return Answer(torch.tensor([tokens]), measured * self.schedule.compute_factor, emitted)
+
     def serve(
         self, session: str, start: int, hidden: torch.Tensor, arrive_at: float | None = None
     ) -> Served:
@@ -151,7 +217,8 @@ class CloudSessions:
                 raise SessionError(
                     f"the cloud holds its maximum of {self.limits.max_sessions} sessions"
                 )
-            self.sessions[session] = _Session(MiddleSession(self.parts), self.clock())
+            kind = WholeSession if self.whole else MiddleSession
+            self.sessions[session] = _Session(kind(self.parts), self.clock())
 
     def cached(self, session: str) -> int:
         state = self.sessions.get(session)
@@ -171,18 +238,27 @@ class CloudSessions:
         return idle
 
     def _check_states(self, hidden: torch.Tensor) -> None:
-        width = self.parts.hidden_size
         if hidden.dtype != self.dtype:
-            raise SessionError(f"hidden states must be {self.dtype}, got {hidden.dtype}")
-        if hidden.ndim != 3 or hidden.shape[0] != 1 or hidden.shape[2] != width:
-            raise SessionError(f"hidden states must be (1, n, {width}), got {tuple(hidden.shape)}")
+            raise SessionError(f"{self.carries} must be {self.dtype}, got {hidden.dtype}")
+        if self.whole:
+            vocab = int(self.parts.view.config.vocab_size)
+            if hidden.ndim != 2 or hidden.shape[0] != 1:
+                raise SessionError(f"tokens must be (1, n), got {tuple(hidden.shape)}")
+            if hidden.numel() and not 0 <= int(hidden.min()) <= int(hidden.max()) < vocab:
+                raise SessionError(f"token ids must lie in [0, {vocab})")
+        else:
+            width = self.parts.hidden_size
+            if hidden.ndim != 3 or hidden.shape[0] != 1 or hidden.shape[2] != width:
+                raise SessionError(
+                    f"hidden states must be (1, n, {width}), got {tuple(hidden.shape)}"
+                )
+            if not bool(torch.isfinite(hidden).all()):
+                raise SessionError("hidden states must be finite")
         if not 1 <= hidden.shape[1] <= self.limits.max_tokens_per_request:
             raise SessionError(
                 f"a request carries 1 to {self.limits.max_tokens_per_request} positions, "
                 f"got {hidden.shape[1]}"
             )
-        if not bool(torch.isfinite(hidden).all()):
-            raise SessionError("hidden states must be finite")
 
 
 async def serve_cloud(
@@ -231,10 +307,25 @@ async def serve_cloud(
             if isinstance(request, CloseSession):
                 await bus.respond(message, Closed(freed_bytes=sessions.close(request.session)))
                 return
-            if set(message.tensors) != {HIDDEN}:
-                raise SessionError(f"a middle request carries one tensor, {HIDDEN!r}")
-            hidden = message.tensors[HIDDEN]
+            if set(message.tensors) != {sessions.carries}:
+                raise SessionError(f"a request carries one tensor, {sessions.carries!r}")
+            hidden = message.tensors[sessions.carries]
             observe(1)
+            if isinstance(request, GenerateRequest):
+                answer = await asyncio.to_thread(
+                    sessions.answer,
+                    request.session,
+                    hidden,
+                    request.max_new_tokens,
+                    request.stop_token_ids,
+                    request.arrive_at,
+                )
+                if metrics is not None:
+                    metrics.compute.inc(answer.compute_s)
+                    metrics.positions.inc(hidden.shape[1] + answer.tokens.shape[1])
+                generated = Generated(compute_s=answer.compute_s, emitted_at=answer.emitted_at)
+                await bus.respond(message, generated, {TOKENS: answer.tokens})
+                return
             served = await asyncio.to_thread(
                 sessions.serve, request.session, request.start, hidden, request.arrive_at
             )
@@ -246,7 +337,7 @@ async def serve_cloud(
                 compute_s=served.compute_s,
                 done_at=served.done_at,
             )
-            await bus.respond(message, reply, {HIDDEN: served.states})
+            await bus.respond(message, reply, {sessions.carries: served.states})
         except (SessionError, CodecError, ValueError) as error:
             await refuse(message, error)
         finally:
@@ -280,7 +371,8 @@ class RemoteMiddle:
     """The cloud's middle blocks for one device sequence, a
     :class:`~edgeloom.algos.hat.speculative.Middle` for a decoder in a worker thread.
 
-    ``loop`` is the event loop the bus runs on; a request's future fails after ``timeout_s``.
+    ``loop`` is the event loop the bus runs on; a request's future fails after ``timeout_s``;
+    ``carries`` names the tensor of the requests (token ids for a whole-model cloud).
     """
 
     def __init__(
@@ -290,9 +382,10 @@ class RemoteMiddle:
         session: str,
         loop: asyncio.AbstractEventLoop,
         timeout_s: float = 30.0,
+        carries: str = HIDDEN,
     ) -> None:
         self.bus, self.subject, self.session = bus, subject, session
-        self.loop, self.timeout_s = loop, timeout_s
+        self.loop, self.timeout_s, self.carries = loop, timeout_s, carries
         self.bytes_sent = self.bytes_received = 0
 
     def submit(self, start: int, hidden: torch.Tensor) -> Future[torch.Tensor]:
@@ -303,6 +396,59 @@ class RemoteMiddle:
         ``arrive_at`` on its emulated clock and says when it is done."""
         return asyncio.run_coroutine_threadsafe(self.served(start, hidden, arrive_at), self.loop)
 
+    def answer_at(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_ids: Sequence[int],
+        arrive_at: float,
+    ) -> Future[Answer]:
+        """The cloud's greedy answer alone (``cloud-only``) to ``prompt`` arriving at
+        ``arrive_at``."""
+        request = self.answered(prompt, max_new_tokens, eos_token_ids, arrive_at)
+        return asyncio.run_coroutine_threadsafe(request, self.loop)
+
+    async def answered(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_ids: Sequence[int],
+        arrive_at: float | None = None,
+    ) -> Answer:
+        envelope = GenerateRequest(
+            session=self.session,
+            max_new_tokens=max_new_tokens,
+            stop_token_ids=list(eos_token_ids),
+            arrive_at=arrive_at,
+        )
+        reply = await self._request(envelope, prompt)
+        answer = reply.parse(Generated)
+        tokens = reply.tensors.get(TOKENS)
+        if tokens is None or tokens.dtype != torch.long or tokens.ndim != 2:
+            raise CodecError("the cloud's answer holds no tokens (1, k)")
+        if not 1 <= tokens.shape[1] <= max_new_tokens:
+            raise CodecError(f"the cloud answered {tokens.shape[1]} tokens for {max_new_tokens}")
+        times = answer.emitted_at
+        if (arrive_at is None) != (times is None) or (times and len(times) != tokens.shape[1]):
+            raise CodecError("the cloud's answer does not follow the request's emulation")
+        self.bytes_received += tokens.numel() * tokens.element_size()
+        return Answer(tokens, answer.compute_s, times)
+
+    async def _request(
+        self, envelope: MiddleRequest | GenerateRequest, tensor: torch.Tensor
+    ) -> Message:
+        sent = tensor.detach().clone().contiguous()  # inference-mode tensors, shared memory
+        try:
+            reply = await self.bus.request(
+                self.subject, envelope, {self.carries: sent}, timeout=self.timeout_s
+            )
+        except NoResponders:
+            raise ReplicaGone(
+                "the cloud replica that held this sequence is gone; send the request again"
+            ) from None
+        self.bytes_sent += sent.numel() * sent.element_size()
+        return reply
+
     async def request(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
         return (await self.served(start, hidden)).states
 
@@ -310,23 +456,14 @@ class RemoteMiddle:
         self, start: int, hidden: torch.Tensor, arrive_at: float | None = None
     ) -> Served:
         envelope = MiddleRequest(session=self.session, start=start, arrive_at=arrive_at)
-        states = hidden.detach().clone().contiguous()  # inference-mode tensors, shared memory
-        try:
-            reply = await self.bus.request(
-                self.subject, envelope, {HIDDEN: states}, timeout=self.timeout_s
-            )
-        except NoResponders:
-            raise ReplicaGone(
-                "the cloud replica that held this sequence is gone; send the request again"
-            ) from None
+        reply = await self._request(envelope, hidden)
         answer = reply.parse(MiddleReply)
-        result = reply.tensors.get(HIDDEN)
+        result = reply.tensors.get(self.carries)
         if result is None or result.shape != hidden.shape or result.dtype != hidden.dtype:
             got = None if result is None else (tuple(result.shape), result.dtype)
             raise CodecError(f"the cloud's reply holds {got}, not {tuple(hidden.shape)}")
         if (arrive_at is None) != (answer.done_at is None):
             raise CodecError("the cloud's reply does not follow the request's emulation")
-        self.bytes_sent += states.numel() * states.element_size()
         self.bytes_received += result.numel() * result.element_size()
         return Served(result, answer.compute_s, answer.done_at)
 
@@ -342,6 +479,14 @@ class EmulatedMiddle(Middle, Protocol):
 
     def submit_at(self, start: int, hidden: torch.Tensor, arrive_at: float) -> Future[Served]: ...
 
+    def answer_at(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_ids: Sequence[int],
+        arrive_at: float,
+    ) -> Future[Answer]: ...
+
 
 class CloudLink(Protocol):
     """How a device reaches the cloud: a :class:`Middle` per sequence, and its release."""
@@ -352,12 +497,19 @@ class CloudLink(Protocol):
 
 
 class BusCloud:
-    """The cloud over the bus, its replicas sharing ``subject`` (:func:`serve_cloud`)."""
+    """The cloud over the bus, its replicas sharing ``subject`` (:func:`serve_cloud`), its
+    requests carrying the tensor ``carries``."""
 
     def __init__(
-        self, bus: Bus, subject: str, loop: asyncio.AbstractEventLoop, timeout_s: float = 30.0
+        self,
+        bus: Bus,
+        subject: str,
+        loop: asyncio.AbstractEventLoop,
+        timeout_s: float = 30.0,
+        carries: str = HIDDEN,
     ) -> None:
         self.bus, self.subject, self.loop, self.timeout_s = bus, subject, loop, timeout_s
+        self.carries = carries
         self.routes: dict[str, str] = {}
 
     def middle(self, session: str) -> RemoteMiddle:
@@ -366,7 +518,7 @@ class BusCloud:
         opening = open_session(self.bus, self.subject, session, self.timeout_s)
         route = asyncio.run_coroutine_threadsafe(opening, self.loop).result()
         self.routes[session] = route
-        return RemoteMiddle(self.bus, route, session, self.loop, self.timeout_s)
+        return RemoteMiddle(self.bus, route, session, self.loop, self.timeout_s, self.carries)
 
     async def close(self, session: str) -> None:
         """Free the sequence's cache; when the cloud cannot be told, its idle sweep frees it."""
@@ -406,10 +558,24 @@ class _LocalMiddle:
         return computed(run)
 
     def submit_at(self, start: int, hidden: torch.Tensor, arrive_at: float) -> Future[Served]:
-        future: Future[Served] = Future()
+        return self._at_once(lambda s: s.serve(self.session, start, hidden, arrive_at))
+
+    def answer_at(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_ids: Sequence[int],
+        arrive_at: float,
+    ) -> Future[Answer]:
+        return self._at_once(
+            lambda s: s.answer(self.session, prompt, max_new_tokens, eos_token_ids, arrive_at)
+        )
+
+    def _at_once(self, call: Callable[[CloudSessions], T]) -> Future[T]:
+        future: Future[T] = Future()
         try:
             with self.cloud._compute:
-                future.set_result(self.cloud.sessions.serve(self.session, start, hidden, arrive_at))
+                future.set_result(call(self.cloud.sessions))
         except BaseException as error:  # handed to whoever waits on the future
             future.set_exception(error)
         return future

@@ -4,7 +4,7 @@ bytes / bandwidth + RTT on its links, and the cloud's own emulated clock.
 :class:`Timeline` holds one device's three resources, each busy one piece of work at a time:
 its compute, its uplink and its downlink (the cloud's is
 :class:`~edgeloom.apps.hat.cloud.CloudSchedule`). :class:`TimedDeviceSession` charges every
-device step (encode, draft, absorb, verify) its thread CPU time x ``computeSlowdown``, starting
+device step (encode, draft, verdict, verify) its thread CPU time x ``computeSlowdown``, starting
 when the device is free and, for a step that needs the cloud's states, once they have arrived;
 :class:`TimedMiddle` sends each request when the device has produced it, over the uplink, to
 the cloud's clock, and back over the downlink. So chunked prefill overlaps device, links and
@@ -15,7 +15,7 @@ ends (:attr:`Timeline.now` when the decoder yields it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -23,7 +23,7 @@ from typing import TypeVar
 import torch
 
 from edgeloom.algos.hat.adapter import Adapter
-from edgeloom.algos.hat.speculative import DeviceSession, Draft, Sampling
+from edgeloom.algos.hat.speculative import Crossing, DeviceSession, Draft, Sampling
 from edgeloom.algos.hat.split import HatParts
 from edgeloom.api.device import DeviceProfile
 from edgeloom.apps.hat.cloud import EmulatedMiddle, Served
@@ -134,6 +134,22 @@ class TimedMiddle:
         self.inner.submit_at(start, hidden, arrive_at).add_done_callback(arrived)
         return out
 
+    def answer(
+        self, prompt: Sequence[int], max_new_tokens: int, eos_token_ids: Sequence[int]
+    ) -> Iterator[int]:
+        """The cloud's own greedy answer (``cloud-only``): the prompt's ids go up, each token
+        comes down as the cloud decides it; the device only forwards them."""
+        ids = torch.tensor([list(prompt)], dtype=torch.long)
+        arrive_at = self.timeline.send(ids.numel() * ids.element_size())
+        answer = self.inner.answer_at(ids, max_new_tokens, eos_token_ids, arrive_at).result()
+        assert answer.emitted_at is not None  # the request carried its arrival
+        self.timeline.cloud_s += answer.compute_s
+        self.timeline.cloud_costs.append((ids.shape[1], answer.compute_s, 0.0))
+        size = answer.tokens.element_size()
+        for token, sent_at in zip(answer.tokens[0].tolist(), answer.emitted_at, strict=True):
+            self.timeline.now = max(self.timeline.now, self.timeline.receive(sent_at, size))
+            yield token
+
 
 class TimedDeviceSession(DeviceSession):
     """A :class:`DeviceSession` whose every step is charged to the device's timeline."""
@@ -145,8 +161,9 @@ class TimedDeviceSession(DeviceSession):
         sampling: Sampling,
         timeline: Timeline,
         seed: int = 0,
+        crossing: Crossing = Crossing.STATES,
     ) -> None:
-        super().__init__(parts, adapter, sampling, seed)
+        super().__init__(parts, adapter, sampling, seed, crossing)
         self.timeline = timeline
         self._depth = 0  # steps call one another: only the outermost is charged
 
@@ -175,10 +192,10 @@ class TimedDeviceSession(DeviceSession):
         parent = super().encode
         return self._timed(lambda: parent(token_ids), cost=("encode", len(token_ids)))
 
-    def absorb(self, middle: torch.Tensor) -> torch.Tensor:
-        parent = super().absorb
-        cost = ("absorb", middle.shape[1])
-        return self._timed(lambda: parent(middle), self._arrival(middle), cost)
+    def verdict(self, reply: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        parent = super().verdict
+        cost = ("absorb", reply.shape[1])
+        return self._timed(lambda: parent(reply, rows), self._arrival(reply), cost)
 
     def draft(self, last: int, gamma: int, stop_below: float = 0.0) -> Draft:
         parent = super().draft
@@ -193,8 +210,8 @@ class TimedDeviceSession(DeviceSession):
         return self._timed(lambda: parent(draft, count))
 
     def verify(
-        self, draft: Draft, middle: torch.Tensor, ahead: Draft | None = None
+        self, draft: Draft, reply: torch.Tensor, ahead: Draft | None = None
     ) -> tuple[list[int], Draft | None]:
         parent = super().verify
-        cost = ("absorb", middle.shape[1])  # verifying is mostly the output blocks on them
-        return self._timed(lambda: parent(draft, middle, ahead), self._arrival(middle), cost)
+        cost = ("absorb", reply.shape[1])  # verifying is mostly the output blocks on them
+        return self._timed(lambda: parent(draft, reply, ahead), self._arrival(reply), cost)

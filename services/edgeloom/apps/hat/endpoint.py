@@ -27,9 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
 from edgeloom.algos.hat.adapter import Adapter
-from edgeloom.algos.hat.speculative import GammaPolicy, Generation, Sampling, decode
+from edgeloom.algos.hat.speculative import Crossing, GammaPolicy, Generation, Sampling, decode
 from edgeloom.algos.hat.split import HatParts
 from edgeloom.api.device import DeviceProfile
+from edgeloom.api.kinds.hatinferenceservice import ServingMethod
 from edgeloom.apps.hat.chunks import ChunkPlanner
 from edgeloom.apps.hat.cloud import CloudLink
 from edgeloom.apps.hat.emulation import Emulated, TimedDeviceSession, TimedMiddle, Timeline
@@ -39,10 +40,12 @@ from edgeloom.apps.hat.metrics import DeviceMetrics
 @dataclass(frozen=True)
 class ServingSettings:
     model_id: str
+    method: ServingMethod = ServingMethod.HAT
+    """``u-shape`` comes with gamma 0; ``sd-tokens`` and ``cloud-only`` send tokens."""
     max_tokens: int = 512
     """The most new tokens one request may ask for."""
     default_max_tokens: int = 64
-    gamma_min: int = 1
+    gamma_min: int = 0
     gamma_max: int = 8
     gamma_initial: int = 4
     adaptive_gamma: bool = True
@@ -52,6 +55,9 @@ class ServingSettings:
     the first guess before the device has measured its costs."""
     adaptive_chunking: bool = False
 
+
+TOKEN_METHODS = (ServingMethod.SD_TOKENS, ServingMethod.CLOUD_ONLY)
+"""The benchmark's baselines where tokens cross: the cloud answers greedy choices only."""
 
 EMULATED_FIELD = "edgeloom"
 """The field of a whole (not streamed) response with the request's emulated figures
@@ -138,18 +144,21 @@ class DeviceEngine:
         emulated = emulated or Emulated()
         timeline = Timeline(self.profile, self.clock, self.clock, self.clock)
         emulated.started = self.clock
-        device = TimedDeviceSession(
-            self.parts, self.adapter, Sampling(temperature), timeline, seed=seed
-        )
         s = self.settings
-        gamma = GammaPolicy(s.gamma_min, s.gamma_max, s.gamma_initial, s.adaptive_gamma)
         result = Generation([])
         middle = TimedMiddle(self.cloud.middle(session), timeline)
         chunk = self.planner.chunk(len(prompt)) if s.adaptive_chunking else s.chunk_size
         emulated.chunk_size = min(chunk or len(prompt), len(prompt))
-        outcome = "failed"
-        try:
-            for token in decode(
+        decoding: Iterator[int]
+        if s.method == ServingMethod.CLOUD_ONLY:
+            decoding = middle.answer(prompt, max_tokens, self.stop_ids)
+        else:
+            crossing = Crossing.TOKENS if s.method == ServingMethod.SD_TOKENS else Crossing.STATES
+            device = TimedDeviceSession(
+                self.parts, self.adapter, Sampling(temperature), timeline, seed, crossing
+            )
+            gamma = GammaPolicy(s.gamma_min, s.gamma_max, s.gamma_initial, s.adaptive_gamma)
+            decoding = decode(
                 device,
                 middle,
                 prompt,
@@ -159,7 +168,13 @@ class DeviceEngine:
                 chunk,
                 self.stop_ids,
                 parallel=s.parallel_drafting,
-            ):
+                clock=lambda: timeline.now,
+            )
+        outcome = "failed"
+        try:
+            for token in decoding:
+                if s.method == ServingMethod.CLOUD_ONLY:
+                    result.tokens.append(token)
                 emulated.emitted.append(timeline.now)
                 yield token
             outcome = "ok"
@@ -237,6 +252,13 @@ async def _answer(
         )
     if not prompt:
         raise ApiError(400, "the prompt is empty", "prompt", "invalid_value")
+    if settings.method in TOKEN_METHODS and body.temperature != 0:
+        raise ApiError(
+            400,
+            f"the {settings.method} baseline decodes greedily: send temperature 0",
+            "temperature",
+            "invalid_value",
+        )
     if len(prompt) + wanted > engine.context:
         raise ApiError(
             400,

@@ -36,7 +36,8 @@ from edgeloom.apps.hat.cloud import (
     SessionLimits,
     serve_cloud,
 )
-from edgeloom.apps.hat.endpoint import DeviceEngine, ServingSettings, create_app
+from edgeloom.apps.hat.endpoint import TOKEN_METHODS, DeviceEngine, ServingSettings, create_app
+from edgeloom.apps.hat.messages import HIDDEN, TOKENS
 from edgeloom.apps.hat.metrics import CloudMetrics, DeviceMetrics
 from edgeloom.apps.hat.prepare import prepare_adapter
 from edgeloom.models.builtins import builtin_model_folder
@@ -89,7 +90,9 @@ async def cloud(ctx: RoleContext[HatInferenceServiceSpec]) -> None:
         bounds.idle_timeout_seconds,
     )
     schedule = CloudSchedule(compute_factor=spec.cloud.compute_factor)
-    sessions = CloudSessions(HatParts(model, split_of(spec)), limits, schedule=schedule)
+    whole = spec.method in TOKEN_METHODS
+    parts = HatParts(model, split_of(spec))
+    sessions = CloudSessions(parts, limits, schedule=schedule, whole=whole)
     log.info("%s: serving the middle blocks on %s", ctx.identity, ctx.subject(MIDDLE))
     metrics = CloudMetrics(ctx.metrics)
     await serve_cloud(ctx.bus, ctx.subject(MIDDLE), sessions, ctx.stop, metrics=metrics)
@@ -103,7 +106,7 @@ async def device_adapter(
     spec = ctx.spec
     wanted = spec.adapter
     shape = AdapterSpec(wanted.kind.value, wanted.depth, wanted.width)
-    if spec.method == ServingMethod.U_SHAPE:  # never drafts: the adapter is not trained
+    if spec.method in (ServingMethod.U_SHAPE, ServingMethod.CLOUD_ONLY):  # never drafts
         parts = HatParts(model, split_of(spec))
         return parts, Adapter(parts, shape).eval()
     if wanted.source is not None:
@@ -138,6 +141,7 @@ def serving_settings(ctx: RoleContext[HatInferenceServiceSpec]) -> ServingSettin
         s = s.model_copy(update={"gamma_min": 0, "gamma_initial": 0, "gamma_max": 0})
     return ServingSettings(
         model_id=ctx.name,
+        method=spec.method,
         max_tokens=s.max_tokens,
         default_max_tokens=s.default_max_tokens,
         gamma_min=s.gamma_min,
@@ -169,7 +173,8 @@ async def device(ctx: RoleContext[HatInferenceServiceSpec]) -> None:
     with tempfile.TemporaryDirectory(prefix="edgeloom-hat-") as scratch:
         model, tokenizer, folder = await load_split_model(ctx, Path(scratch))
         parts, adapter = await device_adapter(ctx, model, folder, Path(scratch))
-    link = BusCloud(ctx.bus, ctx.subject(MIDDLE), asyncio.get_running_loop())
+    carries = TOKENS if ctx.spec.method in TOKEN_METHODS else HIDDEN
+    link = BusCloud(ctx.bus, ctx.subject(MIDDLE), asyncio.get_running_loop(), carries=carries)
     engine = DeviceEngine(
         parts,
         adapter,
