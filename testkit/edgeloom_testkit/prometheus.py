@@ -19,6 +19,8 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +233,17 @@ class Prometheus:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def cluster_prometheus(
+    plane: ControlPlane, work_dir: Path, rules: dict[str, Any] | None = None
+) -> Iterator[Prometheus]:
+    """A Prometheus scraping every annotated pod of ``plane`` (:class:`PodDiscovery` and
+    :func:`kubernetes_pods_job`), with alerting ``rules`` if given."""
+    discovery = PodDiscovery(plane, work_dir / "pods.json")
+    try:
+        with Prometheus(work_dir, [kubernetes_pods_job(work_dir / "pods.json")], rules) as server:
+            yield server
+    finally:
+        discovery.stop()

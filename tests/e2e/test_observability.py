@@ -26,7 +26,7 @@ from edgeloom.api.registry import kinds
 from edgeloom_testkit.controlplane import ControlPlane, wait_for
 from edgeloom_testkit.dashboards import alert_rules, dashboard_queries
 from edgeloom_testkit.node_agent import NodeAgent
-from edgeloom_testkit.prometheus import PodDiscovery, Prometheus, kubernetes_pods_job
+from edgeloom_testkit.prometheus import Prometheus, cluster_prometheus
 from edgeloom_testkit.secure_nats import secure_nats
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,13 +70,8 @@ ALERT_VALUES = {
 @pytest.fixture(scope="module")
 def prometheus(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     work = tmp_path_factory.mktemp("prometheus")
-    discovery = PodDiscovery(control_plane, work / "pods.json")
-    job = kubernetes_pods_job(work / "pods.json")
-    try:
-        with Prometheus(work, [job], alert_rules(ALERT_VALUES)) as server:
-            yield server
-    finally:
-        discovery.stop()
+    with cluster_prometheus(control_plane, work, alert_rules(ALERT_VALUES)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

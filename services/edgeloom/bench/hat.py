@@ -186,7 +186,8 @@ def ask(url: str, name: str, text: str, new_tokens: int) -> dict[str, Any]:
     """One greedy completion; its emulated figures and token ids."""
     body = {"model": name, "prompt": text, "max_tokens": new_tokens, "temperature": 0}
     answer = httpx.post(f"{url}/completions", json=body, timeout=600)
-    answer.raise_for_status()
+    if answer.is_error:  # OpenAI's error shape says why
+        raise RuntimeError(f"{url}: {answer.status_code} {answer.text}")
     figures: dict[str, Any] = answer.json()["edgeloom"]
     return figures
 

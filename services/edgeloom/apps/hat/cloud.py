@@ -421,7 +421,7 @@ class RemoteMiddle:
             stop_token_ids=list(eos_token_ids),
             arrive_at=arrive_at,
         )
-        reply = await self._request(envelope, prompt)
+        reply = await self._request(envelope, prompt, self.timeout_s * (1 + max_new_tokens / 64))
         answer = reply.parse(Generated)
         tokens = reply.tensors.get(TOKENS)
         if tokens is None or tokens.dtype != torch.long or tokens.ndim != 2:
@@ -435,12 +435,17 @@ class RemoteMiddle:
         return Answer(tokens, answer.compute_s, times)
 
     async def _request(
-        self, envelope: MiddleRequest | GenerateRequest, tensor: torch.Tensor
+        self,
+        envelope: MiddleRequest | GenerateRequest,
+        tensor: torch.Tensor,
+        timeout_s: float | None = None,
     ) -> Message:
+        """``envelope`` with ``tensor``; the reply within ``timeout_s`` (the middle's own by
+        default; a whole answer gets it once more per 64 tokens)."""
         sent = tensor.detach().clone().contiguous()  # inference-mode tensors, shared memory
         try:
             reply = await self.bus.request(
-                self.subject, envelope, {self.carries: sent}, timeout=self.timeout_s
+                self.subject, envelope, {self.carries: sent}, timeout=timeout_s or self.timeout_s
             )
         except NoResponders:
             raise ReplicaGone(
